@@ -1,0 +1,140 @@
+"""`readmit` command line: thin wrappers that print progress and a closing summary."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from readmit.errors import ReadmitError
+from readmit.settings import Settings
+
+app = typer.Typer(
+    help="readmit: 30-day readmission prediction for diabetic inpatients.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fails_cleanly(command: F) -> F:
+    """Turn a ReadmitError into one line on stderr and exit code 1, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ReadmitError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _say(message: str) -> None:
+    console.print(f"  {message}", highlight=False)
+
+
+def run_ingest(settings: Settings, all_batches: bool) -> None:
+    from readmit.pipeline.ingest import ingest as ingest_step
+
+    clock = time.perf_counter()
+    console.print(f"[bold]ingest[/] {settings.dataset_uri} -> {settings.resolved_raw_db_url}")
+    result = ingest_step(settings, all_batches=all_batches, report=_say)
+    console.print(
+        f"[green]ingest done[/]: {len(result.batches)} batch(es), {result.rows_inserted:,} rows "
+        f"inserted, {result.pending_after} pending, {time.perf_counter() - clock:.1f} s; "
+        f"raw-db: {settings.resolved_raw_db_url}",
+        highlight=False,
+    )
+
+
+def run_clean(settings: Settings) -> None:
+    from readmit.pipeline.clean import build_clean
+
+    console.print(f"[bold]clean[/] {settings.resolved_raw_db_url} -> {settings.resolved_clean_db_url}")
+    result = build_clean(settings, report=_say)
+    rows = ", ".join(f"{n:,} {s}" for s, n in result.rows.items())
+    console.print(
+        f"[green]clean done[/]: build {result.build_id} from batches {result.raw_batches}: {rows}; "
+        f"{result.features} encoded columns, {result.seconds:.1f} s; "
+        f"clean-db: {settings.resolved_clean_db_url}",
+        highlight=False,
+    )
+
+
+@app.command()
+@fails_cleanly
+def ingest(
+    all_batches: bool = typer.Option(False, "--all", help="Load every pending batch."),
+) -> None:
+    """Load the next pending batch of the data set into raw-db (or all with --all)."""
+    run_ingest(Settings(), all_batches)
+
+
+@app.command()
+@fails_cleanly
+def clean() -> None:
+    """Clean raw-db into clean-db and fit the transform on clean_train."""
+    run_clean(Settings())
+
+
+@app.command()
+@fails_cleanly
+def pipeline() -> None:
+    """Run the main job: ingest every pending batch, then clean."""
+    settings = Settings()
+    clock = time.perf_counter()
+    run_ingest(settings, all_batches=True)
+    run_clean(settings)
+    console.print(
+        f"[bold green]pipeline done[/] in {time.perf_counter() - clock:.1f} s; "
+        f"state under {settings.data_dir.resolve()}",
+        highlight=False,
+    )
+
+
+@app.command()
+@fails_cleanly
+def status() -> None:
+    """Show batches, rows per table and the last clean build."""
+    from readmit.status import collect_status
+
+    settings = Settings()
+    state = collect_status(settings)
+    batches = Table(title=f"batches in {settings.resolved_raw_db_url}")
+    for name in ("batch", "status", "rows", "train", "validation", "test", "dup", "rejected"):
+        batches.add_column(name, justify="right")
+    for b in state.batches:
+        batches.add_row(
+            str(b["batch_id"]), b["status"], f"{b['rows_read']:,}", f"{b['rows_train']:,}",
+            f"{b['rows_validation']:,}", f"{b['rows_test']:,}", f"{b['rows_duplicate']:,}",
+            f"{b['rows_rejected']:,}",
+        )  # fmt: skip
+    console.print(batches)
+    tables = Table(title="rows per table")
+    tables.add_column("table")
+    tables.add_column("rows", justify="right")
+    for name, rows in state.table_rows.items():
+        tables.add_row(name, f"{rows:,}")
+    console.print(tables)
+    if state.last_build is None:
+        console.print("no clean build yet")
+    else:
+        b = state.last_build
+        console.print(
+            f"last clean build {b['build_id']} at {b['created_at']}: batches {b['raw_batches']}, "
+            f"rows {b['rows']}, {b['features']} encoded columns",
+            highlight=False,
+        )
+
+
+if __name__ == "__main__":
+    app()

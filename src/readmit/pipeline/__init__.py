@@ -1,0 +1,1 @@
+"""The pipeline steps: ingest, clean, train. Plain functions behind the CLI and the DAGs."""

@@ -1,0 +1,169 @@
+"""Clean: raw-db -> clean-db, and the transform fitted on clean_train only.
+
+A build replaces the clean tables and adds a clean_build row in one transaction, so readers
+see either the previous build or the new one, never a mix. Re-running it is safe.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from readmit.errors import StorageError
+from readmit.features import FittedTransform, clean_frame
+from readmit.settings import Settings
+from readmit.split import SPLITS
+from readmit.storage import clean, raw
+from readmit.storage.db import bulk_insert, check_connection, make_engine, transaction
+
+Report = Callable[[str], None]
+MIN_CATEGORY_COUNT = 20
+
+
+@dataclass
+class CleanResult:
+    build_id: str
+    raw_batches: list[int]
+    rows: dict[str, int]
+    dropped: int
+    features: int
+    seconds: float
+
+
+def read_raw(engine: Engine) -> tuple[pd.DataFrame, list[int], list[str]]:
+    """Every raw row with its split, the loaded batch ids, and their source checksums."""
+    with engine.connect() as conn:
+        batches = conn.execute(
+            sa.select(raw.batch_metadata.c.batch_id, raw.batch_metadata.c.source_sha256)
+            .where(raw.batch_metadata.c.status == raw.SUCCEEDED)
+            .order_by(raw.batch_metadata.c.batch_id)
+        ).all()
+        if not batches:
+            raise StorageError("raw-db: no batch has been ingested yet; run `readmit ingest` first")
+        frames = []
+        for split, table in raw.SPLIT_TABLES.items():
+            frame = pd.read_sql(sa.select(table), conn)
+            frame["split"] = split
+            frames.append(frame)
+    batch_ids = [b.batch_id for b in batches]
+    return pd.concat(frames, ignore_index=True), batch_ids, sorted({b.source_sha256 for b in batches})
+
+
+def open_clean_db(settings: Settings) -> Engine:
+    """Connect to clean-db and create its tables if they are not there yet."""
+    engine = make_engine(settings.resolved_clean_db_url, "clean-db")
+    check_connection(engine, "clean-db")
+    with transaction(engine, "clean-db") as conn:
+        clean.metadata.create_all(conn)
+    return engine
+
+
+def new_build_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def build_clean(settings: Settings, report: Report = lambda _: None) -> CleanResult:
+    """Clean every raw row, fit the transform on train, and write a new clean build."""
+    clock = time.perf_counter()
+    raw_engine = make_engine(settings.resolved_raw_db_url, "raw-db")
+    check_connection(raw_engine, "raw-db")
+    try:
+        raw_rows, batch_ids, checksums = read_raw(raw_engine)
+    finally:
+        raw_engine.dispose()
+    report(f"read {len(raw_rows):,} raw rows from {len(batch_ids)} batches")
+    splits = raw_rows["split"]
+    cleaned = clean_frame(raw_rows)
+    split_of_row = dict(zip(raw_rows["row_hash"], splits, strict=True))
+    cleaned_split = cleaned["row_hash"].map(split_of_row)
+    dropped = len(raw_rows) - len(cleaned)
+    report(f"cleaned: {len(cleaned):,} rows kept, {dropped:,} ended in death or hospice")
+    train = cleaned[cleaned_split == "train"]
+    transform = FittedTransform.fit(train, min_count=MIN_CATEGORY_COUNT)
+    report(f"fitted the transform on {len(train):,} clean_train rows: {transform.width} columns")
+    build_id = new_build_id()
+    rows = {s: int((cleaned_split == s).sum()) for s in SPLITS}
+    params: dict[str, Any] = {
+        "min_category_count": MIN_CATEGORY_COUNT,
+        "split_salt": settings.split_salt,
+        "dropped_dispositions": "11,13,14,19,20,21",
+    }
+    engine = open_clean_db(settings)
+    try:
+        with transaction(engine, "clean-db") as conn:
+            for split, table in clean.SPLIT_TABLES.items():
+                conn.execute(table.delete())
+                part = cleaned[cleaned_split == split].assign(build_id=build_id)
+                bulk_insert(conn, table, part)
+                report(f"wrote {len(part):,} rows to clean_{split}")
+            conn.execute(
+                clean.clean_build.insert().values(
+                    build_id=build_id,
+                    created_at=datetime.now(UTC),
+                    raw_batches=batch_ids,
+                    source_sha256=checksums,
+                    rows=rows,
+                    params=params,
+                    transform=transform.to_dict(),
+                )
+            )
+    finally:
+        engine.dispose()
+    return CleanResult(
+        build_id=build_id,
+        raw_batches=batch_ids,
+        rows=rows,
+        dropped=dropped,
+        features=transform.width,
+        seconds=time.perf_counter() - clock,
+    )
+
+
+@dataclass
+class CleanBuild:
+    """A clean build as training and serving read it back."""
+
+    build_id: str
+    created_at: datetime
+    raw_batches: list[int]
+    source_sha256: list[str]
+    rows: dict[str, int]
+    params: dict[str, Any]
+    transform: FittedTransform
+
+
+def latest_build(engine: Engine) -> CleanBuild:
+    """The newest clean build; a clear error when there is none."""
+    table = clean.clean_build
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(table).order_by(table.c.created_at.desc()).limit(1)
+        ).mappings().first()
+    if row is None:
+        raise StorageError("clean-db: no clean build yet; run `readmit clean` first")
+    return CleanBuild(
+        build_id=row["build_id"],
+        created_at=row["created_at"],
+        raw_batches=list(row["raw_batches"]),
+        source_sha256=list(row["source_sha256"]),
+        rows=dict(row["rows"]),
+        params=dict(row["params"]),
+        transform=FittedTransform.from_dict(row["transform"]),
+    )
+
+
+def read_clean_split(engine: Engine, split: str, build_id: str) -> pd.DataFrame:
+    """The rows of one split of one build, in encounter order."""
+    table = clean.SPLIT_TABLES[split]
+    query = sa.select(table).where(table.c.build_id == build_id).order_by(table.c.encounter_id)
+    with engine.connect() as conn:
+        frame = pd.read_sql(query, conn)
+    return frame.astype(object).where(frame.notna(), None).infer_objects()

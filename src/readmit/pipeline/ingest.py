@@ -1,0 +1,233 @@
+"""Ingest: the next pending batch of source rows (or all of them) into raw-db.
+
+A batch is one transaction: its rows land whole, with its batch_metadata row, or not at all.
+Rows already present (same `row_hash`) are skipped and counted; rows that fail validation are
+kept in raw_rejected with the field and the reason, and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from readmit.dataset import Dataset, load_dataset
+from readmit.errors import ReadmitError, StorageError
+from readmit.schema import COLUMNS, INTEGER_FIELDS, SOURCE_NAMES, check_value
+from readmit.settings import Settings
+from readmit.split import SPLITS, assign_splits
+from readmit.storage import raw
+from readmit.storage.db import bulk_insert, check_connection, make_engine, transaction
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class BatchResult:
+    batch_id: int
+    rows_read: int
+    inserted: dict[str, int]
+    duplicates: int
+    rejected: int
+    seconds: float
+
+    def line(self, total: int) -> str:
+        splits = " / ".join(f"{self.inserted[s]:,} {s}" for s in SPLITS)
+        return (
+            f"batch {self.batch_id}/{total}: {self.rows_read:,} read -> {splits}; "
+            f"{self.duplicates:,} duplicates skipped, {self.rejected:,} rejected "
+            f"({self.seconds:.1f} s)"
+        )
+
+
+@dataclass
+class IngestResult:
+    total_batches: int
+    batches: list[BatchResult] = field(default_factory=list)
+    pending_after: int = 0
+
+    @property
+    def rows_inserted(self) -> int:
+        return sum(sum(b.inserted.values()) for b in self.batches)
+
+
+def row_hashes(frame: pd.DataFrame) -> list[str]:
+    """SHA-256 of each canonical source row: its 50 source strings joined by U+001F."""
+    columns = [frame[name].astype(str) for name in SOURCE_NAMES]
+    joined = columns[0].str.cat(columns[1:], sep="\x1f")
+    return [hashlib.sha256(text.encode()).hexdigest() for text in joined]
+
+
+def validation_errors(frame: pd.DataFrame) -> pd.DataFrame:
+    """For each rejected row (by index): the first bad field and why; valid rows are absent."""
+    found: list[pd.DataFrame] = []
+    for column in COLUMNS:
+        values = frame[column.source]
+        reasons = values.map({v: check_value(column, v) for v in values.unique()})
+        bad = reasons.dropna()
+        if not bad.empty:
+            found.append(pd.DataFrame({"field": column.field, "reason": bad}, index=bad.index))
+    if not found:
+        return pd.DataFrame(columns=["field", "reason"])
+    errors = pd.concat(found)
+    return errors[~errors.index.duplicated(keep="first")].sort_index()
+
+
+def _typed_rows(chunk: pd.DataFrame) -> pd.DataFrame:
+    """Valid source rows with database field names; integer columns as integers."""
+    typed = chunk.rename(columns={c.source: c.field for c in COLUMNS})
+    for name in INTEGER_FIELDS:
+        typed[name] = typed[name].astype("int64")
+    return typed
+
+
+def _batch_bounds(batch_id: int, rows: int, batch_size: int) -> tuple[int, int]:
+    start = (batch_id - 1) * batch_size
+    return start, min(start + batch_size, rows)
+
+
+def _succeeded_batches(engine: Engine, dataset: Dataset, settings: Settings) -> set[int]:
+    """Batches already loaded; refuse to mix sources, salts or batch sizes in one raw-db."""
+    query = sa.select(raw.batch_metadata).where(raw.batch_metadata.c.status == raw.SUCCEEDED)
+    with engine.connect() as conn:
+        done = conn.execute(query).mappings().all()
+    for row in done:
+        start, end = _batch_bounds(row["batch_id"], len(dataset.frame), settings.batch_size)
+        if row["source_sha256"] != dataset.sha256:
+            raise StorageError(
+                f"raw-db: batch {row['batch_id']} came from a source with checksum "
+                f"{row['source_sha256'][:12]}..., not {dataset.sha256[:12]}...; use a new raw-db"
+            )
+        if (row["row_start"], row["row_end"]) != (start, end):
+            raise StorageError(
+                f"raw-db: batch {row['batch_id']} covers rows {row['row_start']}-{row['row_end']},"
+                f" which batch size {settings.batch_size} does not give; keep the batch size"
+            )
+        if row["split_salt"] != settings.split_salt:
+            raise StorageError("raw-db: loaded with another READMIT_SPLIT_SALT; use a new raw-db")
+    return {row["batch_id"] for row in done}
+
+
+def load_batch(
+    engine: Engine, dataset: Dataset, batch_id: int, settings: Settings
+) -> BatchResult:
+    """Load one batch in one transaction and record it; on failure record it as failed."""
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    start, end = _batch_bounds(batch_id, len(dataset.frame), settings.batch_size)
+    chunk = dataset.frame.iloc[start:end]
+    hashes = pd.Series(row_hashes(chunk), index=chunk.index)
+    errors = validation_errors(chunk)
+    valid = chunk.drop(index=errors.index)
+    rows = _typed_rows(valid)
+    rows["row_hash"] = hashes[valid.index]
+    rows["batch_id"] = batch_id
+    rows["ingested_at"] = started
+    splits = pd.Series(assign_splits(rows["patient_nbr"], settings.split_salt), index=rows.index)
+    rejected = pd.DataFrame(
+        {
+            "row_hash": hashes[errors.index],
+            "batch_id": batch_id,
+            "source_row": errors.index.astype("int64"),
+            "field": errors["field"],
+            "reason": errors["reason"],
+            "raw_values": [json.dumps(r) for r in chunk.loc[errors.index].to_dict("records")],
+            "ingested_at": started,
+        }
+    )
+    record = {
+        "batch_id": batch_id,
+        "source_sha256": dataset.sha256,
+        "source_uri": dataset.source,
+        "split_salt": settings.split_salt,
+        "row_start": start,
+        "row_end": end,
+        "first_encounter_id": str(chunk["encounter_id"].iloc[0]),
+        "last_encounter_id": str(chunk["encounter_id"].iloc[-1]),
+        "rows_read": len(chunk),
+        "rows_rejected": len(errors),
+        "started_at": started,
+    }
+    delete_record = raw.batch_metadata.delete().where(raw.batch_metadata.c.batch_id == batch_id)
+    try:
+        with transaction(engine, "raw-db") as conn:
+            inserted = {
+                split: bulk_insert(conn, raw.SPLIT_TABLES[split], rows[splits == split])
+                for split in SPLITS
+            }
+            bulk_insert(conn, raw.rejected, rejected)
+            duplicates = len(rows) - sum(inserted.values())
+            conn.execute(delete_record)
+            conn.execute(
+                raw.batch_metadata.insert().values(
+                    **record,
+                    **{f"rows_{s}": n for s, n in inserted.items()},
+                    rows_duplicate=duplicates,
+                    status=raw.SUCCEEDED,
+                    finished_at=datetime.now(UTC),
+                )
+            )
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        with transaction(engine, "raw-db") as conn:
+            conn.execute(delete_record)
+            conn.execute(
+                raw.batch_metadata.insert().values(
+                    **record, status=raw.FAILED, error=reason, finished_at=datetime.now(UTC)
+                )
+            )
+        if isinstance(exc, ReadmitError):
+            raise
+        raise StorageError(f"raw-db: batch {batch_id} failed and was rolled back: {reason}") from exc
+    return BatchResult(
+        batch_id=batch_id,
+        rows_read=len(chunk),
+        inserted=inserted,
+        duplicates=duplicates,
+        rejected=len(errors),
+        seconds=time.perf_counter() - clock,
+    )
+
+
+def open_raw_db(settings: Settings) -> Engine:
+    """Connect to raw-db and create its tables if they are not there yet."""
+    engine = make_engine(settings.resolved_raw_db_url, "raw-db")
+    check_connection(engine, "raw-db")
+    with transaction(engine, "raw-db") as conn:
+        raw.metadata.create_all(conn)
+    return engine
+
+
+def ingest(
+    settings: Settings,
+    all_batches: bool = False,
+    report: Report = lambda _: None,
+    dataset: Dataset | None = None,
+) -> IngestResult:
+    """Load the next pending batch, or every pending batch with `all_batches`."""
+    engine = open_raw_db(settings)
+    try:
+        dataset = dataset or load_dataset(settings)
+        total = math.ceil(len(dataset.frame) / settings.batch_size)
+        done = _succeeded_batches(engine, dataset, settings)
+        pending = [b for b in range(1, total + 1) if b not in done]
+        result = IngestResult(total_batches=total)
+        if not pending:
+            report(f"all {total} batches are already in raw-db: nothing to do")
+            return result
+        for batch_id in pending if all_batches else pending[:1]:
+            batch = load_batch(engine, dataset, batch_id, settings)
+            result.batches.append(batch)
+            report(batch.line(total))
+        result.pending_after = len(pending) - len(result.batches)
+        return result
+    finally:
+        engine.dispose()

@@ -1,0 +1,127 @@
+"""The encounter record: the 50 source columns, their types and allowed values.
+
+This is the single source of truth for the raw data. Storage tables, validation, cleaning
+inputs and the API's request model are all derived from `COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(str, Enum):
+    """How a source column is typed and checked."""
+
+    INTEGER = "integer"  # non-negative whole number
+    CATEGORY = "category"  # one of a closed set of strings
+    CODE = "code"  # ICD-9 diagnosis code (numeric, V or E), or the missing marker
+    TEXT = "text"  # free text from an open vocabulary (payer, specialty)
+
+
+MISSING = "?"
+ID_MAX = 2**63 - 1  # identifiers are stored as BIGINT
+ICD9_PATTERN = re.compile(r"^(\d{1,3}(\.\d{1,2})?|V\d{1,2}(\.\d{1,2})?|E\d{1,3}(\.\d{1,2})?)$")
+TEXT_PATTERN = re.compile(r"^[A-Za-z0-9&/\-]{1,64}$")
+
+MED_VALUES = ("No", "Steady", "Up", "Down")
+AGE_BRACKETS = tuple(f"[{10 * i}-{10 * (i + 1)})" for i in range(10))
+WEIGHT_BRACKETS = (
+    "[0-25)", "[25-50)", "[50-75)", "[75-100)", "[100-125)",
+    "[125-150)", "[150-175)", "[175-200)", ">200",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Column:
+    """One source column. `field` is its identifier in databases, Python and JSON."""
+
+    source: str
+    kind: Kind
+    categories: tuple[str, ...] = ()
+    missing_allowed: bool = False
+    feature: bool = True
+    maximum: int = 100_000  # the largest plausible value of an integer column
+    description: str = ""
+
+    @property
+    def field(self) -> str:
+        return self.source.lower().replace("-", "_")
+
+
+def _med(name: str) -> Column:
+    return Column(name, Kind.CATEGORY, MED_VALUES, description=f"{name} dosage change")
+
+
+MEDICATIONS = (
+    "metformin", "repaglinide", "nateglinide", "chlorpropamide", "glimepiride",
+    "acetohexamide", "glipizide", "glyburide", "tolbutamide", "pioglitazone",
+    "rosiglitazone", "acarbose", "miglitol", "troglitazone", "tolazamide", "examide",
+    "citoglipton", "insulin", "glyburide-metformin", "glipizide-metformin",
+    "glimepiride-pioglitazone", "metformin-rosiglitazone", "metformin-pioglitazone",
+)  # fmt: skip
+
+COLUMNS: tuple[Column, ...] = (
+    Column("encounter_id", Kind.INTEGER, feature=False, maximum=ID_MAX, description="Encounter id"),
+    Column("patient_nbr", Kind.INTEGER, feature=False, maximum=ID_MAX, description="Patient id"),
+    Column(
+        "race",
+        Kind.CATEGORY,
+        ("Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other"),
+        missing_allowed=True,
+    ),
+    Column("gender", Kind.CATEGORY, ("Female", "Male", "Unknown/Invalid")),
+    Column("age", Kind.CATEGORY, AGE_BRACKETS, description="Age bracket in years"),
+    Column("weight", Kind.CATEGORY, WEIGHT_BRACKETS, missing_allowed=True),
+    Column("admission_type_id", Kind.INTEGER, description="Admission type code (1-8)"),
+    Column("discharge_disposition_id", Kind.INTEGER, description="Discharge disposition code"),
+    Column("admission_source_id", Kind.INTEGER, description="Admission source code"),
+    Column("time_in_hospital", Kind.INTEGER, description="Days in hospital"),
+    Column("payer_code", Kind.TEXT, missing_allowed=True),
+    Column("medical_specialty", Kind.TEXT, missing_allowed=True),
+    Column("num_lab_procedures", Kind.INTEGER),
+    Column("num_procedures", Kind.INTEGER),
+    Column("num_medications", Kind.INTEGER),
+    Column("number_outpatient", Kind.INTEGER, description="Outpatient visits, previous year"),
+    Column("number_emergency", Kind.INTEGER, description="Emergency visits, previous year"),
+    Column("number_inpatient", Kind.INTEGER, description="Inpatient visits, previous year"),
+    Column("diag_1", Kind.CODE, missing_allowed=True, description="Primary diagnosis (ICD-9)"),
+    Column("diag_2", Kind.CODE, missing_allowed=True, description="Secondary diagnosis"),
+    Column("diag_3", Kind.CODE, missing_allowed=True, description="Additional diagnosis"),
+    Column("number_diagnoses", Kind.INTEGER),
+    Column("max_glu_serum", Kind.CATEGORY, ("None", "Norm", ">200", ">300")),
+    Column("A1Cresult", Kind.CATEGORY, ("None", "Norm", ">7", ">8")),
+    *(_med(m) for m in MEDICATIONS),
+    Column("change", Kind.CATEGORY, ("No", "Ch"), description="Any diabetic medication change"),
+    Column("diabetesMed", Kind.CATEGORY, ("No", "Yes")),
+    Column("readmitted", Kind.CATEGORY, ("NO", ">30", "<30"), feature=False),
+)
+
+SOURCE_NAMES: tuple[str, ...] = tuple(c.source for c in COLUMNS)
+FIELDS: tuple[str, ...] = tuple(c.field for c in COLUMNS)
+BY_FIELD: dict[str, Column] = {c.field: c for c in COLUMNS}
+INPUT_FIELDS: tuple[str, ...] = tuple(c.field for c in COLUMNS if c.feature)
+INTEGER_FIELDS: tuple[str, ...] = tuple(c.field for c in COLUMNS if c.kind is Kind.INTEGER)
+MEDICATION_FIELDS: tuple[str, ...] = tuple(_med(m).field for m in MEDICATIONS)
+LABEL_SOURCE = "readmitted"
+POSITIVE_LABEL = "<30"
+
+
+def check_value(column: Column, value: str) -> str | None:
+    """Return why `value` is not a valid source value of `column`, or None when it is."""
+    if value == MISSING:
+        return None if column.missing_allowed else "missing value '?' not allowed"
+    if column.kind is Kind.INTEGER:
+        if not value.isdigit():
+            return f"{value!r} is not a non-negative integer"
+        if int(value) > column.maximum:
+            return f"{value} exceeds {column.maximum:,}"
+        return None
+    if column.kind is Kind.CATEGORY:
+        if value not in column.categories:
+            return f"{value!r} is not one of {', '.join(column.categories)}"
+        return None
+    if column.kind is Kind.CODE:
+        return None if ICD9_PATTERN.match(value) else f"{value!r} is not an ICD-9 code"
+    return None if TEXT_PATTERN.match(value) else f"{value!r} is not a plain code or name"

@@ -1,0 +1,75 @@
+"""The one place every setting is declared: environment variables prefixed READMIT_, or `.env`.
+
+Switching from the embedded mode (SQLite files, local MLflow store) to the full stack
+(PostgreSQL, MLflow server, S3) is a matter of these values only, never of code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UCI_DATASET_URL = (
+    "https://archive.ics.uci.edu/static/public/296/diabetes+130-us+hospitals+for+years+1999-2008.zip"
+)
+# SHA-256 of diabetic_data.csv as shipped in the UCI archive (101,766 rows).
+UCI_CSV_SHA256 = "0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; defaults give the embedded mode under `.readmit/`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="READMIT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(default=Path(".readmit"), description="Where local state lives.")
+    dataset_uri: str = Field(
+        default=UCI_DATASET_URL, description="URL or local path of the UCI zip or of the CSV."
+    )
+    dataset_sha256: str = Field(
+        default=UCI_CSV_SHA256, description="Expected SHA-256 of diabetic_data.csv."
+    )
+    verify_checksum: bool = Field(
+        default=True, description="Set to false to accept a CSV whose checksum differs."
+    )
+    raw_db_url: str | None = Field(default=None, description="SQLAlchemy URL of raw-db.")
+    clean_db_url: str | None = Field(default=None, description="SQLAlchemy URL of clean-db.")
+    batch_size: int = Field(default=15_000, gt=0, description="Rows per ingest batch.")
+    split_salt: str = Field(default="readmit-split-v1", description="Salt of the patient split.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("READMIT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server; default: a SQLite store in the data dir.",
+    )
+    experiment_name: str = Field(default="readmission", description="MLflow experiment.")
+    model_name: str = Field(default="readmission", description="Registered model name.")
+    promote_min_delta: float = Field(
+        default=0.002, description="ROC-AUC a new version must gain over @production."
+    )
+    random_seed: int = Field(default=42, description="Seed of every random choice in training.")
+
+    @property
+    def resolved_raw_db_url(self) -> str:
+        return self.raw_db_url or f"sqlite:///{(self.data_dir / 'raw.db').resolve()}"
+
+    @property
+    def resolved_clean_db_url(self) -> str:
+        return self.clean_db_url or f"sqlite:///{(self.data_dir / 'clean.db').resolve()}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def download_dir(self) -> Path:
+        return self.data_dir / "downloads"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process (tests build their own `Settings(...)`)."""
+    return Settings()

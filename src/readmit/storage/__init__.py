@@ -1,0 +1,1 @@
+"""raw-db and clean-db: table definitions, engines and the bulk load."""
