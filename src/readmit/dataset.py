@@ -14,7 +14,7 @@ import pandas as pd
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from readmit.errors import DatasetError
-from readmit.schema import SOURCE_NAMES
+from readmit.schema import COLUMNS, INTEGER_FIELDS, SOURCE_NAMES
 from readmit.settings import Settings
 
 CSV_NAME = "diabetic_data.csv"
@@ -111,6 +111,14 @@ def order_by_encounter(frame: pd.DataFrame) -> pd.DataFrame:
     key = pd.to_numeric(frame["encounter_id"], errors="coerce")
     order = key.sort_values(kind="stable", na_position="last").index
     return frame.loc[order].reset_index(drop=True)
+
+
+def typed_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validated source rows with field names (as in the databases); integers as integers."""
+    typed = frame.rename(columns={c.source: c.field for c in COLUMNS})
+    for name in INTEGER_FIELDS:
+        typed[name] = typed[name].astype("int64")
+    return typed
 
 
 def load_dataset(settings: Settings, show_progress: bool = True) -> Dataset:

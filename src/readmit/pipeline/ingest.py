@@ -19,9 +19,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from readmit.dataset import Dataset, load_dataset
+from readmit.dataset import Dataset, load_dataset, typed_rows
 from readmit.errors import ReadmitError, StorageError
-from readmit.schema import COLUMNS, INTEGER_FIELDS, SOURCE_NAMES, check_value
+from readmit.schema import COLUMNS, SOURCE_NAMES, check_value
 from readmit.settings import Settings
 from readmit.split import SPLITS, assign_splits
 from readmit.storage import raw
@@ -81,14 +81,6 @@ def validation_errors(frame: pd.DataFrame) -> pd.DataFrame:
     return errors[~errors.index.duplicated(keep="first")].sort_index()
 
 
-def _typed_rows(chunk: pd.DataFrame) -> pd.DataFrame:
-    """Valid source rows with database field names; integer columns as integers."""
-    typed = chunk.rename(columns={c.source: c.field for c in COLUMNS})
-    for name in INTEGER_FIELDS:
-        typed[name] = typed[name].astype("int64")
-    return typed
-
-
 def _batch_bounds(batch_id: int, rows: int, batch_size: int) -> tuple[int, int]:
     start = (batch_id - 1) * batch_size
     return start, min(start + batch_size, rows)
@@ -127,7 +119,7 @@ def load_batch(
     hashes = pd.Series(row_hashes(chunk), index=chunk.index)
     errors = validation_errors(chunk)
     valid = chunk.drop(index=errors.index)
-    rows = _typed_rows(valid)
+    rows = typed_rows(valid)
     rows["row_hash"] = hashes[valid.index]
     rows["batch_id"] = batch_id
     rows["ingested_at"] = started

@@ -1,0 +1,67 @@
+"""Shared fixtures: the real data set, temporary PostgreSQL databases, settings per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from readmit.dataset import Dataset, load_dataset
+from readmit.settings import Settings
+from tests.databases import create_database, drop_database
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ZIP = REPO.parent / "shared" / "data" / "dataset_diabetes.zip"
+
+
+def _unavailable(reason: str) -> None:
+    """Skip locally; in CI (READMIT_TEST_REQUIRE_SERVICES=1) a missing service is a failure."""
+    if os.environ.get("READMIT_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required test service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def dataset_uri() -> str:
+    uri = os.environ.get("READMIT_DATASET_URI") or (str(SHARED_ZIP) if SHARED_ZIP.exists() else "")
+    if not uri or not Path(uri).exists():
+        _unavailable("the UCI zip is not available (set READMIT_DATASET_URI)")
+    return uri
+
+
+@pytest.fixture(scope="session")
+def full_dataset(dataset_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    settings = Settings(dataset_uri=dataset_uri, data_dir=tmp_path_factory.mktemp("ds"))
+    return load_dataset(settings, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    url = os.environ.get("READMIT_TEST_PG_URL", "")
+    if not url:
+        _unavailable("no PostgreSQL for tests (set READMIT_TEST_PG_URL)")
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except sa.exc.OperationalError as exc:
+        _unavailable(f"PostgreSQL at READMIT_TEST_PG_URL is unreachable: {exc.orig}")
+    return url
+
+
+@pytest.fixture
+def pg_database_factory(pg_admin_url: str) -> Iterator[object]:
+    """Creates fresh databases on the test server and drops them afterwards."""
+    created: list[str] = []
+
+    def create() -> str:
+        created.append(create_database(pg_admin_url))
+        return created[-1]
+
+    yield create
+    for url in created:
+        drop_database(pg_admin_url, url)

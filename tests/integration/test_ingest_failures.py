@@ -1,0 +1,81 @@
+"""A batch lands whole or not at all; bad rows are kept with their reason, never lost."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import sqlalchemy as sa
+
+import readmit.pipeline.ingest as ingest_module
+from readmit.dataset import Dataset, order_by_encounter
+from readmit.errors import StorageError
+from readmit.pipeline.ingest import ingest
+from readmit.settings import Settings
+from readmit.split import SPLITS
+from tests.synthetic import synthetic_rows
+
+
+def _dataset(n: int = 3000) -> Dataset:
+    frame = order_by_encounter(synthetic_rows(n, seed=11))
+    frame.loc[10, "gender"] = "X"
+    frame.loc[2500, "time_in_hospital"] = "abc"
+    return Dataset(frame=frame, sha256=hashlib.sha256(b"synthetic").hexdigest(), source="synthetic")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request, tmp_path) -> Settings:
+    if request.param == "sqlite":
+        return Settings(data_dir=tmp_path, batch_size=1000)
+    create = request.getfixturevalue("pg_database_factory")
+    return Settings(data_dir=tmp_path, batch_size=1000, raw_db_url=create())
+
+
+def _counts(settings: Settings, batch_id: int | None = None) -> int:
+    engine = sa.create_engine(settings.resolved_raw_db_url)
+    where = f" WHERE batch_id = {batch_id}" if batch_id else ""
+    with engine.connect() as conn:
+        total = sum(conn.execute(sa.text(f"SELECT count(*) FROM raw_{s}{where}")).scalar_one() for s in SPLITS)
+    engine.dispose()
+    return int(total)
+
+
+def test_a_batch_that_fails_midway_leaves_no_rows_and_the_next_run_completes_it(settings, monkeypatch):
+    dataset = _dataset()
+    ingest(settings, dataset=dataset)
+    real_insert = ingest_module.bulk_insert
+
+    def failing_insert(conn, table, frame):
+        if table.name == "raw_test":
+            raise RuntimeError("disk full (simulated)")
+        return real_insert(conn, table, frame)
+
+    monkeypatch.setattr(ingest_module, "bulk_insert", failing_insert)
+    with pytest.raises(StorageError, match="batch 2 failed and was rolled back: disk full"):
+        ingest(settings, dataset=dataset)
+    assert _counts(settings, batch_id=2) == 0
+    engine = sa.create_engine(settings.resolved_raw_db_url)
+    with engine.connect() as conn:
+        status, error = conn.execute(sa.text("SELECT status, error FROM batch_metadata WHERE batch_id = 2")).one()
+    assert status == "failed" and "disk full" in error
+    monkeypatch.setattr(ingest_module, "bulk_insert", real_insert)
+    retry = ingest(settings, dataset=dataset)
+    assert [b.batch_id for b in retry.batches] == [2]
+    ingest(settings, all_batches=True, dataset=dataset)
+    assert _counts(settings) == 3000 - 2
+
+
+def test_rejected_rows_are_kept_with_field_and_reason_once(settings):
+    dataset = _dataset()
+    first = ingest(settings, all_batches=True, dataset=dataset)
+    assert [b.rejected for b in first.batches] == [1, 0, 1]
+    engine = sa.create_engine(settings.resolved_raw_db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE batch_metadata SET status = 'failed'"))
+    again = ingest(settings, all_batches=True, dataset=dataset)
+    assert sum(b.duplicates for b in again.batches) == 3000 - 2
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT field, reason FROM raw_rejected ORDER BY source_row")).all()
+    assert [r.field for r in rows] == ["gender", "time_in_hospital"]
+    assert "'X' is not one of" in rows[0].reason and "not a non-negative integer" in rows[1].reason
+    assert _counts(settings) == 3000 - 2

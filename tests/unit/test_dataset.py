@@ -1,0 +1,94 @@
+import hashlib
+import io
+import zipfile
+
+import pytest
+
+from readmit.dataset import load_dataset
+from readmit.errors import DatasetError
+from readmit.settings import Settings
+from tests.synthetic import synthetic_rows
+
+
+def _csv_bytes(n: int = 50) -> bytes:
+    buffer = io.StringIO()
+    synthetic_rows(n).iloc[::-1].to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+def _settings(tmp_path, uri, data: bytes | None = None, **extra) -> Settings:
+    checksum = hashlib.sha256(data).hexdigest() if data is not None else "0" * 64
+    return Settings(data_dir=tmp_path / "state", dataset_uri=str(uri), dataset_sha256=checksum, **extra)
+
+
+def test_reads_the_csv_from_anywhere_inside_a_zip_in_encounter_order(tmp_path):
+    data = _csv_bytes()
+    path = tmp_path / "archive.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("some/folder/diabetic_data.csv", data)
+        archive.writestr("some/folder/IDs_mapping.csv", "x,y\n")
+    dataset = load_dataset(_settings(tmp_path, path, data), show_progress=False)
+    assert len(dataset.frame) == 50
+    assert dataset.sha256 == hashlib.sha256(data).hexdigest()
+    ids = dataset.frame["encounter_id"].astype(int).tolist()
+    assert ids == sorted(ids)
+
+
+def test_none_and_question_mark_stay_source_strings(tmp_path):
+    data = _csv_bytes(200)
+    path = tmp_path / "diabetic_data.csv"
+    path.write_bytes(data)
+    frame = load_dataset(_settings(tmp_path, path, data), show_progress=False).frame
+    assert "None" in set(frame["max_glu_serum"]) and "None" in set(frame["A1Cresult"])
+    assert frame.notna().all().all()
+    assert "?" in set(frame["diag_3"])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DatasetError, match="file not found: .*nowhere.zip"):
+        load_dataset(_settings(tmp_path, tmp_path / "nowhere.zip"), show_progress=False)
+
+
+def test_truncated_zip(tmp_path):
+    data = _csv_bytes()
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("diabetic_data.csv", data)
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
+    with pytest.raises(DatasetError, match="cut.zip.*(truncated|corrupt)"):
+        load_dataset(_settings(tmp_path, cut, data), show_progress=False)
+
+
+def test_zip_without_the_csv(tmp_path):
+    path = tmp_path / "other.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "nothing here")
+    with pytest.raises(DatasetError, match="no diabetic_data.csv inside"):
+        load_dataset(_settings(tmp_path, path), show_progress=False)
+
+
+def test_csv_with_a_missing_column_names_it(tmp_path):
+    frame = synthetic_rows(20).drop(columns=["A1Cresult", "insulin"])
+    data = frame.to_csv(index=False).encode()
+    path = tmp_path / "diabetic_data.csv"
+    path.write_bytes(data)
+    with pytest.raises(DatasetError, match="lacks column\\(s\\): A1Cresult, insulin"):
+        load_dataset(_settings(tmp_path, path, data), show_progress=False)
+
+
+def test_wrong_checksum_is_an_error_unless_opted_out(tmp_path):
+    data = _csv_bytes()
+    path = tmp_path / "diabetic_data.csv"
+    path.write_bytes(data)
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        load_dataset(_settings(tmp_path, path), show_progress=False)
+    opted_out = _settings(tmp_path, path, verify_checksum=False)
+    assert len(load_dataset(opted_out, show_progress=False).frame) == 50
+
+
+def test_bad_url_is_a_clear_error_and_leaves_no_partial_file(tmp_path):
+    settings = _settings(tmp_path, "http://127.0.0.1:9/dataset_diabetes.zip")
+    with pytest.raises(DatasetError, match="cannot download http://127.0.0.1:9/"):
+        load_dataset(settings, show_progress=False)
+    assert not list(settings.download_dir.glob("*"))
