@@ -59,7 +59,9 @@ def run_ingest(settings: Settings, all_batches: bool) -> None:
 def run_clean(settings: Settings) -> None:
     from readmit.pipeline.clean import build_clean
 
-    console.print(f"[bold]clean[/] {settings.resolved_raw_db_url} -> {settings.resolved_clean_db_url}")
+    console.print(
+        f"[bold]clean[/] {settings.resolved_raw_db_url} -> {settings.resolved_clean_db_url}"
+    )
     result = build_clean(settings, report=_say)
     rows = ", ".join(f"{n:,} {s}" for s, n in result.rows.items())
     console.print(

@@ -35,12 +35,17 @@ def _counts(settings: Settings, batch_id: int | None = None) -> int:
     engine = sa.create_engine(settings.resolved_raw_db_url)
     where = f" WHERE batch_id = {batch_id}" if batch_id else ""
     with engine.connect() as conn:
-        total = sum(conn.execute(sa.text(f"SELECT count(*) FROM raw_{s}{where}")).scalar_one() for s in SPLITS)
+        total = sum(
+            conn.execute(sa.text(f"SELECT count(*) FROM raw_{s}{where}")).scalar_one()
+            for s in SPLITS
+        )
     engine.dispose()
     return int(total)
 
 
-def test_a_batch_that_fails_midway_leaves_no_rows_and_the_next_run_completes_it(settings, monkeypatch):
+def test_a_batch_that_fails_midway_leaves_no_rows_and_the_next_run_completes_it(
+    settings, monkeypatch
+):
     dataset = _dataset()
     ingest(settings, dataset=dataset)
     real_insert = ingest_module.bulk_insert
@@ -56,7 +61,9 @@ def test_a_batch_that_fails_midway_leaves_no_rows_and_the_next_run_completes_it(
     assert _counts(settings, batch_id=2) == 0
     engine = sa.create_engine(settings.resolved_raw_db_url)
     with engine.connect() as conn:
-        status, error = conn.execute(sa.text("SELECT status, error FROM batch_metadata WHERE batch_id = 2")).one()
+        status, error = conn.execute(
+            sa.text("SELECT status, error FROM batch_metadata WHERE batch_id = 2")
+        ).one()
     assert status == "failed" and "disk full" in error
     monkeypatch.setattr(ingest_module, "bulk_insert", real_insert)
     retry = ingest(settings, dataset=dataset)
@@ -75,7 +82,9 @@ def test_rejected_rows_are_kept_with_field_and_reason_once(settings):
     again = ingest(settings, all_batches=True, dataset=dataset)
     assert sum(b.duplicates for b in again.batches) == 3000 - 2
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT field, reason FROM raw_rejected ORDER BY source_row")).all()
+        rows = conn.execute(
+            sa.text("SELECT field, reason FROM raw_rejected ORDER BY source_row")
+        ).all()
     assert [r.field for r in rows] == ["gender", "time_in_hospital"]
     assert "'X' is not one of" in rows[0].reason and "not a non-negative integer" in rows[1].reason
     assert _counts(settings) == 3000 - 2

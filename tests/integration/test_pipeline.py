@@ -55,7 +55,16 @@ def _scalar(engine: sa.Engine, sql: str) -> int:
 
 
 def test_eight_runs_load_seven_batches_then_a_noop(loaded: Loaded):
-    assert [[b.batch_id for b in run.batches] for run in loaded.runs] == [[1], [2], [3], [4], [5], [6], [7], []]
+    assert [[b.batch_id for b in run.batches] for run in loaded.runs] == [
+        [1],
+        [2],
+        [3],
+        [4],
+        [5],
+        [6],
+        [7],
+        [],
+    ]
     assert [run.pending_after for run in loaded.runs[:7]] == [6, 5, 4, 3, 2, 1, 0]
     reads = [run.batches[0].rows_read for run in loaded.runs[:7]]
     assert reads == [15_000] * 6 + [11_766]
@@ -98,7 +107,8 @@ def test_clean_tables_hold_every_kept_encounter(loaded: Loaded):
     dropped = ",".join(DROPPED_DISPOSITIONS)
     union = " UNION ALL ".join(f"SELECT discharge_disposition_id FROM raw_{s}" for s in SPLITS)
     expected_dropped = _scalar(
-        loaded.raw(), f"SELECT count(*) FROM ({union}) u WHERE discharge_disposition_id IN ({dropped})"
+        loaded.raw(),
+        f"SELECT count(*) FROM ({union}) u WHERE discharge_disposition_id IN ({dropped})",
     )
     assert loaded.clean.dropped == expected_dropped > 0
     engine = loaded.cleandb()
@@ -119,7 +129,9 @@ def test_transform_statistics_come_from_clean_train_only(loaded: Loaded):
     differs_from_all = False
     for i, name in enumerate(transform.numeric):
         assert transform.means[i] == pytest.approx(train[name].astype(float).mean(), rel=1e-9)
-        differs_from_all |= transform.means[i] != pytest.approx(everything[name].astype(float).mean(), rel=1e-9)
+        differs_from_all |= transform.means[i] != pytest.approx(
+            everything[name].astype(float).mean(), rel=1e-9
+        )
     assert differs_from_all
     for name, vocabulary in transform.vocabularies.items():
         counts = train[name].fillna("__missing__").value_counts()
@@ -143,6 +155,11 @@ def test_a_new_clean_build_replaces_the_previous_one_whole(loaded: Loaded):
     engine = loaded.cleandb()
     for split in SPLITS:
         assert _scalar(engine, f"SELECT count(DISTINCT build_id) FROM clean_{split}") == 1
-        assert _scalar(engine, f"SELECT count(*) FROM clean_{split} WHERE build_id = '{second.build_id}'") == second.rows[split]
+        assert (
+            _scalar(
+                engine, f"SELECT count(*) FROM clean_{split} WHERE build_id = '{second.build_id}'"
+            )
+            == second.rows[split]
+        )
     assert _scalar(engine, "SELECT count(*) FROM clean_build") == 2
     assert latest_build(engine).build_id == second.build_id

@@ -18,7 +18,9 @@ def _csv_bytes(n: int = 50) -> bytes:
 
 def _settings(tmp_path, uri, data: bytes | None = None, **extra) -> Settings:
     checksum = hashlib.sha256(data).hexdigest() if data is not None else "0" * 64
-    return Settings(data_dir=tmp_path / "state", dataset_uri=str(uri), dataset_sha256=checksum, **extra)
+    return Settings(
+        data_dir=tmp_path / "state", dataset_uri=str(uri), dataset_sha256=checksum, **extra
+    )
 
 
 def test_reads_the_csv_from_anywhere_inside_a_zip_in_encounter_order(tmp_path):
@@ -45,7 +47,7 @@ def test_none_and_question_mark_stay_source_strings(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DatasetError, match="file not found: .*nowhere.zip"):
+    with pytest.raises(DatasetError, match=r"file not found: .*nowhere\.zip"):
         load_dataset(_settings(tmp_path, tmp_path / "nowhere.zip"), show_progress=False)
 
 
@@ -56,7 +58,7 @@ def test_truncated_zip(tmp_path):
         archive.writestr("diabetic_data.csv", data)
     cut = tmp_path / "cut.zip"
     cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
-    with pytest.raises(DatasetError, match="cut.zip.*(truncated|corrupt)"):
+    with pytest.raises(DatasetError, match=r"cut\.zip.*(truncated|corrupt)"):
         load_dataset(_settings(tmp_path, cut, data), show_progress=False)
 
 
@@ -64,7 +66,7 @@ def test_zip_without_the_csv(tmp_path):
     path = tmp_path / "other.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "nothing here")
-    with pytest.raises(DatasetError, match="no diabetic_data.csv inside"):
+    with pytest.raises(DatasetError, match=r"no diabetic_data\.csv inside"):
         load_dataset(_settings(tmp_path, path), show_progress=False)
 
 
@@ -89,6 +91,15 @@ def test_wrong_checksum_is_an_error_unless_opted_out(tmp_path):
 
 def test_bad_url_is_a_clear_error_and_leaves_no_partial_file(tmp_path):
     settings = _settings(tmp_path, "http://127.0.0.1:9/dataset_diabetes.zip")
-    with pytest.raises(DatasetError, match="cannot download http://127.0.0.1:9/"):
+    with pytest.raises(DatasetError, match=r"cannot download http://127\.0\.0\.1:9/"):
         load_dataset(settings, show_progress=False)
     assert not list(settings.download_dir.glob("*"))
+
+
+def test_copy_text_escapes_specials_and_writes_nulls():
+    import pandas as pd
+
+    from readmit.storage.db import copy_text
+
+    frame = pd.DataFrame({"a": ["x\ty", None, "back\\slash", "\\N"], "b": [1, 2, 3, 4]})
+    assert copy_text(frame) == "x\\ty\t1\n\\N\t2\nback\\\\slash\t3\n\\\\N\t4\n"

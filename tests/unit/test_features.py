@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from readmit.dataset import typed_rows
 from readmit.features import (
     CATEGORICAL_FEATURES,
     FEATURES,
@@ -15,7 +16,6 @@ from readmit.features import (
     icd9_group,
     prior_encounter_counts,
 )
-from readmit.dataset import typed_rows
 from tests.synthetic import synthetic_rows
 
 

@@ -54,7 +54,11 @@ def read_raw(engine: Engine) -> tuple[pd.DataFrame, list[int], list[str]]:
             frame["split"] = split
             frames.append(frame)
     batch_ids = [b.batch_id for b in batches]
-    return pd.concat(frames, ignore_index=True), batch_ids, sorted({b.source_sha256 for b in batches})
+    return (
+        pd.concat(frames, ignore_index=True),
+        batch_ids,
+        sorted({b.source_sha256 for b in batches}),
+    )
 
 
 def open_clean_db(settings: Settings) -> Engine:
@@ -144,9 +148,11 @@ def latest_build(engine: Engine) -> CleanBuild:
     """The newest clean build; a clear error when there is none."""
     table = clean.clean_build
     with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(table).order_by(table.c.created_at.desc()).limit(1)
-        ).mappings().first()
+        row = (
+            conn.execute(sa.select(table).order_by(table.c.created_at.desc()).limit(1))
+            .mappings()
+            .first()
+        )
     if row is None:
         raise StorageError("clean-db: no clean build yet; run `readmit clean` first")
     return CleanBuild(

@@ -25,7 +25,13 @@ from readmit.schema import COLUMNS, SOURCE_NAMES, check_value
 from readmit.settings import Settings
 from readmit.split import SPLITS, assign_splits
 from readmit.storage import raw
-from readmit.storage.db import bulk_insert, check_connection, make_engine, transaction
+from readmit.storage.db import (
+    bulk_insert,
+    check_connection,
+    existing_keys,
+    make_engine,
+    transaction,
+)
 
 Report = Callable[[str], None]
 
@@ -61,9 +67,11 @@ class IngestResult:
 
 def row_hashes(frame: pd.DataFrame) -> list[str]:
     """SHA-256 of each canonical source row: its 50 source strings joined by U+001F."""
-    columns = [frame[name].astype(str) for name in SOURCE_NAMES]
-    joined = columns[0].str.cat(columns[1:], sep="\x1f")
-    return [hashlib.sha256(text.encode()).hexdigest() for text in joined]
+    columns = [frame[name].astype(str).tolist() for name in SOURCE_NAMES]
+    return [
+        hashlib.sha256("\x1f".join(values).encode()).hexdigest()
+        for values in zip(*columns, strict=True)
+    ]
 
 
 def validation_errors(frame: pd.DataFrame) -> pd.DataFrame:
@@ -71,9 +79,9 @@ def validation_errors(frame: pd.DataFrame) -> pd.DataFrame:
     found: list[pd.DataFrame] = []
     for column in COLUMNS:
         values = frame[column.source]
-        reasons = values.map({v: check_value(column, v) for v in values.unique()})
-        bad = reasons.dropna()
-        if not bad.empty:
+        reasons = {v: r for v in values.unique() if (r := check_value(column, v)) is not None}
+        if reasons:
+            bad = values[values.isin(list(reasons))].map(reasons)
             found.append(pd.DataFrame({"field": column.field, "reason": bad}, index=bad.index))
     if not found:
         return pd.DataFrame(columns=["field", "reason"])
@@ -108,9 +116,21 @@ def _succeeded_batches(engine: Engine, dataset: Dataset, settings: Settings) -> 
     return {row["batch_id"] for row in done}
 
 
-def load_batch(
-    engine: Engine, dataset: Dataset, batch_id: int, settings: Settings
-) -> BatchResult:
+def _new_rows(conn: sa.Connection, split: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows not yet in the split's table, each once: what makes a re-run idempotent."""
+    table = raw.SPLIT_TABLES[split]
+    rows = rows.drop_duplicates("row_hash")
+    present = existing_keys(conn, table.c.row_hash, rows["row_hash"].tolist())
+    return rows[~rows["row_hash"].isin(present)]
+
+
+def _new_rejects(conn: sa.Connection, rejected: pd.DataFrame) -> pd.DataFrame:
+    rejected = rejected.drop_duplicates("row_hash")
+    present = existing_keys(conn, raw.rejected.c.row_hash, rejected["row_hash"].tolist())
+    return rejected[~rejected["row_hash"].isin(present)]
+
+
+def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settings) -> BatchResult:
     """Load one batch in one transaction and record it; on failure record it as failed."""
     started = datetime.now(UTC)
     clock = time.perf_counter()
@@ -152,10 +172,12 @@ def load_batch(
     try:
         with transaction(engine, "raw-db") as conn:
             inserted = {
-                split: bulk_insert(conn, raw.SPLIT_TABLES[split], rows[splits == split])
+                split: bulk_insert(
+                    conn, raw.SPLIT_TABLES[split], _new_rows(conn, split, rows[splits == split])
+                )
                 for split in SPLITS
             }
-            bulk_insert(conn, raw.rejected, rejected)
+            bulk_insert(conn, raw.rejected, _new_rejects(conn, rejected))
             duplicates = len(rows) - sum(inserted.values())
             conn.execute(delete_record)
             conn.execute(
@@ -178,7 +200,9 @@ def load_batch(
             )
         if isinstance(exc, ReadmitError):
             raise
-        raise StorageError(f"raw-db: batch {batch_id} failed and was rolled back: {reason}") from exc
+        raise StorageError(
+            f"raw-db: batch {batch_id} failed and was rolled back: {reason}"
+        ) from exc
     return BatchResult(
         batch_id=batch_id,
         rows_read=len(chunk),
