@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,8 +33,18 @@ def fails_cleanly(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except ReadmitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(code=1) from None
+        except Exception as exc:
+            if os.environ.get("READMIT_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            err_console.print(
+                f"[bold red]error:[/] unexpected {type(exc).__name__}: {first} "
+                "(set READMIT_DEBUG=1 for the traceback)",
+                highlight=False,
+            )
+            raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from readmit.errors import StorageError
 from readmit.features import FittedTransform, clean_frame
+from readmit.pipeline.ingest import open_raw_db
 from readmit.settings import Settings
 from readmit.split import SPLITS
 from readmit.storage import clean, raw
@@ -77,8 +78,7 @@ def new_build_id() -> str:
 def build_clean(settings: Settings, report: Report = lambda _: None) -> CleanResult:
     """Clean every raw row, fit the transform on train, and write a new clean build."""
     clock = time.perf_counter()
-    raw_engine = make_engine(settings.resolved_raw_db_url, "raw-db")
-    check_connection(raw_engine, "raw-db")
+    raw_engine = open_raw_db(settings)
     try:
         raw_rows, batch_ids, checksums = read_raw(raw_engine)
     finally:
