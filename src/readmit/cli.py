@@ -99,14 +99,67 @@ def clean() -> None:
     run_clean(Settings())
 
 
+def run_train(settings: Settings) -> None:
+    from readmit.pipeline.train import train as train_step
+
+    console.print(
+        f"[bold]train[/] {settings.resolved_clean_db_url} -> {settings.resolved_tracking_uri}"
+    )
+    result = train_step(settings, report=_say)
+    m = result.test_metrics
+    console.print(
+        f"[green]train done[/]: {result.chosen}, test ROC-AUC {m['roc_auc']:.4f} "
+        f"(95% CI {m['roc_auc_ci_low']:.4f}-{m['roc_auc_ci_high']:.4f}), PR-AUC {m['pr_auc']:.4f}, "
+        f"Brier {m['brier']:.4f}; at threshold {m['threshold']:.3f}: sensitivity "
+        f"{m['sensitivity']:.2f}, specificity {m['specificity']:.2f}, PPV {m['ppv']:.2f}; "
+        f"{settings.model_name} v{result.version} "
+        f"{'@production' if result.decision.promoted else '@staging'}; run {result.run_id}; "
+        f"{result.seconds:.1f} s; MLflow: {settings.resolved_tracking_uri}",
+        highlight=False,
+    )
+
+
+@app.command()
+@fails_cleanly
+def train() -> None:
+    """Train the candidates on the latest clean build, register the best, promote if better."""
+    run_train(Settings())
+
+
+@app.command()
+@fails_cleanly
+def promote(
+    version: str = typer.Option(..., "--version", help="Version to put in production."),
+) -> None:
+    """Move @production to a given version (the previous one is archived)."""
+    from readmit.registry import promote as promote_version
+
+    settings = Settings()
+    previous = promote_version(settings, version, reason="manual promotion")
+    archived = f"; v{previous} archived" if previous else ""
+    console.print(f"[green]{settings.model_name} v{version} is @production[/]{archived}")
+
+
+@app.command()
+@fails_cleanly
+def rollback() -> None:
+    """Give @production back to the version that held it before."""
+    from readmit.registry import rollback as rollback_production
+
+    settings = Settings()
+    old, new = rollback_production(settings)
+    console.print(f"[green]{settings.model_name} rolled back[/]: v{old} -> v{new} @production")
+
+
 @app.command()
 @fails_cleanly
 def pipeline() -> None:
-    """Run the main job: ingest every pending batch, then clean."""
+    """Run the main job: ingest every pending batch, clean, train and register."""
     settings = Settings()
     clock = time.perf_counter()
     run_ingest(settings, all_batches=True)
     run_clean(settings)
+    run_train(settings)
     console.print(
         f"[bold green]pipeline done[/] in {time.perf_counter() - clock:.1f} s; "
         f"state under {settings.data_dir.resolve()}",

@@ -47,6 +47,14 @@ CATEGORICAL_FEATURES: tuple[str, ...] = (
     *PLAIN_CATEGORY_FIELDS, *CODE_FIELDS, *(f"{d}_group" for d in DIAG_FIELDS), "diag_1_code3",
 )  # fmt: skip
 FEATURES: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+# The raw field each feature comes from, for explanations in the user's terms; the medication
+# counts come from all 23 medication fields and keep their own names.
+SOURCE_OF_FEATURE: dict[str, str] = {
+    **{name: name for name in FEATURES},
+    "age_years": "age",
+    **{f"{d}_group": d for d in DIAG_FIELDS},
+    "diag_1_code3": "diag_1",
+}
 
 MISSING_TOKEN = "__missing__"
 OTHER_TOKEN = "__other__"
@@ -157,28 +165,16 @@ def prior_encounter_counts(raw: pd.DataFrame) -> pd.Series:
     return counts.reindex(raw.index)
 
 
-def clean_frame(raw: pd.DataFrame) -> pd.DataFrame:
-    """Clean features, label and identifiers for many raw encounters (the clean step).
+def clean_features(raw: pd.DataFrame) -> pd.DataFrame:
+    """Clean features of many encounters given their raw fields and `prior_encounters`.
 
-    `raw` holds every encounter known so far; the history count is taken over all of them
-    before encounters ending in death or hospice are dropped.
+    The bulk twin of `clean_record`: the same rules, applied to each distinct value once.
     """
-    raw = raw.reset_index(drop=True)
-    history = prior_encounter_counts(raw)
-    keep = ~raw["discharge_disposition_id"].map(is_dropped)
-    raw, history = raw[keep].reset_index(drop=True), history[keep].reset_index(drop=True)
-    out = pd.DataFrame(
-        {
-            "encounter_id": raw["encounter_id"].astype("int64"),
-            "patient_nbr": raw["patient_nbr"].astype("int64"),
-            "row_hash": raw["row_hash"],
-            "label": raw["readmitted"].map(label_of).astype("int64"),
-            "age_years": _per_value(raw["age"], age_years).astype("int64"),
-        }
-    )
+    out = pd.DataFrame({"age_years": _per_value(raw["age"], age_years).astype("int64")})
     for name in COUNT_FIELDS:
         out[name] = raw[name].astype("int64")
-    out[HISTORY_FIELD] = history.astype("int64")
+    history = raw[HISTORY_FIELD] if HISTORY_FIELD in raw else pd.Series(0, index=raw.index)
+    out[HISTORY_FIELD] = history.fillna(0).astype("int64")
     meds = raw[list(MEDICATION_FIELDS)]
     out["meds_active"] = (meds != "No").sum(axis=1).astype("int64")
     out["meds_changed"] = meds.isin(["Up", "Down"]).sum(axis=1).astype("int64")
@@ -190,6 +186,25 @@ def clean_frame(raw: pd.DataFrame) -> pd.DataFrame:
         out[f"{name}_group"] = _per_value(raw[name], icd9_group)
     out["diag_1_code3"] = _per_value(raw["diag_1"], icd9_code3)
     return out
+
+
+def clean_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Clean features, label and identifiers for many raw encounters (the clean step).
+
+    `raw` holds every encounter known so far; the history count is taken over all of them
+    before encounters ending in death or hospice are dropped.
+    """
+    raw = raw.reset_index(drop=True).assign(**{HISTORY_FIELD: prior_encounter_counts})
+    raw = raw[~raw["discharge_disposition_id"].map(is_dropped)].reset_index(drop=True)
+    ids = pd.DataFrame(
+        {
+            "encounter_id": raw["encounter_id"].astype("int64"),
+            "patient_nbr": raw["patient_nbr"].astype("int64"),
+            "row_hash": raw["row_hash"],
+            "label": raw["readmitted"].map(label_of).astype("int64"),
+        }
+    )
+    return pd.concat([ids, clean_features(raw)], axis=1)
 
 
 # --- the fitted transform ----------------------------------------------------------------

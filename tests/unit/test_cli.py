@@ -72,7 +72,9 @@ def test_truncated_zip(tmp_path):
 
 def test_csv_with_a_missing_column(tmp_path):
     path = _csv(tmp_path, synthetic_rows(50).drop(columns=["num_medications"]))
-    result = _run(tmp_path, "ingest", READMIT_DATASET_URI=str(path), READMIT_VERIFY_CHECKSUM="false")
+    result = _run(
+        tmp_path, "ingest", READMIT_DATASET_URI=str(path), READMIT_VERIFY_CHECKSUM="false"
+    )
     _assert_one_line_error(result, "lacks column(s): num_medications")
     assert _raw_rows(tmp_path) == 0
 
@@ -87,7 +89,9 @@ def test_wrong_checksum(tmp_path):
 def test_unreachable_database(tmp_path, command):
     url = "postgresql+psycopg://postgres@127.0.0.1:1/raw"
     result = _run(tmp_path, command, READMIT_RAW_DB_URL=url, READMIT_CLEAN_DB_URL=url)
-    _assert_one_line_error(result, "cannot connect to postgresql+psycopg://postgres@127.0.0.1:1/raw")
+    _assert_one_line_error(
+        result, "cannot connect to postgresql+psycopg://postgres@127.0.0.1:1/raw"
+    )
 
 
 def test_clean_before_any_ingest(tmp_path):
@@ -96,7 +100,11 @@ def test_clean_before_any_ingest(tmp_path):
 
 
 def test_ingest_clean_status_on_a_small_file(tmp_path):
-    env = {"READMIT_DATASET_URI": str(_csv(tmp_path)), "READMIT_VERIFY_CHECKSUM": "false", "READMIT_BATCH_SIZE": "100"}
+    env = {
+        "READMIT_DATASET_URI": str(_csv(tmp_path)),
+        "READMIT_VERIFY_CHECKSUM": "false",
+        "READMIT_BATCH_SIZE": "100",
+    }
     first = _run(tmp_path, "ingest", **env)
     assert first.exit_code == 0, first.output
     assert "batch 1/3" in first.output and "2 pending" in first.output

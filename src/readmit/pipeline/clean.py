@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from readmit.errors import StorageError
-from readmit.features import FittedTransform, clean_frame
+from readmit.features import HISTORY_FIELD, FittedTransform, clean_frame
 from readmit.pipeline.ingest import open_raw_db
+from readmit.schema import INPUT_FIELDS
 from readmit.settings import Settings
 from readmit.split import SPLITS
 from readmit.storage import clean, raw
@@ -173,3 +174,19 @@ def read_clean_split(engine: Engine, split: str, build_id: str) -> pd.DataFrame:
     with engine.connect() as conn:
         frame = pd.read_sql(query, conn)
     return frame.astype(object).where(frame.notna(), None).infer_objects()
+
+
+def read_model_inputs(raw_engine: Engine, clean_rows: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The raw fields the model takes (plus `prior_encounters`) for the given clean rows.
+
+    This is what the API receives for these encounters, in the order of `clean_rows`.
+    """
+    with raw_engine.connect() as conn:
+        source = pd.read_sql(sa.select(raw.SPLIT_TABLES[split]), conn)
+    keys = clean_rows[["row_hash", HISTORY_FIELD]]
+    merged = keys.merge(source, on="row_hash", how="left", validate="one_to_one")
+    if merged["encounter_id"].isna().any():
+        raise StorageError(
+            f"raw-db: raw_{split} lacks rows of the clean build; run `readmit clean`"
+        )
+    return merged[["encounter_id", "patient_nbr", *INPUT_FIELDS, HISTORY_FIELD]]

@@ -1,0 +1,121 @@
+"""Metrics that a hospital can act on: discrimination with its uncertainty, calibration, and
+the operating point. Accuracy is deliberately absent: nine in ten patients are negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from readmit.model import Calibration
+
+
+def bootstrap_auc_interval(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    rounds: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of ROC-AUC, resampling patients (not encounters) with replacement."""
+    patient_codes, codes = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        draws = np.bincount(rng.integers(0, len(patient_codes), len(patient_codes)),
+                            minlength=len(patient_codes))  # fmt: skip
+        weights = draws[codes]
+        mask = weights > 0
+        if labels[mask].min() == labels[mask].max():
+            continue
+        values.append(roc_auc_score(labels[mask], scores[mask], sample_weight=weights[mask]))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass
+class CalibrationChoice:
+    calibration: Calibration
+    brier_raw: float
+    brier_calibrated: float
+    applied: bool
+
+
+def choose_calibration(margin: np.ndarray, labels: np.ndarray, seed: int = 0) -> CalibrationChoice:
+    """Platt scaling on validation, kept only if it lowers the out-of-fold Brier score."""
+    raw = Calibration().apply(margin)
+    out_of_fold = np.zeros_like(raw)
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    x = margin.reshape(-1, 1)
+    for fit_rows, score_rows in folds.split(x, labels):
+        platt = LogisticRegression(C=1e6).fit(x[fit_rows], labels[fit_rows])
+        out_of_fold[score_rows] = platt.predict_proba(x[score_rows])[:, 1]
+    brier_raw = float(brier_score_loss(labels, raw))
+    brier_cal = float(brier_score_loss(labels, out_of_fold))
+    if brier_cal < brier_raw:
+        platt = LogisticRegression(C=1e6).fit(x, labels)
+        fitted = Calibration(float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+        return CalibrationChoice(fitted, brier_raw, brier_cal, applied=True)
+    return CalibrationChoice(Calibration(), brier_raw, brier_cal, applied=False)
+
+
+def choose_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The probability cut that maximises F1 on validation: flags enough patients to matter."""
+    order = np.argsort(-probabilities, kind="stable")
+    sorted_p, sorted_y = probabilities[order], labels[order]
+    true_pos = np.cumsum(sorted_y)
+    flagged = np.arange(1, len(sorted_y) + 1)
+    f1 = 2 * true_pos / (flagged + sorted_y.sum())
+    # Only cut between distinct probabilities, so the threshold means what it says.
+    distinct = np.r_[sorted_p[1:] != sorted_p[:-1], True]
+    best = int(np.argmax(np.where(distinct, f1, -1)))
+    return float(sorted_p[best])
+
+
+def operating_point(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float
+) -> dict[str, float]:
+    flagged = probabilities >= threshold
+    tp = int((flagged & (labels == 1)).sum())
+    fp = int((flagged & (labels == 0)).sum())
+    fn = int((~flagged & (labels == 1)).sum())
+    tn = int((~flagged & (labels == 0)).sum())
+    return {
+        "sensitivity": tp / max(tp + fn, 1),
+        "specificity": tn / max(tn + fp, 1),
+        "ppv": tp / max(tp + fp, 1),
+        "flagged_rate": (tp + fp) / max(len(labels), 1),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def evaluate_on_test(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    seed: int = 0,
+    bootstrap_rounds: int = 1000,
+) -> dict[str, float]:
+    """The headline metrics of a model on the test split."""
+    low, high = bootstrap_auc_interval(labels, probabilities, groups, bootstrap_rounds, seed)
+    metrics = {
+        "roc_auc": float(roc_auc_score(labels, probabilities)),
+        "roc_auc_ci_low": low,
+        "roc_auc_ci_high": high,
+        "pr_auc": float(average_precision_score(labels, probabilities)),
+        "brier": float(brier_score_loss(labels, probabilities)),
+        "positive_rate": float(labels.mean()),
+        "threshold": threshold,
+    }
+    metrics.update(operating_point(labels, probabilities, threshold))
+    return metrics

@@ -1,0 +1,200 @@
+"""The readmission model: raw encounter fields in, calibrated probability out.
+
+One object holds the whole path (cleaning rules, the fitted transform of the clean build, the
+estimator, the calibration and the decision threshold), saved as one folder of plain files.
+The registered MLflow model wraps that folder, and the API loads the same folder, so training,
+the registry and serving share one implementation. `predict_frame` scores many encounters in
+bulk; `predict_record` scores one dict without pandas, to the same probability.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from readmit.features import FittedTransform, clean_features, clean_record
+
+MODEL_FILE = "readmit_model.json"
+
+
+class Estimator(Protocol):
+    """What the model needs of a fitted learner: log-odds and per-column contributions."""
+
+    kind: str
+
+    def margin(self, x: np.ndarray) -> np.ndarray: ...
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per column log-odds contributions, last column the base value (n, width + 1)."""
+        ...
+
+    def save(self, folder: Path) -> None: ...
+
+
+@dataclass
+class LinearEstimator:
+    """Logistic regression as plain coefficients: no pickle, and exact row by row."""
+
+    coef: np.ndarray
+    intercept: float
+    mean_input: np.ndarray
+    kind: str = "logistic_regression"
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        # The same row-wise reduction for one row or many, so both paths agree exactly.
+        return (x.astype(np.float64) * self.coef).sum(axis=1) + self.intercept
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        centred = (x.astype(np.float64) - self.mean_input) * self.coef
+        base = float(self.mean_input @ self.coef + self.intercept)
+        return np.hstack([centred, np.full((len(x), 1), base)])
+
+    def save(self, folder: Path) -> None:
+        payload = {
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept,
+            "mean_input": self.mean_input.tolist(),
+        }
+        (folder / "linear.json").write_text(json.dumps(payload))
+
+    @classmethod
+    def load(cls, folder: Path) -> LinearEstimator:
+        data = json.loads((folder / "linear.json").read_text())
+        return cls(
+            np.asarray(data["coef"]), float(data["intercept"]), np.asarray(data["mean_input"])
+        )
+
+
+@dataclass
+class XGBoostEstimator:
+    booster: Any
+    kind: str = "xgboost"
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.inplace_predict(x, predict_type="margin"), dtype=np.float64)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        import xgboost as xgb
+
+        return np.asarray(self.booster.predict(xgb.DMatrix(x), pred_contribs=True), np.float64)
+
+    def save(self, folder: Path) -> None:
+        self.booster.save_model(folder / "xgboost.json")
+
+    @classmethod
+    def load(cls, folder: Path) -> XGBoostEstimator:
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(folder / "xgboost.json")
+        booster.set_param({"nthread": 1})
+        return cls(booster)
+
+
+@dataclass
+class LightGBMEstimator:
+    booster: Any
+    kind: str = "lightgbm"
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(x, raw_score=True, num_threads=1), np.float64)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1), np.float64)
+
+    def save(self, folder: Path) -> None:
+        self.booster.save_model(str(folder / "lightgbm.txt"))
+
+    @classmethod
+    def load(cls, folder: Path) -> LightGBMEstimator:
+        import lightgbm as lgb
+
+        return cls(lgb.Booster(model_file=str(folder / "lightgbm.txt")))
+
+
+LOADERS = {
+    "logistic_regression": LinearEstimator.load,
+    "xgboost": XGBoostEstimator.load,
+    "lightgbm": LightGBMEstimator.load,
+}
+
+
+@dataclass
+class Calibration:
+    """Platt scaling of the log-odds: identity (1, 0) when it did not improve the Brier score."""
+
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    def apply(self, margin: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.slope * margin + self.intercept)))
+
+    def apply_one(self, margin: float) -> float:
+        return float(self.apply(np.asarray([margin]))[0])
+
+
+@dataclass
+class ReadmissionModel:
+    transform: FittedTransform
+    estimator: Estimator
+    calibration: Calibration
+    threshold: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def encode_frame(self, raw: pd.DataFrame) -> np.ndarray:
+        return self.transform.transform_frame(clean_features(raw))
+
+    def encode_record(self, raw: Mapping[str, Any]) -> np.ndarray:
+        return self.transform.transform_record(clean_record(raw))
+
+    def predict_frame(self, raw: pd.DataFrame) -> np.ndarray:
+        """Probabilities of 30-day readmission for many raw encounters."""
+        return self.calibration.apply(self.estimator.margin(self.encode_frame(raw)))
+
+    def predict_record(self, raw: Mapping[str, Any]) -> float:
+        """The probability for one raw encounter, with no DataFrame on the way."""
+        vector = self.encode_record(raw)[np.newaxis, :]
+        return float(self.calibration.apply(self.estimator.margin(vector))[0])
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.estimator.save(folder)
+        payload = {
+            "estimator": self.estimator.kind,
+            "transform": self.transform.to_dict(),
+            "calibration": {
+                "slope": self.calibration.slope,
+                "intercept": self.calibration.intercept,
+            },
+            "threshold": self.threshold,
+            "info": self.info,
+        }
+        (folder / MODEL_FILE).write_text(json.dumps(payload, indent=1, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> ReadmissionModel:
+        payload = json.loads((Path(folder) / MODEL_FILE).read_text())
+        return cls(
+            transform=FittedTransform.from_dict(payload["transform"]),
+            estimator=LOADERS[payload["estimator"]](Path(folder)),
+            calibration=Calibration(**payload["calibration"]),
+            threshold=float(payload["threshold"]),
+            info=payload["info"],
+        )
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(clipped / (1 - clipped))
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))

@@ -1,0 +1,337 @@
+"""Train: three candidates on the latest clean build, the best by validation ROC-AUC evaluated
+on test, logged to MLflow, registered, and promoted when it beats production.
+
+Early stopping, model choice, calibration and the threshold use clean_validation only; the
+test split is touched once, by the chosen model, through the registered artifact's own path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from readmit import plots
+from readmit.errors import StorageError
+from readmit.evaluation import (
+    CalibrationChoice,
+    choose_calibration,
+    choose_threshold,
+    evaluate_on_test,
+)
+from readmit.explain import field_contributions
+from readmit.features import FittedTransform
+from readmit.model import (
+    Estimator,
+    LightGBMEstimator,
+    LinearEstimator,
+    ReadmissionModel,
+    XGBoostEstimator,
+)
+from readmit.pipeline.clean import (
+    CleanBuild,
+    latest_build,
+    open_clean_db,
+    read_clean_split,
+    read_model_inputs,
+)
+from readmit.pipeline.ingest import open_raw_db
+from readmit.registry import Decision, compare_and_promote, register
+from readmit.settings import Settings
+from readmit.split import SPLITS
+from readmit.tracking import as_float_dict, configure, git_commit, log_figure, log_model
+
+Report = Callable[[str], None]
+CANDIDATES = ("logistic_regression", "xgboost", "lightgbm")
+
+
+@dataclass
+class TrainingData:
+    """Clean rows per split, the model's raw inputs for test, and the build they came from."""
+
+    build: CleanBuild
+    frames: dict[str, pd.DataFrame]
+    test_inputs: pd.DataFrame
+
+    def encoded(self, split: str) -> np.ndarray:
+        return self.build.transform.transform_frame(self.frames[split])
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.frames[split]["label"].to_numpy(dtype=np.int64)
+
+
+@dataclass
+class Candidate:
+    name: str
+    estimator: Estimator
+    validation_auc: float
+    params: dict[str, Any]
+    best_iteration: int | None
+    seconds: float
+
+
+@dataclass
+class TrainingOutcome:
+    candidates: list[Candidate]
+    chosen: Candidate
+    calibration: CalibrationChoice
+    model: ReadmissionModel
+    test_metrics: dict[str, float]
+    test_probabilities: np.ndarray = field(repr=False)
+
+
+def load_training_data(settings: Settings) -> TrainingData:
+    """The latest clean build, with a clear error when clean-db is empty or missing."""
+    clean_engine = open_clean_db(settings)
+    raw_engine = open_raw_db(settings)
+    try:
+        build = latest_build(clean_engine)
+        frames = {s: read_clean_split(clean_engine, s, build.build_id) for s in SPLITS}
+        for split, frame in frames.items():
+            if frame.empty or frame["label"].nunique() < 2:
+                raise StorageError(
+                    f"clean-db: clean_{split} of build {build.build_id} has {len(frame)} rows "
+                    "and needs both outcomes; ingest more batches and run `readmit clean`"
+                )
+        test_inputs = read_model_inputs(raw_engine, frames["test"], "test")
+    finally:
+        clean_engine.dispose()
+        raw_engine.dispose()
+    return TrainingData(build=build, frames=frames, test_inputs=test_inputs)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[LinearEstimator, dict[str, Any]]:
+    params = {"C": 0.05, "max_iter": 3000}
+    fitted = LogisticRegression(**params, random_state=seed).fit(x, y)
+    estimator = LinearEstimator(fitted.coef_[0].astype(np.float64), float(fitted.intercept_[0]),
+                                x.mean(axis=0).astype(np.float64))  # fmt: skip
+    return estimator, params
+
+
+def fit_xgboost(
+    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int, max_rounds: int
+) -> tuple[XGBoostEstimator, dict[str, Any], int]:
+    import xgboost as xgb
+
+    params = {
+        "learning_rate": 0.05, "max_depth": 5, "min_child_weight": 10, "subsample": 0.8,
+        "colsample_bytree": 0.5, "reg_lambda": 5.0, "max_bin": 64, "tree_method": "hist",
+        "n_estimators": max_rounds, "early_stopping_rounds": 100,
+    }  # fmt: skip
+    model = xgb.XGBClassifier(**params, eval_metric="auc", random_state=seed, n_jobs=2)
+    model.fit(x, y, eval_set=[(xv, yv)], verbose=False)
+    best = int(model.best_iteration)
+    booster = model.get_booster()[: best + 1]
+    return XGBoostEstimator(booster), params, best + 1
+
+
+def fit_lightgbm(
+    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int, max_rounds: int
+) -> tuple[LightGBMEstimator, dict[str, Any], int]:
+    import lightgbm as lgb
+
+    params = {
+        "objective": "binary", "learning_rate": 0.03, "num_leaves": 15,
+        "min_data_in_leaf": 100, "feature_fraction": 0.5, "bagging_fraction": 0.8,
+        "bagging_freq": 1, "lambda_l2": 5.0, "metric": "auc", "verbosity": -1,
+        "num_threads": 2, "seed": seed,
+    }  # fmt: skip
+    booster = lgb.train(
+        params,
+        lgb.Dataset(x, y),
+        num_boost_round=max_rounds,
+        valid_sets=[lgb.Dataset(xv, yv)],
+        callbacks=[lgb.early_stopping(100, verbose=False)],
+    )
+    best = int(booster.best_iteration)
+    trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    return LightGBMEstimator(trimmed), {**params, "max_rounds": max_rounds}, best
+
+
+def fit_candidates(
+    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int,
+    max_rounds: int, report: Report,
+) -> list[Candidate]:  # fmt: skip
+    """Fit every candidate; validation AUC from each estimator's own margin."""
+    candidates = []
+    for name in CANDIDATES:
+        clock = time.perf_counter()
+        best: int | None = None
+        estimator: Estimator
+        if name == "logistic_regression":
+            estimator, params = fit_logistic(x, y, seed)
+        elif name == "xgboost":
+            estimator, params, best = fit_xgboost(x, y, xv, yv, seed, max_rounds)
+        else:
+            estimator, params, best = fit_lightgbm(x, y, xv, yv, seed, max_rounds)
+        auc = float(roc_auc_score(yv, estimator.margin(xv)))
+        seconds = time.perf_counter() - clock
+        candidates.append(Candidate(name, estimator, auc, params, best, seconds))
+        rounds = f", {best} rounds" if best else ""
+        report(f"{name}: validation ROC-AUC {auc:.4f} ({seconds:.1f} s{rounds})")
+    return candidates
+
+
+def fit_and_evaluate(
+    data: TrainingData,
+    seed: int,
+    max_rounds: int = 2000,
+    bootstrap_rounds: int = 1000,
+    report: Report = lambda _: None,
+) -> TrainingOutcome:
+    """Everything but MLflow: fit, choose, calibrate, set the threshold, evaluate on test."""
+    transform: FittedTransform = data.build.transform
+    x, y = data.encoded("train"), data.labels("train")
+    xv, yv = data.encoded("validation"), data.labels("validation")
+    report(
+        f"encoded {len(x):,} train and {len(xv):,} validation rows into {transform.width} columns"
+    )
+    candidates = fit_candidates(x, y, xv, yv, seed, max_rounds, report)
+    chosen = max(candidates, key=lambda c: c.validation_auc)
+    margin_v = chosen.estimator.margin(xv)
+    calibration = choose_calibration(margin_v, yv, seed)
+    threshold = choose_threshold(yv, calibration.calibration.apply(margin_v))
+    model = ReadmissionModel(
+        transform=transform,
+        estimator=chosen.estimator,
+        calibration=calibration.calibration,
+        threshold=threshold,
+    )
+    probabilities = model.predict_frame(data.test_inputs)
+    groups = data.frames["test"]["patient_nbr"].to_numpy()
+    metrics = evaluate_on_test(data.labels("test"), probabilities, groups, threshold, seed,
+                               bootstrap_rounds)  # fmt: skip
+    report(
+        f"chose {chosen.name}; test ROC-AUC {metrics['roc_auc']:.4f} "
+        f"[{metrics['roc_auc_ci_low']:.4f}, {metrics['roc_auc_ci_high']:.4f}], "
+        f"PR-AUC {metrics['pr_auc']:.4f}, Brier {metrics['brier']:.4f}, "
+        f"calibration {'applied' if calibration.applied else 'not needed'}"
+    )
+    return TrainingOutcome(candidates, chosen, calibration, model, metrics, probabilities)
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    version: str
+    decision: Decision
+    chosen: str
+    test_metrics: dict[str, float]
+    seconds: float
+
+
+def train(
+    settings: Settings,
+    report: Report = lambda _: None,
+    max_rounds: int = 2000,
+    bootstrap_rounds: int = 1000,
+) -> TrainResult:
+    """Train on the latest clean build, log to MLflow, register, and promote if better."""
+    clock = time.perf_counter()
+    experiment_id = configure(settings)
+    data = load_training_data(settings)
+    build = data.build
+    report(
+        f"clean build {build.build_id}: " + ", ".join(f"{n:,} {s}" for s, n in build.rows.items())
+    )
+    lineage = {
+        "readmit.clean_build": build.build_id,
+        "readmit.raw_batches": ",".join(str(b) for b in build.raw_batches),
+        "readmit.dataset_sha256": ",".join(build.source_sha256),
+        "readmit.git_commit": git_commit(),
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{build.build_id}",
+                          tags=lineage) as parent:  # fmt: skip
+        outcome = fit_and_evaluate(data, settings.random_seed, max_rounds, bootstrap_rounds, report)
+        for candidate in outcome.candidates:
+            with mlflow.start_run(experiment_id=experiment_id, run_name=candidate.name,
+                                  nested=True, tags=lineage):  # fmt: skip
+                mlflow.log_params(candidate.params)
+                mlflow.log_metrics(
+                    {
+                        "validation_roc_auc": candidate.validation_auc,
+                        "fit_seconds": candidate.seconds,
+                    }
+                )
+                if candidate.best_iteration:
+                    mlflow.log_metric("best_iteration", candidate.best_iteration)
+        model = outcome.model
+        model.info = {
+            **lineage,
+            "estimator": outcome.chosen.name,
+            "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
+            "run_id": parent.info.run_id,
+            "test_metrics": outcome.test_metrics,
+            "validation_roc_auc": outcome.chosen.validation_auc,
+        }
+        _log_parent(outcome, data)
+        info = log_model(
+            model, data.test_inputs.drop(columns=["encounter_id", "patient_nbr"]).head(3)
+        )
+        version = register(settings, info.model_uri, parent.info.run_id, lineage)
+        report(f"registered {settings.model_name} version {version} at @staging")
+        inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"])
+        decision = compare_and_promote(
+            settings, version, outcome.test_metrics["roc_auc"], inputs, data.labels("test")
+        )
+        mlflow.set_tags({"readmit.model_version": version,
+                         "readmit.decision": "promoted" if decision.promoted else "kept_in_staging"})  # fmt: skip
+        report(
+            ("promoted to @production: " if decision.promoted else "kept in @staging: ")
+            + decision.reason
+        )
+    return TrainResult(
+        run_id=parent.info.run_id,
+        version=version,
+        decision=decision,
+        chosen=outcome.chosen.name,
+        test_metrics=outcome.test_metrics,
+        seconds=time.perf_counter() - clock,
+    )
+
+
+def _log_parent(outcome: TrainingOutcome, data: TrainingData) -> None:
+    """Parameters, metrics and plots of the chosen model, on the parent run."""
+    metrics = outcome.test_metrics
+    labels = data.labels("test")
+    probabilities = outcome.test_probabilities
+    mlflow.log_params(
+        {
+            "chosen_estimator": outcome.chosen.name,
+            "calibrated": outcome.calibration.applied,
+            "threshold_rule": "max F1 on validation",
+            "encoded_columns": data.build.transform.width,
+        }
+    )
+    mlflow.log_metrics(as_float_dict(metrics, prefix="test_"))
+    mlflow.log_metrics(
+        {
+            "validation_roc_auc": outcome.chosen.validation_auc,
+            "validation_brier_raw": outcome.calibration.brier_raw,
+            "validation_brier_calibrated": outcome.calibration.brier_calibrated,
+            "test_rows": float(len(labels)),
+        }
+    )
+    log_figure(plots.roc_plot(labels, probabilities, metrics["roc_auc"]), "roc.png")
+    log_figure(plots.pr_plot(labels, probabilities, metrics["pr_auc"]), "pr.png")
+    log_figure(plots.calibration_plot(labels, probabilities, metrics["brier"]), "calibration.png")
+    log_figure(
+        plots.confusion_plot(int(metrics["tp"]), int(metrics["fp"]), int(metrics["fn"]),
+                             int(metrics["tn"]), metrics["threshold"]),
+        "confusion_matrix.png",
+    )  # fmt: skip
+    sample = data.encoded("test")[:2000]
+    contributions = field_contributions(outcome.model, sample)
+    log_figure(
+        plots.shap_summary_plot(contributions.values, contributions.fields), "shap_summary.png"
+    )
+    mlflow.log_text("\n".join(data.build.transform.columns), "features/encoded_columns.txt")
+    mlflow.log_text("\n".join(contributions.fields), "features/input_fields.txt")
+    mlflow.log_dict(outcome.test_metrics, "metrics/test_metrics.json")

@@ -1,0 +1,197 @@
+"""Every MLflow model-registry call: register, compare, promote, roll back, resolve.
+
+Aliases carry the truth (`@staging`, `@production`); stages are mirrored (Staging, Production,
+Archived) for registry views that still show them. Decisions and scores are version tags.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from readmit.errors import ReadmitError
+from readmit.settings import Settings
+from readmit.tracking import configure
+
+STAGING = "staging"
+PRODUCTION = "production"
+TAG_PREFIX = "readmit."
+
+
+class RegistryError(ReadmitError):
+    """A registry operation could not be carried out."""
+
+
+@dataclass
+class Decision:
+    version: str
+    promoted: bool
+    candidate_auc: float
+    production_version: str | None
+    production_auc: float | None
+    reason: str
+
+
+def client_for(settings: Settings) -> MlflowClient:
+    configure(settings)
+    return MlflowClient()
+
+
+def _stage(client: MlflowClient, name: str, version: str, stage: str) -> None:
+    """Mirror an alias as a stage. Never archive in bulk: that call fails on PostgreSQL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client.transition_model_version_stage(name, version, stage, archive_existing_versions=False)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version holding `alias`, or None when no version (or no model) has it."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+    """Register a logged model as a new version of the model, at @staging (stage Staging)."""
+    client = client_for(settings)
+    name = settings.model_name
+    version = mlflow.register_model(model_uri, name, tags=tags).version
+    version = str(version)
+    try:
+        client.set_registered_model_alias(name, STAGING, version)
+        _stage(client, name, version, "Staging")
+        client.set_model_version_tag(name, version, f"{TAG_PREFIX}run_id", run_id)
+    except Exception:
+        client.delete_model_version(name, version)
+        raise
+    return version
+
+
+def score_version(settings: Settings, version: str, inputs: pd.DataFrame) -> np.ndarray:
+    """Probabilities of a registered version on raw inputs, through the registered model."""
+    uri = f"models:/{settings.model_name}/{version}"
+    model = mlflow.pyfunc.load_model(uri)
+    return np.asarray(model.predict(inputs)["probability"], dtype=np.float64)
+
+
+def compare_and_promote(
+    settings: Settings, version: str, candidate_auc: float, inputs: pd.DataFrame, labels: np.ndarray
+) -> Decision:
+    """Promote `version` if there is no production model or it beats production by the margin.
+
+    Both are scored on the same current test set; the decision and both scores are recorded
+    on the new version.
+    """
+    client = client_for(settings)
+    name = settings.model_name
+    current = by_alias(client, name, PRODUCTION)
+    production_auc: float | None = None
+    if current is None:
+        promoted, reason = True, "no production model yet"
+    else:
+        production_auc = float(
+            roc_auc_score(labels, score_version(settings, current.version, inputs))
+        )
+        gain = candidate_auc - production_auc
+        promoted = gain >= settings.promote_min_delta
+        reason = (
+            f"test ROC-AUC {candidate_auc:.4f} vs production v{current.version} "
+            f"{production_auc:.4f}: gain {gain:+.4f} "
+            f"{'>=' if promoted else '<'} {settings.promote_min_delta}"
+        )
+    tags = {
+        "decision": "promoted" if promoted else "kept_in_staging",
+        "decision_reason": reason,
+        "candidate_test_auc": f"{candidate_auc:.6f}",
+        "production_test_auc": "" if production_auc is None else f"{production_auc:.6f}",
+        "compared_with_version": "" if current is None else str(current.version),
+        "decided_at": _now(),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, f"{TAG_PREFIX}{key}", value)
+    if promoted:
+        promote(settings, version, reason="automatic: " + reason)
+    return Decision(
+        version=version,
+        promoted=promoted,
+        candidate_auc=candidate_auc,
+        production_version=None if current is None else str(current.version),
+        production_auc=production_auc,
+        reason=reason,
+    )
+
+
+def promote(settings: Settings, version: str, reason: str = "manual") -> str | None:
+    """Move @production to `version` and archive the previous one; returns that previous one."""
+    client = client_for(settings)
+    name = settings.model_name
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"registry: {name} has no version {version}") from exc
+    previous = by_alias(client, name, PRODUCTION)
+    client.set_registered_model_alias(name, PRODUCTION, version)
+    _stage(client, name, version, "Production")
+    staging = by_alias(client, name, STAGING)
+    if staging is not None and str(staging.version) == str(version):
+        client.delete_registered_model_alias(name, STAGING)
+    client.set_model_version_tag(name, version, f"{TAG_PREFIX}promoted_at", _now())
+    client.set_model_version_tag(name, version, f"{TAG_PREFIX}promotion_reason", reason)
+    if previous is None or str(previous.version) == str(version):
+        return None
+    _stage(client, name, str(previous.version), "Archived")
+    client.set_model_version_tag(name, str(previous.version), f"{TAG_PREFIX}archived_at", _now())
+    return str(previous.version)
+
+
+def rollback(settings: Settings) -> tuple[str, str]:
+    """Give @production back to the version that held it before; returns (from, to)."""
+    client = client_for(settings)
+    name = settings.model_name
+    current = by_alias(client, name, PRODUCTION)
+    if current is None:
+        raise RegistryError(f"registry: {name} has no @production version to roll back")
+    earlier = [
+        v
+        for v in client.search_model_versions(f"name='{name}'")
+        if str(v.version) != str(current.version) and _served_without_rollback(v)
+    ]
+    if not earlier:
+        raise RegistryError(
+            f"registry: no version of {name} was in production before v{current.version}"
+        )
+    target = max(earlier, key=lambda v: v.tags[f"{TAG_PREFIX}promoted_at"])
+    client.set_model_version_tag(name, str(current.version), f"{TAG_PREFIX}rolled_back_at", _now())
+    promote(settings, str(target.version), reason=f"rollback from v{current.version}")
+    return str(current.version), str(target.version)
+
+
+def _served_without_rollback(version: ModelVersion) -> bool:
+    """Was in production, and was not rolled back since it was last promoted."""
+    promoted = version.tags.get(f"{TAG_PREFIX}promoted_at")
+    rolled_back = version.tags.get(f"{TAG_PREFIX}rolled_back_at")
+    return promoted is not None and (rolled_back is None or rolled_back < promoted)
+
+
+def production_uri(settings: Settings) -> str:
+    return f"models:/{settings.model_name}@{PRODUCTION}"
+
+
+def versions(settings: Settings) -> list[ModelVersion]:
+    client = client_for(settings)
+    found = client.search_model_versions(f"name='{settings.model_name}'")
+    return sorted(found, key=lambda v: int(v.version))

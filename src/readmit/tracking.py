@@ -1,0 +1,137 @@
+"""MLflow tracking: where runs go, the logged model's format, and the evaluation plots.
+
+Embedded mode keeps a SQLite store and local artifacts under the data dir; the full stack
+points `MLFLOW_TRACKING_URI` at a tracking server (PostgreSQL store, S3 artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, Schema
+
+from readmit.errors import ReadmitError
+from readmit.features import HISTORY_FIELD
+from readmit.model import ReadmissionModel
+from readmit.pyfunc_model import ReadmissionPyfunc
+from readmit.schema import BY_FIELD, INPUT_FIELDS, Kind
+from readmit.settings import Settings
+
+MODEL_ARTIFACT = "model"
+# Fail fast instead of MLflow's default minutes of retries when the server is down.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+class MlflowUnavailable(ReadmitError):
+    """The tracking server cannot be reached."""
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the configured store; check a server answers; return the experiment id."""
+    uri = settings.resolved_tracking_uri
+    if is_remote(uri):
+        try:
+            httpx.get(f"{uri.rstrip('/')}/health", timeout=5.0).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise MlflowUnavailable(f"mlflow: tracking server {uri} is unreachable: {exc}") from exc
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None if is_remote(uri) else (settings.data_dir / "mlartifacts").resolve().as_uri()
+    return str(mlflow.create_experiment(settings.experiment_name, artifact_location=location))
+
+
+def git_commit() -> str:
+    """The commit the code came from: READMIT_GIT_COMMIT (set in images), else git, else unknown."""
+    if commit := os.environ.get("READMIT_GIT_COMMIT"):
+        return commit
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def input_schema() -> Schema:
+    """The raw fields of one encounter, as the API receives them."""
+    specs = [
+        ColSpec("long" if BY_FIELD[name].kind is Kind.INTEGER else "string", name)
+        for name in INPUT_FIELDS
+    ]
+    specs.append(ColSpec("long", HISTORY_FIELD, required=False))
+    return Schema(specs)
+
+
+def signature() -> ModelSignature:
+    return ModelSignature(inputs=input_schema(), outputs=Schema([ColSpec("double", "probability")]))
+
+
+def log_model(model: ReadmissionModel, input_example: pd.DataFrame) -> Any:
+    """Log the model folder as a pyfunc model of the active run; returns MLflow's ModelInfo."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model.save(Path(tmp) / "readmit_model")
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=ReadmissionPyfunc(),
+            artifacts={"readmit_model": str(folder)},
+            code_paths=[str(Path(__file__).parent)],
+            signature=signature(),
+            input_example=input_example,
+            pip_requirements=_requirements(),
+        )
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ["mlflow", "numpy", "pandas", "scikit-learn", "xgboost-cpu", "lightgbm"]
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except Exception:
+            continue
+    return pins
+
+
+def log_figure(figure: Any, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, f"plots/{name}")
+    plt.close(figure)
+
+
+def log_table(frame: pd.DataFrame, name: str) -> None:
+    mlflow.log_text(frame.to_csv(index=False), name)
+
+
+def as_float_dict(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    return {
+        f"{prefix}{k}": float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float | np.floating | np.integer)
+    }
