@@ -151,6 +151,20 @@ def rollback() -> None:
     console.print(f"[green]{settings.model_name} rolled back[/]: v{old} -> v{new} @production")
 
 
+@app.command("mlflow-server")
+@fails_cleanly
+def mlflow_server() -> None:
+    """Run the MLflow tracking server of the settings in the foreground."""
+    from readmit.services import mlflow_server_command, mlflow_server_env
+
+    settings = Settings()
+    command = mlflow_server_command(settings)
+    url = f"http://{settings.mlflow_host}:{settings.mlflow_port}"
+    store, artifacts = settings.resolved_backend_store_uri, settings.resolved_artifacts_destination
+    console.print(f"MLflow server on {url}; store {store}; artifacts {artifacts}", highlight=False)
+    os.execvpe(command[0], command, mlflow_server_env(settings))
+
+
 @app.command()
 @fails_cleanly
 def pipeline() -> None:

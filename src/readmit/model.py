@@ -10,8 +10,7 @@ bulk; `predict_record` scores one dict without pandas, to the same probability.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,7 +118,7 @@ class LightGBMEstimator:
         return cls(lgb.Booster(model_file=str(folder / "lightgbm.txt")))
 
 
-LOADERS = {
+LOADERS: dict[str, Callable[[Path], Estimator]] = {
     "logistic_regression": LinearEstimator.load,
     "xgboost": XGBoostEstimator.load,
     "lightgbm": LightGBMEstimator.load,
@@ -189,12 +188,3 @@ class ReadmissionModel:
             threshold=float(payload["threshold"]),
             info=payload["info"],
         )
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    clipped = np.clip(p, 1e-12, 1 - 1e-12)
-    return np.log(clipped / (1 - clipped))
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from readmit.model import ReadmissionModel
 
 
-class ReadmissionPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class ReadmissionPyfunc(PythonModel):
     """The registered model: raw encounter fields in, calibrated probability out."""
 
     def load_context(self, context: Any) -> None:

@@ -81,6 +81,16 @@ def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, st
     return version
 
 
+def discard_version(settings: Settings, version: str) -> None:
+    """Remove a version whose run failed after registration, so none is left half-done."""
+    client = client_for(settings)
+    for alias in (STAGING, PRODUCTION):
+        holder = by_alias(client, settings.model_name, alias)
+        if holder is not None and str(holder.version) == str(version):
+            client.delete_registered_model_alias(settings.model_name, alias)
+    client.delete_model_version(settings.model_name, version)
+
+
 def score_version(settings: Settings, version: str, inputs: pd.DataFrame) -> np.ndarray:
     """Probabilities of a registered version on raw inputs, through the registered model."""
     uri = f"models:/{settings.model_name}/{version}"

@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     """Runtime configuration; defaults give the embedded mode under `.readmit/`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="READMIT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="READMIT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_by_name=True,
     )
 
     data_dir: Path = Field(default=Path(".readmit"), description="Where local state lives.")
@@ -43,6 +47,21 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("READMIT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking server; default: a SQLite store in the data dir.",
     )
+    mlflow_backend_store_uri: str | None = Field(
+        default=None,
+        description="Store of `readmit mlflow-server`; default: SQLite in the data dir.",
+    )
+    mlflow_artifacts_destination: str | None = Field(
+        default=None,
+        description="Artifact store of `readmit mlflow-server`, e.g. s3://mlflow-artifacts.",
+    )
+    mlflow_host: str = Field(default="127.0.0.1", description="Bind address of the MLflow server.")
+    mlflow_port: int = Field(default=5000, description="Port of the MLflow server.")
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("READMIT_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"),
+        description="S3-compatible endpoint (MinIO, moto) for MLflow artifacts.",
+    )
     experiment_name: str = Field(default="readmission", description="MLflow experiment.")
     model_name: str = Field(default="readmission", description="Registered model name.")
     promote_min_delta: float = Field(
@@ -61,6 +80,16 @@ class Settings(BaseSettings):
     @property
     def resolved_tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def resolved_backend_store_uri(self) -> str:
+        default = f"sqlite:///{(self.data_dir / 'mlflow-server.db').resolve()}"
+        return self.mlflow_backend_store_uri or default
+
+    @property
+    def resolved_artifacts_destination(self) -> str:
+        default = (self.data_dir / "mlflow-server-artifacts").resolve().as_uri()
+        return self.mlflow_artifacts_destination or default
 
     @property
     def download_dir(self) -> Path:

@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 from readmit.errors import ReadmitError
 from readmit.features import HISTORY_FIELD
@@ -78,7 +78,7 @@ def git_commit() -> str:
 
 def input_schema() -> Schema:
     """The raw fields of one encounter, as the API receives them."""
-    specs = [
+    specs: list[ColSpec | TensorSpec] = [
         ColSpec("long" if BY_FIELD[name].kind is Kind.INTEGER else "string", name)
         for name in INPUT_FIELDS
     ]

@@ -43,13 +43,14 @@ from readmit.pipeline.clean import (
     read_model_inputs,
 )
 from readmit.pipeline.ingest import open_raw_db
-from readmit.registry import Decision, compare_and_promote, register
+from readmit.registry import Decision, compare_and_promote, discard_version, register
 from readmit.settings import Settings
 from readmit.split import SPLITS
 from readmit.tracking import as_float_dict, configure, git_commit, log_figure, log_model
 
 Report = Callable[[str], None]
 CANDIDATES = ("logistic_regression", "xgboost", "lightgbm")
+PREDICTIONS_ARTIFACT = "predictions/test_predictions.csv"
 
 
 @dataclass
@@ -278,11 +279,15 @@ def train(
         version = register(settings, info.model_uri, parent.info.run_id, lineage)
         report(f"registered {settings.model_name} version {version} at @staging")
         inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"])
-        decision = compare_and_promote(
-            settings, version, outcome.test_metrics["roc_auc"], inputs, data.labels("test")
-        )
-        mlflow.set_tags({"readmit.model_version": version,
-                         "readmit.decision": "promoted" if decision.promoted else "kept_in_staging"})  # fmt: skip
+        try:
+            decision = compare_and_promote(
+                settings, version, outcome.test_metrics["roc_auc"], inputs, data.labels("test")
+            )
+        except Exception:
+            discard_version(settings, version)
+            raise
+        outcome_tag = "promoted" if decision.promoted else "kept_in_staging"
+        mlflow.set_tags({"readmit.model_version": version, "readmit.decision": outcome_tag})
         report(
             ("promoted to @production: " if decision.promoted else "kept in @staging: ")
             + decision.reason
@@ -335,3 +340,11 @@ def _log_parent(outcome: TrainingOutcome, data: TrainingData) -> None:
     mlflow.log_text("\n".join(data.build.transform.columns), "features/encoded_columns.txt")
     mlflow.log_text("\n".join(contributions.fields), "features/input_fields.txt")
     mlflow.log_dict(outcome.test_metrics, "metrics/test_metrics.json")
+    predictions = pd.DataFrame(
+        {
+            "encounter_id": data.frames["test"]["encounter_id"].to_numpy(),
+            "label": labels,
+            "probability": probabilities,
+        }
+    )
+    mlflow.log_text(predictions.to_csv(index=False, float_format="%.17g"), PREDICTIONS_ARTIFACT)

@@ -1,0 +1,150 @@
+"""Start, watch and stop the local server processes: the MLflow tracking server and a local
+S3-compatible server (moto) standing in for MinIO where no MinIO runs.
+
+Each process gets its own process group, so stopping it stops every child it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from readmit.errors import ReadmitError
+from readmit.settings import Settings
+
+
+class ServiceError(ReadmitError):
+    """A service did not start or did not become healthy."""
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, timeout: float = 20.0) -> None:
+        stop_process_group(self.process, timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM the whole group, then SIGKILL what is left after `timeout`."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def wait_healthy(service: Service, path: str, timeout: float) -> None:
+    """Poll `url + path` until it answers 200; fail with the log's tail if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            break
+        try:
+            if httpx.get(service.url + path, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    tail = service.log.read_text(errors="replace").splitlines()[-5:] if service.log.exists() else []
+    service.stop()
+    raise ServiceError(
+        f"{service.name} did not become healthy at {service.url}: {' | '.join(tail)}"
+    )
+
+
+def _bin(name: str) -> str:
+    """An executable of this environment, found beside the running interpreter first."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _spawn(name: str, command: list[str], env: dict[str, str], log: Path, url: str) -> Service:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    return Service(name=name, process=process, url=url, log=log)
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """Credentials and endpoint for a local S3 server (moto accepts any credentials)."""
+    return {
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "readmit-local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "readmit-local-secret"),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    }
+
+
+def start_s3_server(port: int, log: Path, bucket: str = "mlflow-artifacts") -> Service:
+    """moto's S3 server on 127.0.0.1 (in memory), with `bucket` created."""
+    import boto3
+
+    url = f"http://127.0.0.1:{port}"
+    service = _spawn("s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                     dict(os.environ), log, url)  # fmt: skip
+    wait_healthy(service, "/moto-api/", timeout=30)
+    env = s3_env(url)
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    ).create_bucket(Bucket=bucket)
+    return service
+
+
+def mlflow_server_command(settings: Settings) -> list[str]:
+    return [
+        _bin("mlflow"), "server",
+        "--backend-store-uri", settings.resolved_backend_store_uri,
+        "--artifacts-destination", settings.resolved_artifacts_destination,
+        "--serve-artifacts",
+        "--host", settings.mlflow_host,
+        "--port", str(settings.mlflow_port),
+        "--workers", "1",
+    ]  # fmt: skip
+
+
+def mlflow_server_env(settings: Settings) -> dict[str, str]:
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    if settings.s3_endpoint_url:
+        env.update(s3_env(settings.s3_endpoint_url))
+    return env
+
+
+def start_mlflow_server(settings: Settings, log: Path, timeout: float = 90) -> Service:
+    """The MLflow tracking server of the settings, healthy when this returns."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = f"http://{settings.mlflow_host}:{settings.mlflow_port}"
+    service = _spawn(
+        "mlflow", mlflow_server_command(settings), mlflow_server_env(settings), log, url
+    )
+    wait_healthy(service, "/health", timeout=timeout)
+    return service

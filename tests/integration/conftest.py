@@ -1,0 +1,73 @@
+"""A real MLflow tracking server on a PostgreSQL store with S3 artifacts (moto), per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from readmit.services import free_port, start_mlflow_server, start_s3_server
+from readmit.settings import Settings
+from tests.databases import create_database, drop_database
+
+
+@dataclass
+class MlflowServer:
+    tracking_uri: str
+    backend_uri: str
+    s3_endpoint: str
+    logs: Path
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(
+    pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
+    logs = tmp_path_factory.mktemp("services")
+    backend = create_database(pg_admin_url)
+    s3 = start_s3_server(free_port(), logs / "s3.log")
+    settings = Settings(
+        data_dir=logs,
+        mlflow_backend_store_uri=backend,
+        mlflow_artifacts_destination="s3://mlflow-artifacts",
+        mlflow_port=free_port(),
+        s3_endpoint_url=s3.url,
+    )
+    server = start_mlflow_server(settings, logs / "mlflow.log")
+    try:
+        yield MlflowServer(server.url, backend, s3.url, logs)
+    finally:
+        server.stop()
+        s3.stop()
+        drop_database(pg_admin_url, backend)
+
+
+@dataclass
+class SmallBuild:
+    """Raw-db and clean-db (SQLite) built by the real pipeline from the first rows of the file."""
+
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+def small_build(full_dataset, tmp_path_factory: pytest.TempPathFactory) -> SmallBuild:
+    from readmit.dataset import Dataset
+    from readmit.pipeline.clean import build_clean
+    from readmit.pipeline.ingest import ingest
+
+    rows = 24_000
+    sample = Dataset(full_dataset.frame.head(rows), full_dataset.sha256, full_dataset.source)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("small"), batch_size=rows,
+                        dataset_uri=full_dataset.source)  # fmt: skip
+    ingest(settings, all_batches=True, dataset=sample)
+    build_clean(settings)
+    return SmallBuild(settings)
+
+
+@pytest.fixture(scope="session")
+def small_data(small_build: SmallBuild):
+    from readmit.pipeline.train import load_training_data
+
+    return load_training_data(small_build.settings)

@@ -1,0 +1,153 @@
+"""Training on a small deterministic sample of the real data, end to end in embedded mode."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from readmit.features import HISTORY_FIELD
+from readmit.pipeline.train import CANDIDATES, PREDICTIONS_ARTIFACT, fit_and_evaluate, train
+from readmit.schema import INPUT_FIELDS
+
+MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
+
+
+@pytest.fixture(scope="module")
+def outcome(small_data):
+    return fit_and_evaluate(small_data, seed=7, max_rounds=150, bootstrap_rounds=100)
+
+
+def test_the_best_candidate_by_validation_is_evaluated_on_test(outcome):
+    assert [c.name for c in outcome.candidates] == list(CANDIDATES)
+    assert outcome.chosen.validation_auc == max(c.validation_auc for c in outcome.candidates)
+    m = outcome.test_metrics
+    assert 0.58 < m["roc_auc"] < 0.72  # above 0.72 would mean a leak
+    assert m["roc_auc_ci_low"] < m["roc_auc"] < m["roc_auc_ci_high"]
+    assert 0.0 < m["brier"] < 0.12 and 0.0 < m["pr_auc"] < 1.0
+    assert 0.0 < m["threshold"] < 1.0
+    for key in ("sensitivity", "specificity", "ppv"):
+        assert 0.0 <= m[key] <= 1.0
+    assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == len(outcome.test_probabilities)
+
+
+def test_calibration_is_kept_only_when_it_lowers_the_brier_score(outcome):
+    choice = outcome.calibration
+    assert choice.applied == (choice.brier_calibrated < choice.brier_raw)
+    identity = (choice.calibration.slope, choice.calibration.intercept) == (1.0, 0.0)
+    assert identity != choice.applied
+
+
+def test_one_record_scores_exactly_as_the_bulk_path_on_thousands_of_rows(outcome, small_data):
+    inputs = small_data.test_inputs[MODEL_INPUTS]
+    bulk = outcome.model.predict_frame(inputs)
+    singles = np.array([outcome.model.predict_record(r) for r in inputs.to_dict("records")])
+    assert len(singles) > 2000
+    np.testing.assert_array_equal(singles, bulk)
+
+
+def test_every_estimator_scores_one_record_exactly_as_the_bulk_path(outcome, small_data):
+    inputs = small_data.test_inputs[MODEL_INPUTS].head(500)
+    for candidate in outcome.candidates:
+        model = outcome.model
+        model_for = type(model)(
+            model.transform, candidate.estimator, model.calibration, model.threshold
+        )
+        bulk = model_for.predict_frame(inputs)
+        singles = np.array([model_for.predict_record(r) for r in inputs.to_dict("records")])
+        np.testing.assert_array_equal(singles, bulk, err_msg=candidate.name)
+
+
+@pytest.fixture(scope="module")
+def trained(small_build, tmp_path_factory):
+    settings = small_build.settings.model_copy(
+        update={"mlflow_tracking_uri": f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"}
+    )
+    first = train(settings, max_rounds=150, bootstrap_rounds=100)
+    second = train(settings, max_rounds=150, bootstrap_rounds=100)
+    return settings, first, second
+
+
+def test_train_logs_a_parent_run_with_children_lineage_and_plots(trained):
+    settings, first, _ = trained
+    client = MlflowClient(settings.resolved_tracking_uri)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    for tag in (
+        "readmit.clean_build",
+        "readmit.raw_batches",
+        "readmit.dataset_sha256",
+        "readmit.git_commit",
+    ):
+        assert run.data.tags[tag]
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{first.run_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == sorted(CANDIDATES)
+    assert all("validation_roc_auc" in c.data.metrics for c in children)
+    plots = {a.path for a in client.list_artifacts(first.run_id, "plots")}
+    assert plots == {
+        f"plots/{n}"
+        for n in (
+            "roc.png",
+            "pr.png",
+            "calibration.png",
+            "confusion_matrix.png",
+            "shap_summary.png",
+        )
+    }
+
+
+def test_first_version_goes_to_production_and_an_equal_one_stays_in_staging(trained):
+    settings, first, second = trained
+    assert (first.version, first.decision.promoted) == ("1", True)
+    assert (second.version, second.decision.promoted) == ("2", False)
+    client = MlflowClient(settings.resolved_tracking_uri)
+    assert client.get_model_version_by_alias(settings.model_name, "production").version in (1, "1")
+    v2 = client.get_model_version(settings.model_name, "2")
+    assert v2.current_stage == "Staging"
+    assert v2.tags["readmit.decision"] == "kept_in_staging"
+    assert float(v2.tags["readmit.production_test_auc"]) == pytest.approx(
+        first.test_metrics["roc_auc"]
+    )
+
+
+def test_a_fresh_process_loads_production_and_reproduces_training_probabilities(
+    trained, small_data, tmp_path
+):
+    settings, first, _ = trained
+    inputs = tmp_path / "inputs.parquet"
+    small_data.test_inputs[MODEL_INPUTS].to_parquet(inputs)
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        "mlflow.set_tracking_uri(sys.argv[1])\n"
+        "model = mlflow.pyfunc.load_model('models:/readmission@production')\n"
+        "out = model.predict(pd.read_parquet(sys.argv[2]))\n"
+        "out.to_csv(sys.argv[3], index=False, float_format='%.17g')\n"
+    )
+    result = tmp_path / "out.csv"
+    subprocess.run([sys.executable, "-c", script, settings.resolved_tracking_uri, str(inputs), str(result)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    fresh = pd.read_csv(result, float_precision="round_trip")["probability"].to_numpy()
+    logged = mlflow.artifacts.load_text(f"runs:/{first.run_id}/{PREDICTIONS_ARTIFACT}")
+    at_training = pd.read_csv(io.StringIO(logged), float_precision="round_trip")
+    assert len(fresh) == len(at_training) > 2000
+    np.testing.assert_array_equal(fresh, at_training["probability"].to_numpy())
+
+
+def test_model_info_travels_with_the_registered_model(trained):
+    settings, first, _ = trained
+    path = mlflow.artifacts.download_artifacts(f"models:/{settings.model_name}/1")
+    files = list(__import__("pathlib").Path(path).rglob("readmit_model.json"))
+    info = json.loads(files[0].read_text())["info"]
+    assert info["run_id"] == first.run_id
+    assert info["readmit.clean_build"]
+    assert info["test_metrics"]["roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])
