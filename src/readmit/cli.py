@@ -151,6 +151,28 @@ def rollback() -> None:
     console.print(f"[green]{settings.model_name} rolled back[/]: v{old} -> v{new} @production")
 
 
+@app.command()
+@fails_cleanly
+def serve() -> None:
+    """Serve the @production model over HTTP (host and port from the settings)."""
+    import uvicorn
+
+    settings = Settings()
+    console.print(
+        f"API on http://{settings.api_host}:{settings.api_port} (docs at /docs), serving "
+        f"models:/{settings.model_name}@production from {settings.resolved_tracking_uri}",
+        highlight=False,
+    )
+    uvicorn.run(
+        "readmit.serving.app:app_factory",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        access_log=False,
+        log_level="warning",
+    )
+
+
 @app.command("mlflow-server")
 @fails_cleanly
 def mlflow_server() -> None:
@@ -163,6 +185,24 @@ def mlflow_server() -> None:
     store, artifacts = settings.resolved_backend_store_uri, settings.resolved_artifacts_destination
     console.print(f"MLflow server on {url}; store {store}; artifacts {artifacts}", highlight=False)
     os.execvpe(command[0], command, mlflow_server_env(settings))
+
+
+@app.command("s3-server")
+@fails_cleanly
+def s3_server(
+    port: int = typer.Option(9000, help="Port on 127.0.0.1."),
+    bucket: str = typer.Option("mlflow-artifacts", help="Bucket to create."),
+) -> None:
+    """Run a local S3-compatible server (moto, in memory) with the artifact bucket, for testing."""
+    from readmit.services import start_s3_server
+
+    settings = Settings()
+    service = start_s3_server(port, settings.data_dir / "logs" / "s3.log", bucket)
+    console.print(f"S3 (moto) on {service.url} with bucket {bucket}; Ctrl-C stops it")
+    try:
+        service.process.wait()
+    except KeyboardInterrupt:
+        service.stop()
 
 
 @app.command()

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     promote_min_delta: float = Field(
         default=0.002, description="ROC-AUC a new version must gain over @production."
     )
+    api_host: str = Field(default="127.0.0.1", description="Bind address of `readmit serve`.")
+    api_port: int = Field(default=8000, description="Port of `readmit serve`.")
+    api_key: str | None = Field(default=None, description="Key for POST /reload-model.")
+    model_poll_seconds: float = Field(
+        default=30.0, gt=0, description="How often @production is checked."
+    )
+    max_batch: int = Field(default=10_000, gt=0, description="Most records in one /predict-batch.")
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="Largest request body.")
+    log_level: str = Field(default="INFO", description="Level of the JSON logs.")
     random_seed: int = Field(default=42, description="Seed of every random choice in training.")
 
     @property

@@ -1,0 +1,87 @@
+"""Prometheus metrics of the API, on a registry of its own (one per app instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+class Metrics:
+    """Every metric the API exports; names are stable, dashboards and alerts use them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "readmit_http_requests_total",
+            "HTTP requests",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "readmit_http_errors_total", "HTTP responses with status >= 400",
+            ["endpoint", "status"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "readmit_http_request_duration_seconds", "Request latency", ["endpoint"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.predictions = Counter(
+            "readmit_predictions_total", "Scored encounters by predicted class",
+            ["predicted_class"], registry=r,
+        )  # fmt: skip
+        self.probability = Histogram(
+            "readmit_prediction_probability", "Predicted probability of 30-day readmission",
+            buckets=PROBABILITY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_info = Info("readmit_model", "The model being served", registry=r)
+        self.model_ready = Gauge("readmit_model_loaded", "1 when a model is loaded", registry=r)
+        self.reloads = Counter("readmit_model_reloads_total", "Models swapped in", registry=r)
+        self.reload_failures = Counter(
+            "readmit_model_reload_failures_total",
+            "Failed model checks or loads",
+            ["step"],
+            registry=r,
+        )
+        self.model_test_auc = Gauge(
+            "readmit_model_test_roc_auc", "Test ROC-AUC of the model being served", registry=r
+        )
+
+    def model_loaded(self, name: str, version: str, test_auc: float | None = None) -> None:
+        self.model_info.info({"name": name, "version": version})
+        self.model_ready.set(1)
+        self.reloads.inc()
+        if test_auc is not None:
+            self.model_test_auc.set(test_auc)
+
+    def reload_failed(self, step: str) -> None:
+        self.reload_failures.labels(step=step).inc()
+
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint=endpoint, method=method, status=str(status)).inc()
+        self.latency.labels(endpoint=endpoint).observe(seconds)
+        if status >= 400:
+            self.errors.labels(endpoint=endpoint, status=str(status)).inc()
+
+    def observe_predictions(self, probabilities: list[float], threshold: float) -> None:
+        positives = sum(p >= threshold for p in probabilities)
+        if positives:
+            self.predictions.labels(predicted_class="readmitted_30d").inc(positives)
+        if len(probabilities) - positives:
+            self.predictions.labels(predicted_class="not_readmitted").inc(
+                len(probabilities) - positives
+            )
+        for p in probabilities:
+            self.probability.observe(p)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,253 @@
+"""Routes of the prediction API: thin wrappers over the loaded model.
+
+Endpoints that do CPU work are plain `def`, so FastAPI runs them in its thread pool and the
+event loop stays free.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
+
+from readmit.explain import field_contributions
+from readmit.features import HISTORY_FIELD
+from readmit.registry import PRODUCTION
+from readmit.schema import INPUT_FIELDS
+from readmit.serving.metrics import Metrics
+from readmit.serving.model_store import LoadedModel, ModelStore
+from readmit.serving.schemas import (
+    BatchPrediction,
+    BatchRequest,
+    Contribution,
+    Encounter,
+    Explanation,
+    Health,
+    ModelInfo,
+    ModelRef,
+    Prediction,
+    RecordResult,
+    ReloadResult,
+)
+from readmit.settings import Settings
+
+router = APIRouter()
+MODEL_COLUMNS = [*INPUT_FIELDS, HISTORY_FIELD]
+
+
+def get_store(request: Request) -> ModelStore:
+    store: ModelStore = request.app.state.store
+    return store
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def loaded_model(store: Annotated[ModelStore, Depends(get_store)]) -> LoadedModel:
+    """The model for this request; 503 with the reason while none is loaded."""
+    current = store.current
+    if current is None:
+        reason = store.last_error or "the model has not been loaded yet"
+        raise HTTPException(status_code=503, detail=f"no model is loaded: {reason}")
+    return current
+
+
+StoreDep = Annotated[ModelStore, Depends(get_store)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelDep = Annotated[LoadedModel, Depends(loaded_model)]
+
+
+def _ref(current: LoadedModel) -> ModelRef:
+    return ModelRef(name=current.name, version=current.version)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+def _field_errors(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in error.errors()
+    )
+
+
+@router.post("/predict", response_model=Prediction, tags=["predictions"])
+def predict(
+    encounter: Encounter,
+    request: Request,
+    current: ModelDep,
+    metrics: MetricsDep,
+) -> Prediction:
+    """The probability that this encounter is followed by a readmission within 30 days."""
+    model = current.model
+    probability = model.predict_record(encounter.model_input())
+    metrics.observe_predictions([probability], model.threshold)
+    return Prediction(
+        probability=probability,
+        readmitted_30d=probability >= model.threshold,
+        threshold=model.threshold,
+        model=_ref(current),
+        request_id=_request_id(request),
+    )
+
+
+@router.post(
+    "/predict-batch",
+    response_model=BatchPrediction,
+    tags=["predictions"],
+    responses={
+        413: {"description": "Body larger than READMIT_MAX_BODY_BYTES"},
+        422: {"description": "No records, more than READMIT_MAX_BATCH, or a bad body"},
+    },
+)
+def predict_batch(
+    body: BatchRequest,
+    request: Request,
+    current: ModelDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+) -> Any:
+    """Score up to READMIT_MAX_BATCH encounters, results in request order.
+
+    A record that fails validation does not fail the batch: its result carries `error`, naming
+    the field and the reason, and no probability. The other records are scored.
+    """
+    count = len(body.records)
+    if count == 0 or count > settings.max_batch:
+        reason = "no records" if count == 0 else f"{count} records; at most {settings.max_batch}"
+        return JSONResponse(
+            status_code=422,
+            content={"detail": [{"loc": ["body", "records"], "msg": reason, "type": "batch_size"}]},
+        )
+    results: list[RecordResult] = []
+    valid: list[dict[str, Any]] = []
+    positions: list[int] = []
+    for index, record in enumerate(body.records):
+        try:
+            valid.append(Encounter.model_validate(record).model_input())
+            positions.append(index)
+            results.append(RecordResult(index=index))
+        except ValidationError as error:
+            results.append(RecordResult(index=index, error=_field_errors(error)))
+    model = current.model
+    if valid:
+        frame = pd.DataFrame.from_records(valid, columns=MODEL_COLUMNS)
+        probabilities = model.predict_frame(frame).tolist()
+        for position, probability in zip(positions, probabilities, strict=True):
+            results[position].probability = probability
+            results[position].readmitted_30d = probability >= model.threshold
+        metrics.observe_predictions(probabilities, model.threshold)
+    return BatchPrediction(
+        results=results,
+        threshold=model.threshold,
+        model=_ref(current),
+        request_id=_request_id(request),
+        scored=len(valid),
+        rejected=count - len(valid),
+    )
+
+
+@router.post("/explain", response_model=Explanation, tags=["predictions"])
+def explain(
+    encounter: Encounter,
+    request: Request,
+    current: ModelDep,
+    top: Annotated[int, Query(ge=1, le=100, description="How many fields to return")] = 10,
+) -> Explanation:
+    """SHAP contributions of each input field (one-hot columns summed back), largest first."""
+    model = current.model
+    encoded = model.encode_record(encounter.model_input())[np.newaxis, :]
+    result = field_contributions(model, encoded)
+    values = result.values[0]
+    order = np.argsort(-np.abs(values))[:top]
+    margin = float(result.base[0] + values.sum())
+    return Explanation(
+        probability=model.calibration.apply_one(float(model.estimator.margin(encoded)[0])),
+        base_value=float(result.base[0]),
+        margin=margin,
+        contributions=[
+            Contribution(field=result.fields[i], contribution=float(values[i])) for i in order
+        ],
+        model=_ref(current),
+        request_id=_request_id(request),
+    )
+
+
+NOT_READY = {503: {"model": Health, "description": "Live, but no model is loaded"}}
+
+
+@router.get("/health", response_model=Health, tags=["service"], responses=NOT_READY)
+def health(store: StoreDep, response: Response) -> Health:
+    """Liveness (the process answers) and readiness (a model is loaded)."""
+    current = store.current
+    if current is None:
+        response.status_code = 503
+        detail = store.last_error or "loading the model"
+        return Health(status="not_ready", live=True, ready=False, model=None, detail=detail)
+    detail = "serving" if store.last_error is None else f"serving; last check: {store.last_error}"
+    return Health(status="ok", live=True, ready=True, model=_ref(current), detail=detail)
+
+
+@router.get("/metrics", tags=["service"], response_class=Response)
+def metrics_endpoint(metrics: MetricsDep) -> Response:
+    """Prometheus text format."""
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/model-info", response_model=ModelInfo, tags=["service"])
+def model_info(current: ModelDep) -> ModelInfo:
+    """What is being served, where it came from, and how it scored on its test split."""
+    info = current.info
+    metrics = {k: float(v) for k, v in info.get("test_metrics", {}).items()}
+    return ModelInfo(
+        name=current.name,
+        version=current.version,
+        alias=PRODUCTION,
+        run_id=info.get("run_id"),
+        estimator=info.get("estimator"),
+        trained_at=info.get("trained_at"),
+        clean_build=info.get("readmit.clean_build"),
+        test_metrics=metrics,
+        threshold=current.model.threshold,
+        features=MODEL_COLUMNS,
+        loaded_at=current.loaded_at,
+    )
+
+
+@router.post(
+    "/reload-model",
+    response_model=ReloadResult,
+    tags=["service"],
+    responses={401: {"description": "No X-API-Key"}, 403: {"description": "Wrong key"}},
+)
+def reload_model(
+    store: StoreDep,
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> ReloadResult:
+    """Check `@production` now and swap in a new version if there is one (needs X-API-Key)."""
+    if x_api_key is None:
+        raise HTTPException(status_code=401, detail="X-API-Key header required")
+    expected = settings.api_key
+    if not expected or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
+        raise HTTPException(status_code=403, detail="invalid API key")
+    changed = store.refresh()
+    current = store.current
+    detail = store.last_error or (
+        "loaded a new version" if changed else "already serving production"
+    )
+    return ReloadResult(changed=changed, model=_ref(current) if current else None, detail=detail)

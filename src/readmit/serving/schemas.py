@@ -1,0 +1,197 @@
+"""Request and response bodies of the API, derived from the encounter schema.
+
+`Encounter` is built from `readmit.schema.COLUMNS`: integer fields are strict non-negative
+integers, categorical fields accept only their categories, diagnosis codes must look like
+ICD-9 codes. Fields that may be missing in the source accept null (or the source's "?").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model, field_validator
+
+from readmit.features import HISTORY_FIELD
+from readmit.schema import COLUMNS, ICD9_PATTERN, MISSING, TEXT_PATTERN, Column, Kind
+
+EXAMPLE: dict[str, Any] = {
+    "encounter_id": 149190,
+    "patient_nbr": 55629189,
+    "race": "Caucasian",
+    "gender": "Female",
+    "age": "[70-80)",
+    "weight": None,
+    "admission_type_id": 1,
+    "discharge_disposition_id": 1,
+    "admission_source_id": 7,
+    "time_in_hospital": 5,
+    "payer_code": "MC",
+    "medical_specialty": "InternalMedicine",
+    "num_lab_procedures": 59,
+    "num_procedures": 0,
+    "num_medications": 18,
+    "number_outpatient": 0,
+    "number_emergency": 0,
+    "number_inpatient": 2,
+    "diag_1": "428",
+    "diag_2": "250.01",
+    "diag_3": "403",
+    "number_diagnoses": 9,
+    "max_glu_serum": "None",
+    "a1cresult": ">7",
+    "metformin": "Steady",
+    "repaglinide": "No",
+    "nateglinide": "No",
+    "chlorpropamide": "No",
+    "glimepiride": "No",
+    "acetohexamide": "No",
+    "glipizide": "No",
+    "glyburide": "No",
+    "tolbutamide": "No",
+    "pioglitazone": "No",
+    "rosiglitazone": "No",
+    "acarbose": "No",
+    "miglitol": "No",
+    "troglitazone": "No",
+    "tolazamide": "No",
+    "examide": "No",
+    "citoglipton": "No",
+    "insulin": "Up",
+    "glyburide_metformin": "No",
+    "glipizide_metformin": "No",
+    "glimepiride_pioglitazone": "No",
+    "metformin_rosiglitazone": "No",
+    "metformin_pioglitazone": "No",
+    "change": "Ch",
+    "diabetesmed": "Yes",
+    "prior_encounters": 1,
+}
+
+
+def _field(column: Column) -> tuple[Any, Any]:
+    """The pydantic type and default of one source column."""
+    about = column.description or column.source
+    kind: Any
+    if column.kind is Kind.INTEGER:
+        kind = Annotated[StrictInt, Field(ge=0, le=column.maximum, description=about)]
+    elif column.kind is Kind.CATEGORY:
+        kind = Annotated[Literal[column.categories], Field(description=about)]
+    elif column.kind is Kind.CODE:
+        kind = Annotated[str, Field(pattern=ICD9_PATTERN.pattern, description=about)]
+    else:
+        kind = Annotated[str, Field(pattern=TEXT_PATTERN.pattern, description=about)]
+    if not column.feature:
+        return kind | None, None
+    if column.missing_allowed:
+        return kind | None, ...
+    return kind, ...
+
+
+class _EncounterBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _missing_marker(cls, value: Any) -> Any:
+        """The source's "?" is accepted for fields that may be missing, as null."""
+        return None if value == MISSING else value
+
+    def model_input(self) -> dict[str, Any]:
+        """The raw record the model takes: missing values back to the source's "?"."""
+        record = self.model_dump(exclude={"encounter_id", "patient_nbr", "readmitted"})
+        return {k: (MISSING if v is None and k != HISTORY_FIELD else v) for k, v in record.items()}
+
+
+_fields: dict[str, Any] = {
+    column.field: _field(column) for column in COLUMNS if column.field != "readmitted"
+}
+_fields[HISTORY_FIELD] = (
+    Annotated[StrictInt, Field(ge=0, le=1000, description="Earlier encounters of this patient")],
+    0,
+)
+if TYPE_CHECKING:
+    Encounter = _EncounterBase
+else:
+    Encounter = create_model(
+        "Encounter",
+        __base__=_EncounterBase,
+        __doc__="The raw fields of one encounter, as in the data set (identifiers are optional "
+        "and never used as features).",
+        **_fields,
+    )
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Prediction(BaseModel):
+    probability: float = Field(description="Probability of readmission within 30 days.")
+    readmitted_30d: bool = Field(description="probability >= threshold")
+    threshold: float
+    model: ModelRef
+    request_id: str
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    records: list[dict[str, Any]] = Field(description="Encounters, as for /predict.")
+
+
+class RecordResult(BaseModel):
+    index: int
+    probability: float | None = None
+    readmitted_30d: bool | None = None
+    error: str | None = None
+
+
+class BatchPrediction(BaseModel):
+    results: list[RecordResult]
+    threshold: float
+    model: ModelRef
+    request_id: str
+    scored: int
+    rejected: int
+
+
+class Contribution(BaseModel):
+    field: str
+    contribution: float = Field(description="SHAP value in log-odds")
+
+
+class Explanation(BaseModel):
+    probability: float
+    base_value: float = Field(description="Expected log-odds before any field is seen")
+    margin: float = Field(description="base_value + sum of all contributions (log-odds)")
+    contributions: list[Contribution]
+    model: ModelRef
+    request_id: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "not_ready"]
+    live: bool
+    ready: bool
+    model: ModelRef | None
+    detail: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+    run_id: str | None
+    estimator: str | None
+    trained_at: str | None
+    clean_build: str | None
+    test_metrics: dict[str, float]
+    threshold: float
+    features: list[str]
+    loaded_at: str
+
+
+class ReloadResult(BaseModel):
+    changed: bool
+    model: ModelRef | None
+    detail: str
