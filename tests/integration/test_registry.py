@@ -19,7 +19,7 @@ from readmit.features import HISTORY_FIELD, NUMERIC_FEATURES
 from readmit.model import MODEL_FILE, Calibration, ReadmissionModel
 from readmit.pipeline.train import fit_logistic, fit_xgboost
 from readmit.schema import INPUT_FIELDS
-from readmit.tracking import configure, log_model
+from tests.models import log_and_register
 
 MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
 
@@ -51,13 +51,6 @@ def models(small_data):
     return {"weak": model(weak), "medium": model(numeric), "full": model(full.coef)}
 
 
-def _log_and_register(settings, model, inputs) -> str:
-    experiment = configure(settings)
-    with mlflow.start_run(experiment_id=experiment) as run:
-        info = log_model(model, inputs.head(3))
-    return registry.register(settings, info.model_uri, run.info.run_id, {"readmit.test": "yes"})
-
-
 def _state(settings) -> dict[str, tuple[str, list[str]]]:
     client = MlflowClient(settings.resolved_tracking_uri)
     found = client.search_model_versions(f"name='{settings.model_name}'")
@@ -71,13 +64,13 @@ def test_the_registry_lifecycle(settings, models, small_data):
     auc = {name: roc_auc_score(labels, m.predict_frame(inputs)) for name, m in models.items()}
     assert auc["weak"] + 0.002 < auc["medium"] and auc["medium"] + 0.002 < auc["full"], auc
 
-    v1 = _log_and_register(settings, models["medium"], inputs)
+    v1 = log_and_register(settings, models["medium"], inputs)
     assert _state(settings)[v1] == ("Staging", ["staging"])
     first = registry.compare_and_promote(settings, v1, auc["medium"], inputs, labels)
     assert first.promoted and first.production_version is None
     assert _state(settings)[v1] == ("Production", ["production"])
 
-    v2 = _log_and_register(settings, models["weak"], inputs)
+    v2 = log_and_register(settings, models["weak"], inputs)
     worse = registry.compare_and_promote(settings, v2, auc["weak"], inputs, labels)
     assert not worse.promoted
     assert worse.production_auc == pytest.approx(auc["medium"])
@@ -90,7 +83,7 @@ def test_the_registry_lifecycle(settings, models, small_data):
     assert float(tags["readmit.candidate_test_auc"]) == pytest.approx(auc["weak"], abs=1e-6)
     assert float(tags["readmit.production_test_auc"]) == pytest.approx(auc["medium"], abs=1e-6)
 
-    v3 = _log_and_register(settings, models["full"], inputs)
+    v3 = log_and_register(settings, models["full"], inputs)
     better = registry.compare_and_promote(settings, v3, auc["full"], inputs, labels)
     assert better.promoted and better.production_version == v1
     state = _state(settings)
@@ -119,8 +112,8 @@ def test_promote_and_rollback_from_the_cli(settings, models, small_data, mlflow_
            "READMIT_DATA_DIR": str(settings.data_dir)}  # fmt: skip
     cli_settings = settings.model_copy(update={"model_name": "readmission_cli"})
     inputs = small_data.test_inputs[MODEL_INPUTS]
-    a = _log_and_register(cli_settings, models["weak"], inputs)
-    b = _log_and_register(cli_settings, models["full"], inputs)
+    a = log_and_register(cli_settings, models["weak"], inputs)
+    b = log_and_register(cli_settings, models["full"], inputs)
     runner = CliRunner()
     result = runner.invoke(app, ["promote", "--version", a], env=env)
     assert result.exit_code == 0 and f"v{a} is @production" in result.output, result.output
@@ -139,7 +132,7 @@ def test_shap_tree_explainer_works_on_a_registered_xgboost_model(settings, small
     estimator, _, _ = fit_xgboost(x, y, xv, yv, seed=0, max_rounds=60)
     model = ReadmissionModel(small_data.build.transform, estimator, Calibration(), 0.5)
     xgb_settings = settings.model_copy(update={"model_name": "readmission_xgb"})
-    version = _log_and_register(xgb_settings, model, small_data.test_inputs[MODEL_INPUTS])
+    version = log_and_register(xgb_settings, model, small_data.test_inputs[MODEL_INPUTS])
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/readmission_xgb/{version}"))
     loaded = ReadmissionModel.load(next(folder.rglob(MODEL_FILE)).parent)
     sample = small_data.encoded("test")[:200]

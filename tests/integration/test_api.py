@@ -1,0 +1,193 @@
+"""The API on a real small model registered in a temporary MLflow (TestClient, in process)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from readmit import registry
+from readmit.features import HISTORY_FIELD
+from readmit.model import Calibration, ReadmissionModel
+from readmit.pipeline.train import fit_lightgbm
+from readmit.schema import INPUT_FIELDS
+from readmit.serving import model_store
+from readmit.serving.app import create_app
+from readmit.serving.schemas import EXAMPLE
+from readmit.settings import Settings
+from tests.models import log_and_register
+
+MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
+KEY = "test-key-123"
+
+
+@dataclass
+class Served:
+    settings: Settings
+    client: TestClient
+    model: ReadmissionModel
+    inputs: pd.DataFrame
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """Test-set rows as API payloads: the source's '?' as null, numbers as JSON numbers."""
+    out = json.loads(frame.to_json(orient="records"))
+    return [{k: (None if v == "?" else v) for k, v in r.items()} for r in out]
+
+
+@pytest.fixture(scope="module")
+def lightgbm_model(small_data) -> ReadmissionModel:
+    x, y = small_data.encoded("train"), small_data.labels("train")
+    xv, yv = small_data.encoded("validation"), small_data.labels("validation")
+    estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=80)
+    return ReadmissionModel(small_data.build.transform, estimator, Calibration(0.9, -0.1), 0.12,
+                            info={"run_id": "r1", "estimator": "lightgbm", "test_metrics": {"roc_auc": 0.66}})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(small_data, lightgbm_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api")
+    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
+                        api_key=KEY, model_poll_seconds=3600)  # fmt: skip
+    inputs = small_data.test_inputs[MODEL_INPUTS]
+    registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
+    with TestClient(create_app(settings)) as client:
+        yield Served(settings, client, lightgbm_model, inputs)
+
+
+def test_health_is_ready_with_the_production_version(served):
+    response = served.client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ready"] and body["live"] and body["model"] == {"name": "readmission", "version": "1"}
+
+
+def test_predict_returns_the_models_probability(served):
+    response = served.client.post("/predict", json=EXAMPLE, headers={"X-Request-ID": "abc-1"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    record = {**{k: ("?" if v is None else v) for k, v in EXAMPLE.items()}}
+    assert body["probability"] == served.model.predict_record(record)
+    assert body["readmitted_30d"] == (body["probability"] >= 0.12)
+    assert body["threshold"] == 0.12 and body["model"]["version"] == "1"
+    assert body["request_id"] == "abc-1" == response.headers["x-request-id"]
+
+
+def test_the_fast_path_equals_the_registered_models_own_predict_on_thousands_of_rows(served):
+    pyfunc = mlflow.pyfunc.load_model(registry.production_uri(served.settings))
+    expected = pyfunc.predict(served.inputs)["probability"].to_numpy()
+    loaded = served.client.app.state.store.current.model
+    fast = np.array([loaded.predict_record(r) for r in served.inputs.to_dict("records")])
+    assert len(fast) > 2000
+    np.testing.assert_array_equal(fast, expected)
+
+
+def test_predict_batch_keeps_order_and_reports_bad_records_by_index_and_field(served):
+    payload = records(served.inputs.head(40))
+    payload[7] = {**payload[7], "num_medications": -2}
+    payload[21] = {**payload[21], "gender": "Robot"}
+    response = served.client.post("/predict-batch", json={"records": payload})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["index"] for r in body["results"]] == list(range(40))
+    assert (body["scored"], body["rejected"]) == (38, 2)
+    assert "num_medications" in body["results"][7]["error"] and body["results"][7]["probability"] is None
+    assert "gender" in body["results"][21]["error"]
+    expected = served.model.predict_frame(served.inputs.head(40))
+    for i, result in enumerate(body["results"]):
+        if i not in (7, 21):
+            assert result["probability"] == expected[i]
+
+
+def test_explain_sums_back_to_the_prediction(served):
+    full = served.client.post("/explain?top=100", json=EXAMPLE).json()
+    predicted = served.client.post("/predict", json=EXAMPLE).json()["probability"]
+    assert full["probability"] == pytest.approx(predicted, abs=1e-12)
+    total = full["base_value"] + sum(c["contribution"] for c in full["contributions"])
+    assert total == pytest.approx(full["margin"], abs=1e-6)
+    assert Calibration(0.9, -0.1).apply_one(full["margin"]) == pytest.approx(predicted, abs=1e-6)
+    fields = [c["field"] for c in full["contributions"]]
+    assert "diag_1" in fields and not any("=" in f for f in fields)  # no one-hot columns
+    top = served.client.post("/explain?top=5", json=EXAMPLE).json()["contributions"]
+    assert len(top) == 5
+    sizes = [abs(c["contribution"]) for c in top]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_model_info(served):
+    body = served.client.get("/model-info").json()
+    assert body["version"] == "1" and body["alias"] == "production"
+    assert body["run_id"] == "r1" and body["estimator"] == "lightgbm"
+    assert body["test_metrics"]["roc_auc"] == 0.66 and body["threshold"] == 0.12
+    assert "prior_encounters" in body["features"] and "a1cresult" in body["features"]
+
+
+def test_metrics_count_requests_predictions_and_the_model(served):
+    served.client.post("/predict", json=EXAMPLE)
+    served.client.post("/predict", json={**EXAMPLE, "age": "old"})
+    text = served.client.get("/metrics").text
+    assert 'readmit_http_requests_total{endpoint="/predict",method="POST",status="200"}' in text
+    assert 'readmit_http_errors_total{endpoint="/predict",status="422"}' in text
+    assert 'readmit_http_request_duration_seconds_bucket{endpoint="/predict",le="0.1"}' in text
+    assert "readmit_predictions_total{predicted_class=" in text
+    assert "readmit_prediction_probability_bucket" in text
+    assert 'readmit_model_info{name="readmission",version="1"} 1.0' in text
+    assert "readmit_model_loaded 1.0" in text and "readmit_model_test_roc_auc 0.66" in text
+
+
+def test_reload_needs_the_api_key(served):
+    assert served.client.post("/reload-model").status_code == 401
+    assert served.client.post("/reload-model", headers={"X-API-Key": "wrong"}).status_code == 403
+    ok = served.client.post("/reload-model", headers={"X-API-Key": KEY})
+    assert ok.status_code == 200 and ok.json()["changed"] is False
+
+
+def test_a_failed_load_keeps_the_old_model_serving_and_is_counted(served, lightgbm_model, monkeypatch):
+    store = served.client.app.state.store
+    new_version = log_and_register(served.settings, lightgbm_model, served.inputs)
+    registry.promote(served.settings, new_version)
+
+    def broken(settings, version):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(model_store, "load_version", broken)
+    result = served.client.post("/reload-model", headers={"X-API-Key": KEY}).json()
+    assert result["changed"] is False and "disk full" in result["detail"]
+    assert served.client.post("/predict", json=EXAMPLE).json()["model"]["version"] == "1"
+    assert 'readmit_model_reload_failures_total{step="load"} 1.0' in served.client.get("/metrics").text
+    monkeypatch.undo()
+    result = served.client.post("/reload-model", headers={"X-API-Key": KEY}).json()
+    assert result["changed"] is True and result["model"]["version"] == new_version
+    assert served.client.post("/predict", json=EXAMPLE).json()["model"]["version"] == new_version
+
+
+def test_unreachable_registry_keeps_the_model_serving(served, monkeypatch):
+    store = served.client.app.state.store
+    before = store.current.version
+
+    def down(self):
+        raise ConnectionError("mlflow is down (simulated)")
+
+    monkeypatch.setattr(model_store.ModelStore, "production_version", down)
+    assert store.refresh() is False
+    response = served.client.post("/predict", json=EXAMPLE)
+    assert response.status_code == 200 and response.json()["model"]["version"] == before
+    assert "mlflow is down" in served.client.get("/health").json()["detail"]
+
+
+def test_without_a_production_model_the_service_runs_but_is_not_ready(tmp_path):
+    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                        model_poll_seconds=3600)  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "not_ready"
+        response = client.post("/predict", json=EXAMPLE)
+        assert response.status_code == 503
+        assert "no model is loaded" in response.json()["detail"]
+        assert client.get("/model-info").status_code == 503
+        assert client.get("/metrics").status_code == 200
