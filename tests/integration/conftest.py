@@ -6,11 +6,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
+from readmit import registry
+from readmit.model import Calibration, ReadmissionModel
+from readmit.pipeline.train import fit_lightgbm
 from readmit.services import free_port, start_mlflow_server, start_s3_server
+from readmit.serving.app import create_app
 from readmit.settings import Settings
 from tests.databases import create_database, drop_database
+from tests.models import API_KEY, MODEL_INPUTS, log_and_register
 
 
 @dataclass
@@ -71,3 +78,31 @@ def small_data(small_build: SmallBuild):
     from readmit.pipeline.train import load_training_data
 
     return load_training_data(small_build.settings)
+
+
+@dataclass
+class Served:
+    settings: Settings
+    client: TestClient
+    model: ReadmissionModel
+    inputs: pd.DataFrame
+
+
+@pytest.fixture(scope="module")
+def lightgbm_model(small_data) -> ReadmissionModel:
+    x, y = small_data.encoded("train"), small_data.labels("train")
+    xv, yv = small_data.encoded("validation"), small_data.labels("validation")
+    estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=80)
+    return ReadmissionModel(small_data.build.transform, estimator, Calibration(0.9, -0.1), 0.12,
+                            info={"run_id": "r1", "estimator": "lightgbm", "test_metrics": {"roc_auc": 0.66}})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(small_data, lightgbm_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api")
+    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
+                        api_key=API_KEY, model_poll_seconds=3600)  # fmt: skip
+    inputs = small_data.test_inputs[MODEL_INPUTS]
+    registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
+    with TestClient(create_app(settings)) as client:
+        yield Served(settings, client, lightgbm_model, inputs)

@@ -2,69 +2,27 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from readmit import registry
-from readmit.features import HISTORY_FIELD
-from readmit.model import Calibration, ReadmissionModel
-from readmit.pipeline.train import fit_lightgbm
-from readmit.schema import INPUT_FIELDS
+from readmit.model import Calibration
 from readmit.serving import model_store
 from readmit.serving.app import create_app
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
-from tests.models import log_and_register
-
-MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
-KEY = "test-key-123"
-
-
-@dataclass
-class Served:
-    settings: Settings
-    client: TestClient
-    model: ReadmissionModel
-    inputs: pd.DataFrame
-
-
-def records(frame: pd.DataFrame) -> list[dict]:
-    """Test-set rows as API payloads: the source's '?' as null, numbers as JSON numbers."""
-    out = json.loads(frame.to_json(orient="records"))
-    return [{k: (None if v == "?" else v) for k, v in r.items()} for r in out]
-
-
-@pytest.fixture(scope="module")
-def lightgbm_model(small_data) -> ReadmissionModel:
-    x, y = small_data.encoded("train"), small_data.labels("train")
-    xv, yv = small_data.encoded("validation"), small_data.labels("validation")
-    estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=80)
-    return ReadmissionModel(small_data.build.transform, estimator, Calibration(0.9, -0.1), 0.12,
-                            info={"run_id": "r1", "estimator": "lightgbm", "test_metrics": {"roc_auc": 0.66}})  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def served(small_data, lightgbm_model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("api")
-    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
-                        api_key=KEY, model_poll_seconds=3600)  # fmt: skip
-    inputs = small_data.test_inputs[MODEL_INPUTS]
-    registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
-    with TestClient(create_app(settings)) as client:
-        yield Served(settings, client, lightgbm_model, inputs)
+from tests.models import API_KEY, log_and_register, records
 
 
 def test_health_is_ready_with_the_production_version(served):
     response = served.client.get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["ready"] and body["live"] and body["model"] == {"name": "readmission", "version": "1"}
+    assert (
+        body["ready"] and body["live"] and body["model"] == {"name": "readmission", "version": "1"}
+    )
 
 
 def test_predict_returns_the_models_probability(served):
@@ -96,7 +54,10 @@ def test_predict_batch_keeps_order_and_reports_bad_records_by_index_and_field(se
     body = response.json()
     assert [r["index"] for r in body["results"]] == list(range(40))
     assert (body["scored"], body["rejected"]) == (38, 2)
-    assert "num_medications" in body["results"][7]["error"] and body["results"][7]["probability"] is None
+    assert (
+        "num_medications" in body["results"][7]["error"]
+        and body["results"][7]["probability"] is None
+    )
     assert "gender" in body["results"][21]["error"]
     expected = served.model.predict_frame(served.inputs.head(40))
     for i, result in enumerate(body["results"]):
@@ -143,12 +104,13 @@ def test_metrics_count_requests_predictions_and_the_model(served):
 def test_reload_needs_the_api_key(served):
     assert served.client.post("/reload-model").status_code == 401
     assert served.client.post("/reload-model", headers={"X-API-Key": "wrong"}).status_code == 403
-    ok = served.client.post("/reload-model", headers={"X-API-Key": KEY})
+    ok = served.client.post("/reload-model", headers={"X-API-Key": API_KEY})
     assert ok.status_code == 200 and ok.json()["changed"] is False
 
 
-def test_a_failed_load_keeps_the_old_model_serving_and_is_counted(served, lightgbm_model, monkeypatch):
-    store = served.client.app.state.store
+def test_a_failed_load_keeps_the_old_model_serving_and_is_counted(
+    served, lightgbm_model, monkeypatch
+):
     new_version = log_and_register(served.settings, lightgbm_model, served.inputs)
     registry.promote(served.settings, new_version)
 
@@ -156,12 +118,14 @@ def test_a_failed_load_keeps_the_old_model_serving_and_is_counted(served, lightg
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(model_store, "load_version", broken)
-    result = served.client.post("/reload-model", headers={"X-API-Key": KEY}).json()
+    result = served.client.post("/reload-model", headers={"X-API-Key": API_KEY}).json()
     assert result["changed"] is False and "disk full" in result["detail"]
     assert served.client.post("/predict", json=EXAMPLE).json()["model"]["version"] == "1"
-    assert 'readmit_model_reload_failures_total{step="load"} 1.0' in served.client.get("/metrics").text
+    assert (
+        'readmit_model_reload_failures_total{step="load"} 1.0' in served.client.get("/metrics").text
+    )
     monkeypatch.undo()
-    result = served.client.post("/reload-model", headers={"X-API-Key": KEY}).json()
+    result = served.client.post("/reload-model", headers={"X-API-Key": API_KEY}).json()
     assert result["changed"] is True and result["model"]["version"] == new_version
     assert served.client.post("/predict", json=EXAMPLE).json()["model"]["version"] == new_version
 

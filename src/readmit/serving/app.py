@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.routing import Match
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.store = store
     app.state.metrics = metrics
     app.include_router(router)
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.middleware("http")
     async def observe(
@@ -104,6 +106,14 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         return response
 
     return app
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field. The offending input is not echoed: it may hold patient data,
+    and NaN or infinity cannot be written as JSON anyway."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def _body_too_large(request: Request, limit: int) -> Response | None:

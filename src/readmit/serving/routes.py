@@ -187,7 +187,9 @@ def explain(
     )
 
 
-NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": Health, "description": "Live, but no model is loaded"}}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "Live, but no model is loaded"}
+}
 
 
 @router.get("/health", response_model=Health, tags=["service"], responses=NOT_READY)
