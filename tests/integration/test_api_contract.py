@@ -12,7 +12,6 @@ from schemathesis.checks import not_a_server_error
 
 from readmit.serving.app import create_app
 from readmit.serving.schemas import EXAMPLE
-from readmit.settings import Settings
 from tests.models import records
 
 
