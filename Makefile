@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench-ingest bench-model clean-state
+.PHONY: install run serve test lint bench-ingest bench-model bench-api clean-state
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/readmit pipeline
+	$(BIN)/readmit serve
 
 test: install
 	$(BIN)/pytest
@@ -28,6 +29,9 @@ lint: install
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
+
+bench-api: install
+	$(BIN)/python bench/api.py
 
 bench-model: install
 	$(BIN)/python bench/model_quality.py

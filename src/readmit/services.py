@@ -148,3 +148,20 @@ def start_mlflow_server(settings: Settings, log: Path, timeout: float = 90) -> S
     )
     wait_healthy(service, "/health", timeout=timeout)
     return service
+
+
+def start_api(
+    settings: Settings, log: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> Service:
+    """`readmit serve` as a process; returns once it answers /health (ready or not)."""
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    service = _spawn("api", [_bin("readmit"), "serve"], {**os.environ, **(env or {})}, log, url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and service.process.poll() is None:
+        try:
+            httpx.get(f"{url}/health", timeout=2.0)
+            return service
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    service.stop()
+    raise ServiceError(f"api did not start at {url}: see {log}")
