@@ -110,11 +110,8 @@ def test_the_api_keeps_answering_when_mlflow_stops(small_data, lightgbm_model, t
         health = httpx.get(f"{api.url}/health").json()
         assert health["ready"] and "resolve failed" in health["detail"]
         metrics = httpx.get(f"{api.url}/metrics").text
-        line = next(
-            l
-            for l in metrics.splitlines()
-            if l.startswith('readmit_model_reload_failures_total{step="resolve"}')
-        )
+        prefix = 'readmit_model_reload_failures_total{step="resolve"}'
+        line = next(row for row in metrics.splitlines() if row.startswith(prefix))
         assert float(line.split()[-1]) >= 2
     finally:
         api.stop()
