@@ -279,8 +279,8 @@ class FittedTransform:
             index = self._index[name]
             other = index[OTHER_TOKEN]
             tokens = frame[name].astype(object).where(frame[name].notna(), MISSING_TOKEN)
-            positions = tokens.map(lambda t, ix=index, o=other: ix.get(str(t), o))
-            out[rows, positions.to_numpy(dtype=np.int64)] = 1.0
+            lookup = {t: index.get(str(t), other) for t in tokens.unique()}
+            out[rows, tokens.map(lookup).to_numpy(dtype=np.int64)] = 1.0
         return out
 
     def transform_record(self, record: Mapping[str, Any]) -> np.ndarray:

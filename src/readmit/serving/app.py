@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from readmit import __version__
 from readmit.logs import configure_json_logging
@@ -29,10 +30,10 @@ from readmit.settings import Settings
 log = logging.getLogger("readmit.serving")
 
 
-def _endpoint(app: FastAPI, request: Request) -> str:
+def _endpoint(scope: Scope) -> str:
     """The route template (not the raw path), so metrics keep a small label set."""
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
+    for route in scope["app"].router.routes:
+        match, _ = route.matches(scope)
         if match is Match.FULL:
             return str(getattr(route, "path", "other"))
     return "other"
@@ -66,45 +67,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error)
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = request_id
-        endpoint = _endpoint(app, request)
-        clock = time.perf_counter()
-        too_large = _body_too_large(request, settings.max_body_bytes)
-        if too_large is not None:
-            response: Response = too_large
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:
-                log.exception(
-                    "unhandled error", extra={"request_id": request_id, "endpoint": endpoint}
-                )
-                response = JSONResponse(
-                    {"detail": "internal error", "request_id": request_id}, status_code=500
-                )
-        seconds = time.perf_counter() - clock
-        response.headers["X-Request-ID"] = request_id
-        metrics.observe_request(endpoint, request.method, response.status_code, seconds)
-        current = store.current
-        if endpoint != "/metrics":
-            log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "endpoint": endpoint,
-                    "method": request.method,
-                    "status": response.status_code,
-                    "latency_ms": round(seconds * 1000, 3),
-                    "model_version": current.version if current else None,
-                },
-            )
-        return response
-
+    app.add_middleware(ObserveMiddleware, metrics=metrics, store=store,
+                       max_body_bytes=settings.max_body_bytes)  # fmt: skip
     return app
 
 
@@ -116,15 +80,80 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _body_too_large(request: Request, limit: int) -> Response | None:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        return JSONResponse(
-            {"detail": [{"loc": ["body"], "msg": f"body of {length} bytes exceeds {limit}",
-                         "type": "body_too_large"}]},
-            status_code=413,
-        )  # fmt: skip
-    return None
+class ObserveMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware: it costs a task and a queue per request).
+
+    Gives each request an id (X-Request-ID in and out, also `request.state.request_id`),
+    refuses bodies over the limit with 413, turns unhandled errors into a JSON 500 without a
+    traceback, and records latency, status and a JSON log line with the model version.
+    """
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, store: ModelStore, max_body_bytes: int
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.store = store
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        endpoint = _endpoint(scope)
+        clock = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode("latin-1"))]  # fmt: skip
+            await send(message)
+
+        length = headers.get(b"content-length", b"")
+        try:
+            if length.isdigit() and int(length) > self.max_body_bytes:
+                await _too_large(int(length), self.max_body_bytes)(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id, "endpoint": endpoint})
+            if not started:
+                error = JSONResponse({"detail": "internal error", "request_id": request_id}, 500)
+                await error(scope, receive, send_with_id)
+        seconds = time.perf_counter() - clock
+        self.metrics.observe_request(endpoint, scope["method"], status, seconds)
+        if endpoint != "/metrics" and log.isEnabledFor(logging.INFO):
+            current = self.store.current
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "endpoint": endpoint,
+                    "method": scope["method"],
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "model_version": current.version if current else None,
+                },
+            )
+
+
+def _too_large(length: int, limit: int) -> JSONResponse:
+    detail = [
+        {
+            "loc": ["body"],
+            "msg": f"body of {length} bytes exceeds {limit}",
+            "type": "body_too_large",
+        }
+    ]
+    return JSONResponse({"detail": detail}, status_code=413)
 
 
 def app_factory() -> Any:
