@@ -49,6 +49,8 @@ async def drive(url: str, bodies: list[dict], users: int, seconds: float, paced:
     async def user(client: httpx.AsyncClient, seed: int) -> None:
         nonlocal errors
         rng = random.Random(seed)
+        if paced:  # users arrive spread over the first second, as Locust spawns them
+            await asyncio.sleep(rng.uniform(0, 1.0))
         while time.perf_counter() < deadline:
             body = bodies[rng.randrange(len(bodies))]
             start = time.perf_counter()

@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from readmit.explain import field_contributions
 from readmit.features import HISTORY_FIELD
 from readmit.registry import PRODUCTION
-from readmit.schema import INPUT_FIELDS, MISSING
+from readmit.schema import COLUMNS, INPUT_FIELDS, MISSING
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import LoadedModel, ModelStore
 from readmit.serving.schemas import (
@@ -38,6 +38,7 @@ from readmit.settings import Settings
 
 router = APIRouter()
 MODEL_COLUMNS = [*INPUT_FIELDS, HISTORY_FIELD]
+NULLABLE_FIELDS = [c.field for c in COLUMNS if c.feature and c.missing_allowed]
 
 
 # Dependencies are `async def`: they only read app state, and a plain `def` would cost a
@@ -176,10 +177,9 @@ def record_errors(records: list[dict[str, Any]]) -> dict[int, str]:
 def model_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Validated records as the model's input frame, as `Encounter.model_input` gives them."""
     frame = pd.DataFrame.from_records(records, columns=MODEL_COLUMNS)
-    history = frame[HISTORY_FIELD]
-    frame = frame.drop(columns=HISTORY_FIELD).astype(object)
-    frame = frame.where(frame.notna(), MISSING)
-    frame[HISTORY_FIELD] = history.fillna(0).astype("int64")
+    for name in NULLABLE_FIELDS:
+        frame[name] = frame[name].fillna(MISSING)
+    frame[HISTORY_FIELD] = frame[HISTORY_FIELD].fillna(0).astype("int64")
     return frame
 
 
