@@ -27,8 +27,8 @@ import numpy as np
 
 from readmit.pipeline.train import load_training_data
 from readmit.registry import PRODUCTION, by_alias, client_for, production_uri
-from readmit.serving.model_store import load_version
 from readmit.services import Service, _spawn, free_port, start_api, stop_process_group
+from readmit.serving.model_store import load_version
 from readmit.settings import Settings
 from readmit.tracking import configure
 
@@ -81,7 +81,8 @@ def start_mlflow_serve(settings: Settings, port: int, log: Path) -> Service:
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
            "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri}  # fmt: skip
     command = [f"{venv_bin}/mlflow", "models", "serve", "-m", production_uri(settings),
-               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]  # fmt: skip
     service = _spawn("mlflow-serve", command, env, log, f"http://127.0.0.1:{port}")
     for _ in range(240):
         try:
@@ -136,8 +137,9 @@ def main() -> int:
             response = httpx.post(f"{api.url}/predict-batch", json={"records": bodies}, timeout=120)
             batch_times.append(time.perf_counter() - clock)
             assert response.status_code == 200 and response.json()["scored"] == len(bodies)
-        print(f"/predict-batch of {len(bodies):,} records: median {statistics.median(batch_times):.2f} s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in batch_times)})")  # fmt: skip
+        runs = ", ".join(f"{t:.2f}" for t in batch_times)
+        median = statistics.median(batch_times)
+        print(f"/predict-batch of {len(bodies):,} records: median {median:.2f} s (runs: {runs})")
         explain = asyncio.run(drive(f"{api.url}/explain", bodies, 1, args.seconds / 2, paced=False))
         print(line("/explain, 1 user", explain))
         targets = {
