@@ -173,6 +173,22 @@ def serve() -> None:
     )
 
 
+@app.command()
+@fails_cleanly
+def exporter(
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(9108, help="Port of /metrics."),
+) -> None:
+    """Expose pipeline and model metrics (batches, rows, step times, production AUC)."""
+    from readmit.exporter import serve_forever
+    from readmit.logs import configure_json_logging
+
+    settings = Settings()
+    configure_json_logging(settings.log_level)
+    console.print(f"pipeline metrics on http://{host}:{port}/metrics", highlight=False)
+    serve_forever(settings, host, port)
+
+
 @app.command("mlflow-server")
 @fails_cleanly
 def mlflow_server() -> None:

@@ -1,0 +1,162 @@
+"""Pipeline and model metrics for Prometheus, read on each scrape from raw-db, clean-db and the
+registry: batches, rows per table, the last success of each step, the production model.
+
+A source that cannot be read is skipped for that scrape (and logged), so one database being
+down does not hide the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from readmit.settings import Settings
+from readmit.storage import clean, raw
+from readmit.storage.db import make_engine
+
+log = logging.getLogger("readmit.exporter")
+
+
+def _count(conn: sa.Connection, table: sa.Table) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+class PipelineCollector(Collector):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.raw_engine = make_engine(settings.resolved_raw_db_url, "raw-db")
+        self.clean_engine = make_engine(settings.resolved_clean_db_url, "clean-db")
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        rows = GaugeMetricFamily("readmit_pipeline_rows", "Rows per table", labels=["table"])
+        last = GaugeMetricFamily(
+            "readmit_pipeline_last_success_timestamp_seconds",
+            "When each step last succeeded (unix time)",
+            labels=["step"],
+        )
+        ok = GaugeMetricFamily(
+            "readmit_pipeline_step_success", "1 if the step's last run succeeded", labels=["step"]
+        )
+        yield from self._raw(rows, last, ok)
+        self._clean(rows, last, ok)
+        yield from self._model(last, ok)
+        yield rows
+        yield last
+        yield ok
+
+    def _raw(
+        self, rows: GaugeMetricFamily, last: GaugeMetricFamily, ok: GaugeMetricFamily
+    ) -> Iterator[GaugeMetricFamily]:
+        batches = GaugeMetricFamily(
+            "readmit_pipeline_batches", "Ingest batches by status", labels=["status"]
+        )
+        try:
+            with self.raw_engine.connect() as conn:
+                meta = raw.batch_metadata
+                counts: dict[str, int] = dict(
+                    conn.execute(
+                        sa.select(meta.c.status, sa.func.count()).group_by(meta.c.status)
+                    ).all()
+                )
+                for status in (raw.SUCCEEDED, raw.FAILED):
+                    batches.add_metric([status], counts.get(status, 0))
+                succeeded = conn.execute(
+                    sa.select(sa.func.max(meta.c.finished_at)).where(meta.c.status == raw.SUCCEEDED)
+                ).scalar_one()
+                latest = conn.execute(
+                    sa.select(meta.c.status).order_by(meta.c.finished_at.desc()).limit(1)
+                ).scalar_one_or_none()
+                for table in [*raw.SPLIT_TABLES.values(), raw.rejected]:
+                    rows.add_metric([table.name], _count(conn, table))
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("raw-db unreadable", extra={"error": str(exc).splitlines()[0]})
+            return
+        if succeeded is not None:
+            last.add_metric(["ingest"], succeeded.timestamp())
+        if latest is not None:
+            ok.add_metric(["ingest"], 1.0 if latest == raw.SUCCEEDED else 0.0)
+        yield batches
+
+    def _clean(
+        self, rows: GaugeMetricFamily, last: GaugeMetricFamily, ok: GaugeMetricFamily
+    ) -> None:
+        try:
+            with self.clean_engine.connect() as conn:
+                for table in clean.SPLIT_TABLES.values():
+                    rows.add_metric([table.name], _count(conn, table))
+                built = conn.execute(
+                    sa.select(sa.func.max(clean.clean_build.c.created_at))
+                ).scalar_one()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("clean-db unreadable", extra={"error": str(exc).splitlines()[0]})
+            return
+        if built is not None:
+            last.add_metric(["clean"], built.timestamp())
+            ok.add_metric(["clean"], 1.0)
+
+    def _model(self, last: GaugeMetricFamily, ok: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        from readmit.registry import PRODUCTION, by_alias, client_for
+
+        version = GaugeMetricFamily(
+            "readmit_production_model_version", "Version number of @production"
+        )
+        auc = GaugeMetricFamily(
+            "readmit_production_model_test_roc_auc", "Test ROC-AUC of @production"
+        )
+        by_version = GaugeMetricFamily(
+            "readmit_model_version_test_roc_auc", "Test ROC-AUC of each version", labels=["version"]
+        )
+        try:
+            client = client_for(self.settings)
+            name = self.settings.model_name
+            for v in client.search_model_versions(f"name='{name}'"):
+                score = v.tags.get("readmit.candidate_test_auc")
+                if score:
+                    by_version.add_metric([str(v.version)], float(score))
+            production = by_alias(client, name, PRODUCTION)
+            experiment = client.get_experiment_by_name(self.settings.experiment_name)
+            runs: list[Any] = []
+            if experiment is not None:
+                runs = client.search_runs(
+                    [experiment.experiment_id],
+                    "tags.mlflow.runName LIKE 'train-%'",
+                    order_by=["attributes.start_time DESC"],
+                    max_results=20,
+                )
+        except Exception as exc:
+            log.warning("registry unreadable", extra={"error": str(exc).splitlines()[0]})
+            return
+        if production is not None:
+            version.add_metric([], float(production.version))
+            score = production.tags.get("readmit.candidate_test_auc")
+            if score:
+                auc.add_metric([], float(score))
+        finished = [r for r in runs if r.info.status == "FINISHED" and r.info.end_time]
+        if finished:
+            last.add_metric(["train"], max(r.info.end_time for r in finished) / 1000)
+        if runs:
+            ok.add_metric(["train"], 1.0 if runs[0].info.status in ("FINISHED", "RUNNING") else 0.0)
+        yield version
+        yield auc
+        yield by_version
+
+
+def registry_for(settings: Settings) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(settings))
+    return registry
+
+
+def serve_forever(settings: Settings, host: str, port: int) -> None:
+    """Expose the pipeline metrics at http://host:port/metrics until interrupted."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=host, registry=registry_for(settings))
+    while True:
+        time.sleep(3600)
