@@ -130,3 +130,5 @@ class ModelStore:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._current is not None:
+            shutil.rmtree(self._current.folder, ignore_errors=True)
