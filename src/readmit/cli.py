@@ -53,9 +53,17 @@ def _say(message: str) -> None:
     console.print(f"  {message}", highlight=False)
 
 
+def audit_log(settings: Settings) -> None:
+    """Pipeline steps also write JSON lines to <data dir>/logs/pipeline.jsonl."""
+    from readmit.logs import configure_file_logging
+
+    configure_file_logging(settings.data_dir / "logs" / "pipeline.jsonl", settings.log_level)
+
+
 def run_ingest(settings: Settings, all_batches: bool) -> None:
     from readmit.pipeline.ingest import ingest as ingest_step
 
+    audit_log(settings)
     clock = time.perf_counter()
     console.print(f"[bold]ingest[/] {settings.dataset_uri} -> {settings.resolved_raw_db_url}")
     result = ingest_step(settings, all_batches=all_batches, report=_say)
@@ -70,6 +78,7 @@ def run_ingest(settings: Settings, all_batches: bool) -> None:
 def run_clean(settings: Settings) -> None:
     from readmit.pipeline.clean import build_clean
 
+    audit_log(settings)
     console.print(
         f"[bold]clean[/] {settings.resolved_raw_db_url} -> {settings.resolved_clean_db_url}"
     )
@@ -102,6 +111,7 @@ def clean() -> None:
 def run_train(settings: Settings) -> None:
     from readmit.pipeline.train import train as train_step
 
+    audit_log(settings)
     console.print(
         f"[bold]train[/] {settings.resolved_clean_db_url} -> {settings.resolved_tracking_uri}"
     )

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -37,4 +38,18 @@ def configure_json_logging(level: str = "INFO") -> None:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
+    logger.propagate = False
+
+
+def configure_file_logging(path: Path, level: str = "INFO") -> None:
+    """Also append the `readmit` loggers to `path` as JSON lines: the pipeline's audit trail."""
+    logger = logging.getLogger("readmit")
+    logger.setLevel(level.upper())
+    target = str(path.resolve())
+    if any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
     logger.propagate = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import pytest
@@ -119,3 +120,12 @@ def test_ingest_clean_status_on_a_small_file(tmp_path):
     status = _run(tmp_path, "status", **env)
     assert status.exit_code == 0, status.output
     assert "raw_train" in status.output and "last clean build" in status.output
+    audit = [
+        json.loads(line)
+        for line in (tmp_path / "state" / "logs" / "pipeline.jsonl").read_text().splitlines()
+    ]
+    batches = [e for e in audit if e["msg"] == "batch loaded"]
+    assert [e["batch_id"] for e in batches] == [1, 2, 3]
+    assert sum(sum(e["inserted"].values()) for e in batches) == 300
+    build = next(e for e in audit if e["msg"] == "clean build written")
+    assert build["raw_batches"] == [1, 2, 3] and build["build_id"] in cleaned.output

@@ -6,6 +6,7 @@ see either the previous build or the new one, never a mix. Re-running it is safe
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from readmit.storage import clean, raw
 from readmit.storage.db import bulk_insert, check_connection, make_engine, transaction
 
 Report = Callable[[str], None]
+log = logging.getLogger("readmit.pipeline.clean")
 MIN_CATEGORY_COUNT = 20
 
 
@@ -122,6 +124,11 @@ def build_clean(settings: Settings, report: Report = lambda _: None) -> CleanRes
             )
     finally:
         engine.dispose()
+    log.info(
+        "clean build written",
+        extra={"step": "clean", "build_id": build_id, "raw_batches": batch_ids, "rows": rows,
+               "dropped": dropped, "columns": transform.width},
+    )  # fmt: skip
     return CleanResult(
         build_id=build_id,
         raw_batches=batch_ids,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from readmit.storage.db import (
 )
 
 Report = Callable[[str], None]
+log = logging.getLogger("readmit.pipeline.ingest")
 
 
 @dataclass
@@ -198,12 +200,13 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
                     **record, status=raw.FAILED, error=reason, finished_at=datetime.now(UTC)
                 )
             )
+        log.error("batch failed", extra={"step": "ingest", "batch_id": batch_id, "error": reason})
         if isinstance(exc, ReadmitError):
             raise
         raise StorageError(
             f"raw-db: batch {batch_id} failed and was rolled back: {reason}"
         ) from exc
-    return BatchResult(
+    result = BatchResult(
         batch_id=batch_id,
         rows_read=len(chunk),
         inserted=inserted,
@@ -211,6 +214,13 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
         rejected=len(errors),
         seconds=time.perf_counter() - clock,
     )
+    log.info(
+        "batch loaded",
+        extra={"step": "ingest", "batch_id": batch_id, "source_sha256": dataset.sha256,
+               "rows_read": result.rows_read, "inserted": inserted, "duplicates": duplicates,
+               "rejected": result.rejected, "seconds": round(result.seconds, 3)},
+    )  # fmt: skip
+    return result
 
 
 def open_raw_db(settings: Settings) -> Engine:

@@ -7,6 +7,7 @@ test split is touched once, by the chosen model, through the registered artifact
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from readmit.split import SPLITS
 from readmit.tracking import as_float_dict, configure, git_commit, log_figure, log_model
 
 Report = Callable[[str], None]
+log = logging.getLogger("readmit.pipeline.train")
 CANDIDATES = ("logistic_regression", "xgboost", "lightgbm")
 PREDICTIONS_ARTIFACT = "predictions/test_predictions.csv"
 
@@ -292,6 +294,13 @@ def train(
             ("promoted to @production: " if decision.promoted else "kept in @staging: ")
             + decision.reason
         )
+    log.info(
+        "model trained",
+        extra={"step": "train", "run_id": parent.info.run_id, "model_version": version,
+               "decision": outcome_tag, "clean_build": build.build_id,
+               "raw_batches": build.raw_batches, "estimator": outcome.chosen.name,
+               "test_roc_auc": round(outcome.test_metrics["roc_auc"], 6)},
+    )  # fmt: skip
     return TrainResult(
         run_id=parent.info.run_id,
         version=version,
