@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run serve test lint bench-ingest bench-model bench-api clean-state
+.PHONY: install run test lint loadtest bench-ingest bench-model bench-api clean-state
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq -r requirements.lock
+	$(BIN)/pip install -qq --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +29,13 @@ lint: install
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
+
+# A short Locust run against a running API (URL, USERS, SECONDS); fails when SLOs are missed.
+URL ?= http://127.0.0.1:8000
+USERS ?= 20
+SECONDS ?= 30
+loadtest: install
+	$(BIN)/readmit loadtest --url $(URL) --users $(USERS) --seconds $(SECONDS)
 
 bench-api: install
 	$(BIN)/python bench/api.py

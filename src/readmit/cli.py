@@ -185,6 +185,24 @@ def serve() -> None:
 
 @app.command()
 @fails_cleanly
+def loadtest(
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the API."),
+    users: int = typer.Option(20, help="Concurrent Locust users."),
+    seconds: int = typer.Option(30, help="How long to run."),
+) -> None:
+    """Run Locust headless against the API; exit 1 when the SLOs are violated."""
+    from readmit.loadtest import run
+
+    settings = Settings()
+    console.print(f"[bold]loadtest[/] {url}: {users} users for {seconds} s", highlight=False)
+    result = run(settings, url, users, seconds)
+    console.print(result.summary(), highlight=False)
+    if not result.meets_slo:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@fails_cleanly
 def exporter(
     host: str = typer.Option("127.0.0.1", help="Bind address."),
     port: int = typer.Option(9108, help="Port of /metrics."),
