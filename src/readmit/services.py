@@ -165,3 +165,23 @@ def start_api(
             time.sleep(0.3)
     service.stop()
     raise ServiceError(f"api did not start at {url}: see {log}")
+
+
+def start_exporter(host: str, port: int, log: Path, env: dict[str, str] | None = None) -> Service:
+    """`readmit exporter` as a process; returns once /metrics answers."""
+    url = f"http://{host}:{port}"
+    command = [_bin("readmit"), "exporter", "--host", host, "--port", str(port)]
+    service = _spawn("exporter", command, {**os.environ, **(env or {})}, log, url)
+    wait_healthy(service, "/metrics", timeout=60)
+    return service
+
+
+def start_prometheus(config: Path, port: int, storage: Path, log: Path) -> Service:
+    """The Prometheus server (Debian's `prometheus`) on 127.0.0.1 with the given config."""
+    command = [
+        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={storage}",
+        f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
+    ]  # fmt: skip
+    service = _spawn("prometheus", command, dict(os.environ), log, f"http://127.0.0.1:{port}")
+    wait_healthy(service, "/-/ready", timeout=60)
+    return service

@@ -52,6 +52,12 @@ class Metrics:
             ["step"],
             registry=r,
         )
+        # Known label values start at 0, so dashboards and alerts see the series before the
+        # first prediction or failure.
+        for predicted in ("readmitted_30d", "not_readmitted"):
+            self.predictions.labels(predicted_class=predicted)
+        for step in ("resolve", "load"):
+            self.reload_failures.labels(step=step)
         self.model_test_auc = Gauge(
             "readmit_model_test_roc_auc", "Test ROC-AUC of the model being served", registry=r
         )
