@@ -35,6 +35,8 @@ def fails_cleanly(command: F) -> F:
         except ReadmitError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(code=1) from None
+        except (typer.Exit, typer.Abort):
+            raise
         except Exception as exc:
             if os.environ.get("READMIT_DEBUG"):
                 raise
