@@ -16,59 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from readmit.serving.schemas import EXAMPLE
+
 PAYLOADS_ENV = "READMIT_LOADTEST_PAYLOADS"
 DEFAULT_PAYLOADS = Path(__file__).with_name("payloads.jsonl")
 
-EXAMPLE: dict[str, Any] = {
-    "race": "Caucasian",
-    "gender": "Female",
-    "age": "[70-80)",
-    "weight": None,
-    "admission_type_id": 1,
-    "discharge_disposition_id": 1,
-    "admission_source_id": 7,
-    "time_in_hospital": 5,
-    "payer_code": "MC",
-    "medical_specialty": "InternalMedicine",
-    "num_lab_procedures": 59,
-    "num_procedures": 0,
-    "num_medications": 18,
-    "number_outpatient": 0,
-    "number_emergency": 0,
-    "number_inpatient": 2,
-    "diag_1": "428",
-    "diag_2": "250.01",
-    "diag_3": "403",
-    "number_diagnoses": 9,
-    "max_glu_serum": "None",
-    "a1cresult": ">7",
-    "metformin": "Steady",
-    "repaglinide": "No",
-    "nateglinide": "No",
-    "chlorpropamide": "No",
-    "glimepiride": "No",
-    "acetohexamide": "No",
-    "glipizide": "No",
-    "glyburide": "No",
-    "tolbutamide": "No",
-    "pioglitazone": "No",
-    "rosiglitazone": "No",
-    "acarbose": "No",
-    "miglitol": "No",
-    "troglitazone": "No",
-    "tolazamide": "No",
-    "examide": "No",
-    "citoglipton": "No",
-    "insulin": "Up",
-    "glyburide_metformin": "No",
-    "glipizide_metformin": "No",
-    "glimepiride_pioglitazone": "No",
-    "metformin_rosiglitazone": "No",
-    "metformin_pioglitazone": "No",
-    "change": "Ch",
-    "diabetesmed": "Yes",
-    "prior_encounters": 1,
-}
 
 # Inclusive ranges within those of the UCI diabetes data set; visit counts are kept to the
 # common low end, where most encounters lie.
