@@ -117,6 +117,12 @@ def test_ingest_clean_status_on_a_small_file(tmp_path):
     cleaned = _run(tmp_path, "clean", **env)
     assert cleaned.exit_code == 0, cleaned.output
     assert "clean done: build" in cleaned.output
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'state' / 'clean.db'}")
+    with engine.begin() as conn:  # a clean-db laid out by an older feature list
+        conn.execute(sa.text("ALTER TABLE clean_train DROP COLUMN diag_1_code3"))
+    rebuilt = _run(tmp_path, "clean", **env)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "diag_1_code3" in {c["name"] for c in sa.inspect(engine).get_columns("clean_train")}
     status = _run(tmp_path, "status", **env)
     assert status.exit_code == 0, status.output
     assert "raw_train" in status.output and "last clean build" in status.output

@@ -107,7 +107,9 @@ def build_clean(settings: Settings, report: Report = lambda _: None) -> CleanRes
     try:
         with transaction(engine, "clean-db") as conn:
             for split, table in clean.SPLIT_TABLES.items():
-                conn.execute(table.delete())
+                # Recreated, not emptied: the columns follow the feature list of this version.
+                table.drop(conn, checkfirst=True)
+                table.create(conn)
                 part = cleaned[cleaned_split == split].assign(build_id=build_id)
                 bulk_insert(conn, table, part)
                 report(f"wrote {len(part):,} rows to clean_{split}")
