@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint loadtest bench-ingest bench-model bench-api clean-state
+.PHONY: install run ui test lint loadtest bench-ingest bench-model bench-api clean-state
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# The main job, then the API (foreground) with the UI beside it; Ctrl-C stops both.
 run: install
 	$(BIN)/readmit pipeline
-	$(BIN)/readmit serve
+	$(BIN)/readmit ui & ui=$$!; trap 'kill $$ui 2>/dev/null' EXIT INT TERM; $(BIN)/readmit serve
+
+ui: install
+	$(BIN)/readmit ui
 
 test: install
 	$(BIN)/pytest

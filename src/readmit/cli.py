@@ -187,6 +187,38 @@ def serve() -> None:
 
 @app.command()
 @fails_cleanly
+def ui() -> None:
+    """Serve the web UI (host and port from the settings); it calls the API at READMIT_API_URL."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import readmit.ui
+    from readmit.ui.client import api_url
+
+    settings = Settings()
+    script = Path(readmit.ui.__file__).parent / "app.py"
+    console.print(
+        f"UI on http://{settings.ui_host}:{settings.ui_port}, calling the API at {api_url()}",
+        highlight=False,
+    )
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.address", settings.ui_host,
+        "--server.port", str(settings.ui_port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
+    ]  # fmt: skip
+    try:
+        code = subprocess.call(command)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code=code)
+
+
+@app.command()
+@fails_cleanly
 def loadtest(
     url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the API."),
     users: int = typer.Option(20, help="Concurrent Locust users."),

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="Bind address of `readmit serve`.")
     api_port: int = Field(default=8000, description="Port of `readmit serve`.")
+    ui_host: str = Field(default="127.0.0.1", description="Bind address of `readmit ui`.")
+    ui_port: int = Field(default=8501, description="Port of `readmit ui`.")
     api_key: str | None = Field(default=None, description="Key for POST /reload-model.")
     model_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often @production is checked."

@@ -1,0 +1,1 @@
+"""The pages of the UI; each is a `render(client)` function."""

@@ -1,0 +1,113 @@
+"""Model: what the API serves (/model-info), how it scored on its test split, and the
+evaluation plots of its training run in MLflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from readmit.ui.artifacts import PLOTS, Plots, fetch_plots, tracking_uri
+from readmit.ui.client import ApiClient, ApiError
+from readmit.ui.display import exact
+
+METRIC_LABELS: dict[str, str] = {
+    "roc_auc": "ROC-AUC",
+    "roc_auc_ci_low": "ROC-AUC, 95% interval low",
+    "roc_auc_ci_high": "ROC-AUC, 95% interval high",
+    "pr_auc": "PR-AUC (average precision)",
+    "brier": "Brier score",
+    "positive_rate": "Readmission rate",
+    "threshold": "Threshold",
+    "sensitivity": "Sensitivity (recall)",
+    "specificity": "Specificity",
+    "ppv": "Precision (PPV)",
+    "flagged_rate": "Share flagged",
+    "tp": "True positives",
+    "fp": "False positives",
+    "fn": "False negatives",
+    "tn": "True negatives",
+}
+COUNTS = ("tp", "fp", "fn", "tn")
+
+
+class PlotsUnavailable(Exception):
+    """Raised (not returned) so that Streamlit does not cache a failed fetch."""
+
+
+@st.cache_data(ttl=600, show_spinner="Fetching the plots from MLflow...")
+def _plots(run_id: str, uri: str) -> Plots:
+    plots = fetch_plots(run_id, uri)
+    if plots.error:
+        raise PlotsUnavailable(plots.error)
+    return plots
+
+
+def metrics_table(metrics: dict[str, float]) -> pd.DataFrame:
+    """Test metrics with plain names; counts as integers, the rest with four decimals."""
+    rows = [
+        {"Metric": METRIC_LABELS.get(name, name), "Value": (f"{value:,.0f}" if name in COUNTS
+                                                             else f"{value:.4f}")}
+        for name, value in metrics.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["Metric", "Value"])
+
+
+def show_plots(run_id: str | None) -> None:
+    st.subheader("Evaluation plots")
+    if not run_id:
+        st.warning("The served model names no training run, so its plots cannot be fetched.")
+        return
+    try:
+        uri = tracking_uri()
+    except Exception as exc:  # invalid settings in the environment or .env
+        st.error(f"The MLflow tracking URI cannot be read from the settings: {exc}")
+        return
+    try:
+        plots = _plots(run_id, uri)
+    except PlotsUnavailable as exc:
+        st.error(str(exc))
+        return
+    if not plots.images:
+        st.warning(f"Run {run_id} in MLflow at {uri} has none of the plots ({', '.join(PLOTS)}).")
+        return
+    names = list(plots.images)
+    for start in range(0, len(names), 2):
+        for slot, name in zip(st.columns(2), names[start : start + 2], strict=False):
+            slot.image(plots.images[name], caption=PLOTS[name], width="stretch")
+    if plots.missing:
+        st.caption(f"Not in the run: {', '.join(plots.missing)}.")
+    st.caption(f"From run {run_id} in MLflow at {uri}.")
+
+
+def render(client: ApiClient) -> None:
+    st.header("Model")
+    try:
+        info: dict[str, Any] = client.model_info()
+    except ApiError as exc:
+        st.error(exc.message)
+        return
+    metrics = {k: float(v) for k, v in info.get("test_metrics", {}).items()}
+    first, second, third, fourth = st.columns(4)
+    first.metric("Model version", str(info["version"]),
+                 help=f"Registered model {info['name']} @{info.get('alias')}")  # fmt: skip
+    second.metric("Estimator", str(info.get("estimator") or "unknown"))
+    third.metric("Test ROC-AUC", f"{metrics['roc_auc']:.3f}" if "roc_auc" in metrics else "n/a")
+    fourth.metric("Threshold", exact(float(info["threshold"])))
+    facts = {
+        "Registered model": f"{info['name']} version {info['version']} (@{info.get('alias')})",
+        "Training run": info.get("run_id") or "unknown",
+        "Trained at": info.get("trained_at") or "unknown",
+        "Clean build": info.get("clean_build") or "unknown",
+        "Loaded by the API at": info.get("loaded_at") or "unknown",
+        "Input fields": str(len(info.get("features", []))),
+    }
+    st.table(pd.DataFrame({"": list(facts), "Value": list(facts.values())}).set_index(""))
+    st.subheader("Test metrics")
+    if metrics:
+        table = metrics_table(metrics)
+        st.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)
+    else:
+        st.info("The served model carries no test metrics.")
+    show_plots(info.get("run_id"))

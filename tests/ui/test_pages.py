@@ -1,0 +1,178 @@
+"""Each page, run by Streamlit's AppTest against the real API process of the stack."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from readmit.services import free_port, start_api
+from readmit.serving.schemas import EXAMPLE
+from readmit.settings import Settings
+from readmit.ui import forms
+from readmit.ui.client import ApiClient, ApiError
+from readmit.ui.display import exact, percent, risk_band
+from readmit.ui.views.explain import UP
+from readmit.ui.views.predict import PROBABILITY
+from tests.ui.pages import assert_clean, captions, click, errors, metrics, open_page
+
+PAGES = ["Single prediction", "Batch", "Explanation", "Model", "Service"]
+
+
+def _predicted_example(ui_env):
+    app = open_page()
+    click(app, "Load an example patient")
+    assert app.selectbox(key="patient.a1cresult").value == ">7"
+    assert app.selectbox(key="patient.weight").value == "?"
+    return click(app, "Predict")
+
+
+def test_the_example_patient_shows_the_api_probability_band_threshold_and_version(ui_env):
+    expected = httpx.post(f"{ui_env.api_url}/predict", json=EXAMPLE, timeout=30).json()
+    app = _predicted_example(ui_env)
+    assert_clean(app)
+    assert not errors(app)
+    shown = metrics(app)
+    probability, threshold = expected["probability"], expected["threshold"]
+    assert shown[PROBABILITY] == percent(probability)
+    assert shown["Risk band"] == risk_band(probability, threshold).name.capitalize()
+    assert shown["Model threshold"] == percent(threshold)
+    assert shown["Model version"] == expected["model"]["version"]
+    assert any(f"Probability {exact(probability)}" in c for c in captions(app))
+    assert app.session_state["patient"] == forms.to_record(forms.example_values())
+
+
+def test_a_typed_code_is_sent_and_a_bad_one_is_refused_before_sending(ui_env):
+    # AppTest cannot type into a selectbox; a typed value arrives in session state the same way.
+    app = open_page(**{"patient.diag_1": "V58.1"})
+    assert app.selectbox(key="patient.diag_1").value == "V58.1"
+    click(app, "Predict")
+    assert not errors(app) and PROBABILITY in metrics(app)
+    assert app.session_state["patient"]["diag_1"] == "V58.1"
+    app = open_page(**{"patient.diag_1": "not-a-code"})
+    click(app, "Predict")
+    assert any("Primary diagnosis (ICD-9)" in e for e in errors(app))
+    assert_clean(app)
+
+
+def test_the_explanation_plots_the_signed_contributions_of_the_current_patient(ui_env):
+    expected = httpx.post(f"{ui_env.api_url}/explain", params={"top": 10}, json=EXAMPLE,
+                          timeout=30).json()  # fmt: skip
+    app = _predicted_example(ui_env)
+    app.sidebar.radio(key="page").set_value("Explanation").run()
+    assert_clean(app)
+    assert not errors(app)
+    shown = metrics(app)
+    assert shown["Base value (log-odds)"] == f"{expected['base_value']:+.3f}"
+    assert shown[PROBABILITY] == percent(expected["probability"])
+    assert len(app.get("vega_lite_chart")) == 1
+    table = app.dataframe[0].value
+    assert list(table["API name"]) == [c["field"] for c in expected["contributions"]]
+    assert list(table["Field"]) == [forms.label(c["field"]) for c in expected["contributions"]]
+    assert "HbA1c result" in forms.label("a1cresult")
+    assert any("Red bars push towards a readmission" in c for c in captions(app))
+    assert UP == "raises the risk"
+
+
+def test_the_explanation_without_a_prediction_explains_the_form_values(ui_env):
+    app = open_page("Explanation")
+    assert_clean(app)
+    assert any("No prediction yet" in i.value for i in app.info)
+    app.slider(key="explain_top").set_value(5).run()
+    assert len(app.dataframe[0].value) == 5
+
+
+def test_the_model_page_shows_model_info_metrics_and_the_run_plots(ui_env):
+    info = httpx.get(f"{ui_env.api_url}/model-info", timeout=30).json()
+    app = open_page("Model")
+    assert_clean(app)
+    assert not errors(app)
+    shown = metrics(app)
+    assert shown["Model version"] == info["version"]
+    assert shown["Test ROC-AUC"] == f"{info['test_metrics']['roc_auc']:.3f}"
+    assert shown["Threshold"] == exact(info["threshold"])
+    table = app.dataframe[0].value
+    assert "ROC-AUC" in set(table["Metric"]) and "Brier score" in set(table["Metric"])
+    assert len(app.image) == 5  # roc, pr, calibration, confusion matrix, shap summary
+    assert any(info["run_id"] in c for c in captions(app))
+
+
+def test_the_model_page_says_so_when_mlflow_is_unreachable(ui_env, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    app = open_page("Model")
+    assert_clean(app)
+    assert "Model version" in metrics(app)  # the API part still shows
+    assert any("could not be fetched from MLflow" in e for e in errors(app))
+    assert not app.image
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def test_the_service_page_shows_totals_then_rates_after_a_refresh(ui_env):
+    for _ in range(3):
+        httpx.post(f"{ui_env.api_url}/predict", json=EXAMPLE, timeout=30)
+    httpx.post(f"{ui_env.api_url}/predict", json={**EXAMPLE, "gender": "Robot"}, timeout=30)
+    app = open_page("Service")
+    assert_clean(app)
+    shown = metrics(app)
+    assert _number(shown["Requests"]) >= 4
+    assert shown["Error rate"] != "n/a" and float(shown["Error rate"].rstrip("%")) > 0
+    assert shown["Latency p50"].endswith(" ms") and shown["Latency p95"].endswith(" ms")
+    assert _number(shown["readmitted_30d"]) + _number(shown["not_readmitted"]) >= 3
+    assert any("totals since the API started" in c for c in captions(app))
+    table = app.dataframe[0].value
+    assert {"/predict", "/health"} <= set(table["Endpoint"])
+    httpx.post(f"{ui_env.api_url}/predict", json=EXAMPLE, timeout=30)
+    click(app, "Refresh")
+    shown = metrics(app)
+    assert shown["Request rate"].endswith("/s")
+    assert any("rates over the" in c for c in captions(app))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_an_unreachable_api_gives_a_clear_message_on_every_page(page, monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("READMIT_API_URL", url)
+    app = open_page(page)
+    assert_clean(app)
+    assert any("unreachable" in e and url in e for e in errors(app))
+    assert "Try again" in [b.label for b in app.button]
+
+
+@pytest.fixture(scope="module")
+def api_without_model(tmp_path_factory):
+    """A live API whose registry has no @production model: every model call answers 503."""
+    folder = tmp_path_factory.mktemp("empty-api")
+    port = free_port()
+    env = {"READMIT_DATA_DIR": str(folder), "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
+           "READMIT_API_PORT": str(port), "READMIT_MODEL_POLL_SECONDS": "3600"}  # fmt: skip
+    api = start_api(Settings(data_dir=folder, api_port=port), folder / "api.log", env)
+    try:
+        yield api.url
+    finally:
+        api.stop()
+
+
+def test_api_errors_are_shown_as_messages(api_without_model, monkeypatch):
+    monkeypatch.setenv("READMIT_API_URL", api_without_model)
+    app = open_page()
+    assert any("No model loaded" in w.value for w in app.sidebar.warning)
+    click(app, "Predict")
+    assert_clean(app)
+    assert any(
+        e.startswith("The API has no model to serve: no model is loaded") for e in errors(app)
+    )
+    for page in ("Explanation", "Model"):
+        app.sidebar.radio(key="page").set_value(page).run()
+        assert_clean(app)
+        assert any("The API has no model to serve" in e for e in errors(app))
+
+
+def test_the_client_names_the_refused_field(stack):
+    client = ApiClient(stack.api_url)
+    with pytest.raises(ApiError, match=r"rejected the input: gender: Input should be") as caught:
+        client.predict({**forms.to_record(forms.default_values()), "gender": "Robot"})
+    assert caught.value.status == 422
+    with pytest.raises(ApiError, match="top"):
+        client.explain(forms.to_record(forms.default_values()), top=0)
