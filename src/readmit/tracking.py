@@ -30,6 +30,8 @@ MODEL_ARTIFACT = "model"
 # Fail fast instead of MLflow's default minutes of retries when the server is down.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+# Downloads print no progress bars into the JSON logs.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class MlflowUnavailable(ReadmitError):
