@@ -30,7 +30,7 @@ from readmit.registry import PRODUCTION, by_alias, client_for, production_uri
 from readmit.services import Service, _spawn, free_port, start_api, stop_process_group
 from readmit.serving.model_store import load_version
 from readmit.settings import Settings
-from readmit.tracking import configure
+from readmit.tracking import connect
 
 LEVELS = (1, 20, 50)
 
@@ -104,7 +104,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     settings = Settings()
-    configure(settings)
+    connect(settings)
     bodies = payloads(settings, 10_000)
     records = [{k: ("?" if v is None else v) for k, v in b.items()} for b in bodies]
     logs = Path(tempfile.mkdtemp(prefix="readmit-bench-"))

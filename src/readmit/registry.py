@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from readmit.errors import ReadmitError
 from readmit.settings import Settings
-from readmit.tracking import configure
+from readmit.tracking import connect
 
 STAGING = "staging"
 PRODUCTION = "production"
@@ -42,7 +42,8 @@ class Decision:
 
 
 def client_for(settings: Settings) -> MlflowClient:
-    configure(settings)
+    """A client on the configured registry; registry calls need no experiment."""
+    connect(settings)
     return MlflowClient()
 
 

@@ -42,8 +42,8 @@ def is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the configured store; check a server answers; return the experiment id."""
+def connect(settings: Settings) -> str:
+    """Point MLflow at the configured store and check a server answers; return its URI."""
     uri = settings.resolved_tracking_uri
     if is_remote(uri):
         try:
@@ -54,6 +54,12 @@ def configure(settings: Settings) -> str:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    return uri
+
+
+def configure(settings: Settings) -> str:
+    """Connect, and return the id of the experiment runs go to (created on first use)."""
+    uri = connect(settings)
     experiment = mlflow.get_experiment_by_name(settings.experiment_name)
     if experiment is not None:
         return str(experiment.experiment_id)
