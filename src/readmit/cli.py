@@ -334,5 +334,83 @@ def status() -> None:
         )
 
 
+stack_app = typer.Typer(
+    help="The full stack on this machine: PostgreSQL, S3, MLflow, Airflow, API, UI, Prometheus.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+
+@stack_app.command("up")
+@fails_cleanly
+def stack_up() -> None:
+    """Start every service on 127.0.0.1, wait until all are healthy, print URLs and logins."""
+    from readmit.stack.manager import up
+
+    settings = Settings()
+    clock = time.perf_counter()
+    console.print(f"[bold]stack up[/] (state under {settings.data_dir.resolve() / 'stack'})")
+    stack = up(settings, report=_say)
+    ends, keys, paths = stack.endpoints, stack.secrets, stack.paths
+    rows = [
+        ("Airflow", ends.airflow, f"login admin / {keys.airflow_password}"),
+        ("API", f"{ends.api}/docs", f"X-API-Key {keys.api_key} for POST /reload-model"),
+        ("UI", ends.ui, ""),
+        ("MLflow", ends.mlflow, ""),
+        ("Prometheus", ends.prometheus, ""),
+        ("pipeline exporter", f"{ends.exporter}/metrics", ""),
+        ("S3 (moto)", ends.s3, f"key {keys.s3_access_key} / secret {keys.s3_secret_key}"),
+    ] + [(f"PostgreSQL {n}", _hide_password(u), "") for n, u in ends.databases.items()]
+    took = time.perf_counter() - clock
+    console.print(f"[bold green]readmit stack is up[/] in {took:.0f} s", highlight=False)
+    for name, where, login in rows:
+        console.print(f"  {name:<19} {where:<58} {login}".rstrip(), highlight=False)
+    console.print(
+        f"logs: {paths.logs}; settings for `readmit` commands against the stack: "
+        f"set -a; . {paths.env_file}; set +a. Trigger DAG 1 in Airflow to load the first "
+        "batch; `readmit stack down` stops everything.",
+        highlight=False,
+    )
+
+
+@stack_app.command("down")
+@fails_cleanly
+def stack_down() -> None:
+    """Stop every process `stack up` started (whole process groups), and nothing else."""
+    from readmit.stack.manager import down
+
+    settings = Settings()
+    stopped = down(settings, report=_say)
+    console.print(
+        f"[green]stack down[/]: {len(stopped)} service(s) stopped" if stopped
+        else "stack down: nothing was running"
+    )  # fmt: skip
+
+
+@stack_app.command("status")
+@fails_cleanly
+def stack_status() -> None:
+    """Each service's process and health; exit 1 when one is not healthy."""
+    from readmit.stack.manager import status as stack_state
+
+    services = stack_state(Settings())
+    table = Table(title="readmit stack")
+    for name in ("service", "pid", "health", "detail"):
+        table.add_column(name)
+    for s in services:
+        pid = str(s.pid) if s.running else ("-" if s.pid is None else f"{s.pid} (gone)")
+        health = "[green]healthy[/]" if s.healthy else "[red]down[/]"
+        table.add_row(s.name, pid, health, s.detail)
+    console.print(table)
+    if not all(s.healthy for s in services):
+        raise typer.Exit(code=1)
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 if __name__ == "__main__":
     app()

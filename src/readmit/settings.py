@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     raw_db_url: str | None = Field(default=None, description="SQLAlchemy URL of raw-db.")
     clean_db_url: str | None = Field(default=None, description="SQLAlchemy URL of clean-db.")
     batch_size: int = Field(default=15_000, gt=0, description="Rows per ingest batch.")
+    ingest_schedule: str = Field(
+        default="@hourly", description="Airflow schedule of DAG 1 (one batch per run)."
+    )
     split_salt: str = Field(default="readmit-split-v1", description="Salt of the patient split.")
     mlflow_tracking_uri: str | None = Field(
         default=None,
@@ -78,6 +81,23 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=10_000, gt=0, description="Most records in one /predict-batch.")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="Largest request body.")
     log_level: str = Field(default="INFO", description="Level of the JSON logs.")
+    stack_postgres_url: str = Field(
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        description="PostgreSQL server `readmit stack up` uses when one answers there.",
+    )
+    stack_private_pg_port: int = Field(
+        default=5433, description="Port of the private cluster `stack up` starts when none answers."
+    )
+    stack_db_prefix: str = Field(
+        default="", description="Prefix of the stack's databases raw, clean, airflow, mlflow."
+    )
+    s3_port: int = Field(default=9000, description="Port of the stack's S3 server.")
+    airflow_port: int = Field(default=8080, description="Port of the stack's Airflow API server.")
+    airflow_parallelism: int = Field(
+        default=4, gt=0, le=4, description="Airflow tasks running at once in the stack."
+    )
+    exporter_port: int = Field(default=9108, description="Port of the stack's pipeline exporter.")
+    prometheus_port: int = Field(default=9090, description="Port of the stack's Prometheus.")
     random_seed: int = Field(default=42, description="Seed of every random choice in training.")
 
     @property

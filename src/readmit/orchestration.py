@@ -1,0 +1,114 @@
+"""The three scheduled steps as plain functions returning JSON-able summaries.
+
+The Airflow DAGs are thin wiring over these: a task calls one, its log gets every progress
+line and the summary, and the summary becomes the task's XCom. Kept free of Airflow imports so
+the steps stay testable and runnable without a scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from readmit.logs import configure_file_logging
+from readmit.settings import Settings
+
+Report = Callable[[str], None]
+
+# Names of the Airflow Assets that chain the DAGs: raw-db gained a batch -> clean-db rebuilt.
+RAW_ASSET = "readmit_raw_db"
+CLEAN_ASSET = "readmit_clean_db"
+
+log = logging.getLogger("readmit.orchestration")
+
+
+def _audit(settings: Settings) -> None:
+    configure_file_logging(settings.data_dir / "logs" / "pipeline.jsonl", settings.log_level)
+
+
+def ingest_next_batch(settings: Settings, report: Report) -> dict[str, Any]:
+    """Load the next pending batch; `batches_added` is 0 once every batch is in."""
+    from readmit.pipeline.ingest import ingest
+
+    _audit(settings)
+    clock = time.perf_counter()
+    result = ingest(settings, all_batches=False, report=report)
+    summary = {
+        "batches_added": len(result.batches),
+        "batch_ids": [b.batch_id for b in result.batches],
+        "rows_inserted": result.rows_inserted,
+        "duplicates": sum(b.duplicates for b in result.batches),
+        "rejected": sum(b.rejected for b in result.batches),
+        "total_batches": result.total_batches,
+        "pending_after": result.pending_after,
+        "seconds": round(time.perf_counter() - clock, 2),
+        "raw_db": _safe_url(settings.resolved_raw_db_url),
+    }
+    report(
+        f"ingest summary: {summary['batches_added']} batch(es) {summary['batch_ids']}, "
+        f"{summary['rows_inserted']:,} rows inserted, {summary['pending_after']} of "
+        f"{summary['total_batches']} pending, {summary['seconds']} s; raw-db {summary['raw_db']}"
+    )
+    return summary
+
+
+def build_clean(settings: Settings, report: Report) -> dict[str, Any]:
+    """Rebuild clean-db from every batch in raw-db."""
+    from readmit.pipeline.clean import build_clean as build
+
+    _audit(settings)
+    result = build(settings, report=report)
+    summary = {
+        "build_id": result.build_id,
+        "raw_batches": result.raw_batches,
+        "rows": result.rows,
+        "dropped": result.dropped,
+        "features": result.features,
+        "seconds": round(result.seconds, 2),
+        "clean_db": _safe_url(settings.resolved_clean_db_url),
+    }
+    report(
+        f"clean summary: build {result.build_id} from batches {result.raw_batches}, rows "
+        f"{result.rows}, {result.dropped:,} dropped, {result.features} encoded columns, "
+        f"{summary['seconds']} s; clean-db {summary['clean_db']}"
+    )
+    return summary
+
+
+def train_and_register(settings: Settings, report: Report) -> dict[str, Any]:
+    """Train on the latest clean build, register, and promote when better than @production."""
+    from readmit.pipeline.train import train
+
+    _audit(settings)
+    result = train(settings, report=report)
+    summary = {
+        "run_id": result.run_id,
+        "model_name": settings.model_name,
+        "version": result.version,
+        "promoted": result.decision.promoted,
+        "decision": result.decision.reason,
+        "estimator": result.chosen,
+        "test_roc_auc": round(result.test_metrics["roc_auc"], 4),
+        "seconds": round(result.seconds, 2),
+        "tracking_uri": _safe_url(settings.resolved_tracking_uri),
+    }
+    alias = "@production" if result.decision.promoted else "@staging"
+    report(
+        f"train summary: {result.chosen}, test ROC-AUC {summary['test_roc_auc']}, "
+        f"{settings.model_name} v{result.version} {alias} ({result.decision.reason}); "
+        f"run {result.run_id}, {summary['seconds']} s; MLflow {summary['tracking_uri']}"
+    )
+    return summary
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs and XComs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url

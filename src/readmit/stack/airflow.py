@@ -1,0 +1,146 @@
+"""Airflow 3 for the stack: its environment (LocalExecutor, PostgreSQL metadata, the project's
+DAGs), its admin login, and a small client of its REST API."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from readmit.errors import ReadmitError
+
+ADMIN = "admin"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+class AirflowError(ReadmitError):
+    """The Airflow REST API refused or failed a call."""
+
+
+def dags_folder() -> Path:
+    """The repository's dags/ (the package is installed in editable mode beside it)."""
+    return Path(__file__).resolve().parents[3] / "dags"
+
+
+def airflow_env(
+    home: Path, metadata_url: str, port: int, parallelism: int, jwt_secret: str
+) -> dict[str, str]:
+    """AIRFLOW__* variables; psycopg 3 serves both the sync and the async metadata engine."""
+    base_url = f"http://127.0.0.1:{port}"
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+    }
+
+
+def write_passwords(home: Path, password: str) -> None:
+    """The simple auth manager reads the admin's password from this file."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "passwords.json"
+    path.write_text(json.dumps({ADMIN: password}))
+    path.chmod(0o600)
+
+
+def component_command(airflow_bin: str, component: str, port: int) -> list[str]:
+    if component == "api-server":
+        return [airflow_bin, "api-server", "--host", "127.0.0.1", "--port", str(port)]
+    return [airflow_bin, component]
+
+
+class AirflowClient:
+    """The public REST API (/api/v2) with a JWT from the simple auth manager."""
+
+    def __init__(self, url: str, username: str, password: str, timeout: float = 15.0) -> None:
+        self.url = url.rstrip("/")
+        self._credentials = {"username": username, "password": password}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._token: str | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            reply = self._http.post("/auth/token", json=self._credentials)
+            if reply.status_code not in (200, 201):
+                raise AirflowError(f"Airflow refused the login: HTTP {reply.status_code}")
+            self._token = reply.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        reply = self._http.request(method, f"/api/v2{path}", headers=self._headers(), **kwargs)
+        if reply.status_code >= 400:
+            raise AirflowError(f"{method} {path}: HTTP {reply.status_code}: {reply.text[:300]}")
+        return reply.json() if reply.content else None
+
+    def health(self) -> dict[str, Any]:
+        """Metadatabase, scheduler, triggerer and dag processor health (no login needed)."""
+        reply = self._http.get("/api/v2/monitor/health")
+        reply.raise_for_status()
+        return dict(reply.json())
+
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/dags/{dag_id}"))
+
+    def trigger(self, dag_id: str) -> str:
+        run = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
+        return str(run["dag_run_id"])
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        reply = self._call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})
+        return list(reply["dag_runs"])
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self._call("GET", path)["value"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        """Poll until the run is success or failed; AirflowError on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(dag_id, run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(1.0)
+        raise AirflowError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float) -> None:
+        """Wait until the dag processor has parsed every DAG."""
+        deadline = time.monotonic() + timeout
+        missing = list(dag_ids)
+        while time.monotonic() < deadline:
+            missing = [d for d in dag_ids if not self._exists(d)]
+            if not missing:
+                return
+            time.sleep(1.0)
+        raise AirflowError(f"DAGs not parsed within {timeout:.0f} s: {missing}")
+
+    def _exists(self, dag_id: str) -> bool:
+        try:
+            self.dag(dag_id)
+            return True
+        except AirflowError:
+            return False

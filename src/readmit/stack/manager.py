@@ -1,0 +1,507 @@
+"""`readmit stack up | down | status`: the full stack on one machine, without containers.
+
+PostgreSQL (raw, clean, airflow, mlflow), an S3 server with the artifact bucket, the MLflow
+tracking server, Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor),
+the API, the UI, the pipeline exporter and Prometheus, each bound to 127.0.0.1, with process
+records and logs under <data dir>/stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from readmit.errors import ReadmitError
+from readmit.services import mlflow_server_command
+from readmit.settings import Settings
+from readmit.stack import airflow, postgres, processes, s3
+
+Report = Callable[[str], None]
+MARKER = "READMIT_STACK_HOME"
+PROMETHEUS_CONFIG = Path(__file__).resolve().parents[3] / "observability" / "prometheus"
+INSTALL_HINTS = {
+    "prometheus": "Debian package prometheus",
+    "s3": "pip package moto[server], in requirements.lock",
+}
+
+
+class StackError(ReadmitError):
+    """A service of the stack did not start, or the stack is not up."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "stack.env"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def s3_snapshot(self) -> Path:
+        return self.root / "s3" / s3.BUCKET
+
+    @property
+    def prometheus(self) -> Path:
+        return self.root / "prometheus"
+
+
+def paths_for(settings: Settings) -> Paths:
+    return Paths(settings.data_dir.resolve() / "stack")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    airflow_password: str
+    jwt_secret: str
+    api_key: str
+    s3_access_key: str
+    s3_secret_key: str
+
+
+def load_secrets(paths: Paths, settings: Settings) -> Secrets:
+    """Generated once per data dir and kept in a 0600 file (READMIT_API_KEY wins if set)."""
+    if paths.secrets.exists():
+        stored = json.loads(paths.secrets.read_text())
+    else:
+        stored = {
+            "airflow_password": secrets.token_urlsafe(12),
+            "jwt_secret": secrets.token_urlsafe(64),
+            "api_key": secrets.token_urlsafe(24),
+            "s3_access_key": "readmit",
+            "s3_secret_key": secrets.token_urlsafe(24),
+        }
+        paths.root.mkdir(parents=True, exist_ok=True)
+        paths.secrets.touch(mode=0o600)
+        paths.secrets.write_text(json.dumps(stored, indent=1))
+    if settings.api_key:
+        stored["api_key"] = settings.api_key
+    return Secrets(**stored)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    server_url: str
+    databases: dict[str, str]
+    s3: str
+    mlflow: str
+    airflow: str
+    api: str
+    ui: str
+    exporter: str
+    prometheus: str
+
+
+def endpoints_for(settings: Settings, server_url: str) -> Endpoints:
+    local = "http://127.0.0.1"
+    return Endpoints(
+        server_url=server_url,
+        databases=postgres.database_urls(server_url, settings.stack_db_prefix),
+        s3=f"{local}:{settings.s3_port}",
+        mlflow=f"{local}:{settings.mlflow_port}",
+        airflow=f"{local}:{settings.airflow_port}",
+        api=f"{local}:{settings.api_port}",
+        ui=f"{local}:{settings.ui_port}",
+        exporter=f"{local}:{settings.exporter_port}",
+        prometheus=f"{local}:{settings.prometheus_port}",
+    )
+
+
+def client_env(settings: Settings, ends: Endpoints, keys: Secrets) -> dict[str, str]:
+    """What a `readmit` command needs to work against the stack (also written to stack.env)."""
+    return {
+        "READMIT_DATA_DIR": str(settings.data_dir.resolve()),
+        "READMIT_DATASET_URI": settings.dataset_uri,
+        "READMIT_RAW_DB_URL": ends.databases["raw"],
+        "READMIT_CLEAN_DB_URL": ends.databases["clean"],
+        "MLFLOW_TRACKING_URI": ends.mlflow,
+        "READMIT_MLFLOW_BACKEND_STORE_URI": ends.databases["mlflow"],
+        "READMIT_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{s3.BUCKET}",
+        "MLFLOW_S3_ENDPOINT_URL": ends.s3,
+        "AWS_ACCESS_KEY_ID": keys.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": keys.s3_secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "READMIT_API_KEY": keys.api_key,
+        "READMIT_API_URL": ends.api,
+        "READMIT_PROMETHEUS_URL": ends.prometheus,
+    }
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+def _get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=3.0)
+    except httpx.HTTPError:
+        return None
+
+
+def _http_ok(url: str) -> tuple[bool, str]:
+    reply = _get(url)
+    if reply is None:
+        return False, "not answering"
+    return reply.status_code == 200, f"HTTP {reply.status_code}"
+
+
+def _api_health(url: str) -> tuple[bool, str]:
+    reply = _get(f"{url}/health")
+    if reply is None:
+        return False, "not answering"
+    try:
+        body = reply.json()
+    except ValueError:
+        return False, f"HTTP {reply.status_code}"
+    if reply.status_code == 200:
+        model = body.get("model") or {}
+        return True, f"serving {model.get('name', '?')} v{model.get('version', '?')}"
+    return True, f"up, no model yet ({body.get('detail', reply.status_code)})"
+
+
+def _airflow_component(url: str, key: str) -> tuple[bool, str]:
+    reply = _get(f"{url}/api/v2/monitor/health")
+    if reply is None or reply.status_code != 200:
+        return False, "api-server not answering"
+    status = (reply.json().get(key) or {}).get("status")
+    return status == "healthy", str(status)
+
+
+def checks(ends: Endpoints) -> dict[str, Callable[[], tuple[bool, str]]]:
+    """Service name -> health check returning (healthy, detail)."""
+
+    def pg() -> tuple[bool, str]:
+        ok = postgres.reachable(ends.server_url, timeout=2)
+        return ok, "accepting connections" if ok else "not answering"
+
+    return {
+        "postgres": pg,
+        "s3": lambda: _http_ok(f"{ends.s3}/moto-api/"),
+        "mlflow": lambda: _http_ok(f"{ends.mlflow}/health"),
+        "airflow-api-server": lambda: _http_ok(f"{ends.airflow}/api/v2/monitor/health"),
+        "airflow-scheduler": lambda: _airflow_component(ends.airflow, "scheduler"),
+        "airflow-dag-processor": lambda: _airflow_component(ends.airflow, "dag_processor"),
+        "airflow-triggerer": lambda: _airflow_component(ends.airflow, "triggerer"),
+        "api": lambda: _api_health(ends.api),
+        "ui": lambda: _http_ok(f"{ends.ui}/_stcore/health"),
+        "exporter": lambda: _http_ok(f"{ends.exporter}/metrics"),
+        "prometheus": lambda: _http_ok(f"{ends.prometheus}/-/ready"),
+    }
+
+
+SERVICES = (
+    "postgres", "s3", "mlflow", "airflow-api-server", "airflow-scheduler",
+    "airflow-dag-processor", "airflow-triggerer", "api", "ui", "exporter", "prometheus",
+)  # fmt: skip
+
+
+# --- up ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    paths: Paths
+    secrets: Secrets
+    endpoints: Endpoints
+    private_postgres: bool
+
+
+def _server_url(settings: Settings, paths: Paths) -> tuple[str, bool]:
+    """The PostgreSQL to use: the configured one if it answers, else the private cluster."""
+    if postgres.reachable(settings.stack_postgres_url):
+        return settings.stack_postgres_url, False
+    return postgres.private_cluster_url(settings.stack_private_pg_port), True
+
+
+def _launch(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> None:
+    rec = processes.record(stack.paths.run, name)
+    if rec is not None and rec.running:
+        return
+    if shutil.which(command[0]) is None:
+        raise StackError(f"{name}: `{command[0]}` is not installed ({INSTALL_HINTS.get(name, '')})")
+    full_env = {**os.environ, **env, MARKER: str(stack.paths.root)}
+    processes.launch(name, command, full_env, stack.paths.logs / f"{name}.log", stack.paths.run)
+
+
+def _prometheus_config(stack: Stack) -> Path:
+    """prometheus.yml with the stack's ports and absolute rule paths."""
+    config = yaml.safe_load((PROMETHEUS_CONFIG / "prometheus.yml").read_text())
+    config["rule_files"] = [str(PROMETHEUS_CONFIG / "rules" / "*.yml")]
+    targets = {
+        "prometheus": stack.endpoints.prometheus,
+        "readmit-api": stack.endpoints.api,
+        "readmit-pipeline": stack.endpoints.exporter,
+    }
+    for job in config["scrape_configs"]:
+        url = targets[job["job_name"]]
+        job["static_configs"] = [{"targets": [url.removeprefix("http://")]}]
+    stack.paths.prometheus.mkdir(parents=True, exist_ok=True)
+    target = stack.paths.prometheus / "prometheus.yml"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
+def _wait(stack: Stack, names: list[str], timeout: float, report: Report) -> None:
+    """Wait until each named service is healthy; StackError names the ones that are not."""
+    health = checks(stack.endpoints)
+    pending = list(names)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            ok, detail = health[name]()
+            if ok:
+                report(f"{name}: healthy ({detail})")
+                pending.remove(name)
+                continue
+            rec = processes.record(stack.paths.run, name)
+            if rec is not None and not rec.running:
+                raise StackError(f"{name} exited during start-up: {_tail(stack, name)}")
+        if pending:
+            time.sleep(1.0)
+    if pending:
+        detail = "; ".join(f"{n}: {_tail(stack, n)}" for n in pending)
+        raise StackError(f"not healthy after {timeout:.0f} s: {detail}")
+
+
+def _tail(stack: Stack, name: str, lines: int = 3) -> str:
+    log = stack.paths.logs / f"{name}.log"
+    if not log.exists():
+        return "(no log)"
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return " | ".join(line.strip()[:200] for line in tail) + f" (log: {log})"
+
+
+def prepare(settings: Settings) -> Stack:
+    paths = paths_for(settings)
+    server_url, private = _server_url(settings, paths)
+    return Stack(
+        settings=settings,
+        paths=paths,
+        secrets=load_secrets(paths, settings),
+        endpoints=endpoints_for(settings, server_url),
+        private_postgres=private,
+    )
+
+
+def up(settings: Settings, report: Report, timeout: float = 240.0) -> Stack:
+    """Start every service that is not running yet and wait until all are healthy."""
+    stack = prepare(settings)
+    paths, ends, keys = stack.paths, stack.endpoints, stack.secrets
+    for folder in (paths.run, paths.logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _up(stack, report, timeout)
+    except BaseException:
+        report("start-up failed: stopping what was started (logs are kept)")
+        down(settings, report=lambda _: None, save_artifacts=False)
+        raise
+    env_lines = [f"{k}={v}" for k, v in client_env(settings, ends, keys).items()]
+    paths.env_file.touch(mode=0o600)
+    paths.env_file.write_text("\n".join(env_lines) + "\n")
+    paths.state.write_text(json.dumps({"server_url": ends.server_url,
+                                       "private_postgres": stack.private_postgres}))  # fmt: skip
+    return stack
+
+
+def _up(stack: Stack, report: Report, timeout: float) -> None:
+    settings, paths, ends, keys = stack.settings, stack.paths, stack.endpoints, stack.secrets
+    env = client_env(settings, ends, keys)
+    if stack.private_postgres:
+        rec = processes.record(paths.run, "postgres")
+        if rec is None or not rec.running:
+            report(f"postgres: no server at the configured URL; private cluster in {paths.pgdata}")
+            postgres.start_private_cluster(
+                paths.pgdata, settings.stack_private_pg_port, paths.logs / "postgres.log", paths.run
+            )
+    else:
+        report(f"postgres: using the running server at {_hide(ends.server_url)}")
+    created = postgres.ensure_databases(ends.server_url, settings.stack_db_prefix)
+    if created:
+        report(f"postgres: created databases {', '.join(created)}")
+
+    _launch(stack, "s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(settings.s3_port)], {})
+    _wait(stack, ["s3"], 60, report)
+    store = s3.client(ends.s3, keys.s3_access_key, keys.s3_secret_key)
+    if not store.list_buckets().get("Buckets"):
+        s3.ensure_bucket(store)
+        restored = s3.load_bucket(store, paths.s3_snapshot)
+        if restored:
+            report(f"s3: restored {restored} artifact objects from {paths.s3_snapshot}")
+
+    server_settings = settings.model_copy(
+        update={
+            "mlflow_backend_store_uri": ends.databases["mlflow"],
+            "mlflow_artifacts_destination": f"s3://{s3.BUCKET}",
+        }
+    )
+    mlflow_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    _launch(stack, "mlflow", mlflow_server_command(server_settings), {**env, **mlflow_env})
+
+    airflow.write_passwords(paths.airflow_home, keys.airflow_password)
+    af_settings = airflow.airflow_env(
+        paths.airflow_home,
+        ends.databases["airflow"],
+        settings.airflow_port,
+        settings.airflow_parallelism,
+        keys.jwt_secret,
+    )
+    af_env = {**env, **af_settings}
+    migrate_log = paths.logs / "airflow-db-migrate.log"
+    with migrate_log.open("ab") as out:
+        migrated = subprocess.run(
+            [_bin("airflow"), "db", "migrate"],
+            env={**os.environ, **af_env}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    if migrated.returncode != 0:
+        raise StackError(f"airflow db migrate failed: see {migrate_log}")
+    report("airflow: metadata database migrated")
+    for component in airflow.COMPONENTS:
+        command = airflow.component_command(_bin("airflow"), component, settings.airflow_port)
+        _launch(stack, f"airflow-{component}", command, af_env)
+
+    _wait(stack, ["mlflow"], 120, report)
+    api_env = {**env, "READMIT_API_HOST": "127.0.0.1", "READMIT_API_PORT": str(settings.api_port)}
+    _launch(stack, "api", [_bin("readmit"), "serve"], api_env)
+    ui_env = {**env, "READMIT_UI_HOST": "127.0.0.1", "READMIT_UI_PORT": str(settings.ui_port)}
+    _launch(stack, "ui", [_bin("readmit"), "ui"], ui_env)
+    exporter = [_bin("readmit"), "exporter", "--host", "127.0.0.1",
+                "--port", str(settings.exporter_port)]  # fmt: skip
+    _launch(stack, "exporter", exporter, env)
+    config = _prometheus_config(stack)
+    _launch(stack, "prometheus", [
+        "prometheus", f"--config.file={config}",
+        f"--storage.tsdb.path={paths.prometheus / 'data'}",
+        f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--web.enable-lifecycle",
+    ], {})  # fmt: skip
+    rest = [n for n in SERVICES if n not in ("postgres", "s3", "mlflow")]
+    _wait(stack, rest, timeout, report)
+
+
+def _hide(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- down and status -----------------------------------------------------------------------
+
+
+def down(settings: Settings, report: Report, save_artifacts: bool = True) -> list[str]:
+    """Stop every process the stack started (newest first); returns the names stopped."""
+    paths = paths_for(settings)
+    if not paths.run.exists():
+        return []
+    s3_rec = processes.record(paths.run, "s3")
+    if save_artifacts and s3_rec is not None and s3_rec.running:
+        keys = load_secrets(paths, settings)
+        try:
+            store = s3.client(f"http://127.0.0.1:{settings.s3_port}", keys.s3_access_key,
+                              keys.s3_secret_key)  # fmt: skip
+            saved = s3.save_bucket(store, paths.s3_snapshot)
+            report(f"s3: saved {saved} artifact objects to {paths.s3_snapshot}")
+        except Exception as exc:
+            report(f"s3: could not save the bucket ({type(exc).__name__}: {exc})")
+    stopped, stuck = [], []
+    for rec in reversed(processes.records(paths.run)):
+        if processes.stop(rec, paths.run):
+            stopped.append(rec.name)
+            report(f"{rec.name}: stopped (process group {rec.pid})")
+        else:
+            stuck.append(rec.name)
+    for pid in stragglers(paths):
+        _kill(pid)
+        report(f"stopped leftover process {pid} started by the stack")
+    if stuck:
+        raise StackError(f"could not stop {', '.join(stuck)}")
+    return stopped
+
+
+def stragglers(paths: Paths) -> list[int]:
+    """Processes carrying this stack's marker in their environment (started by it)."""
+    marker = f"{MARKER}={paths.root}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    detail: str
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    """Each service: its recorded process (if the stack started it) and its health."""
+    paths = paths_for(settings)
+    server_url = settings.stack_postgres_url
+    if paths.state.exists():
+        server_url = json.loads(paths.state.read_text())["server_url"]
+    ends = endpoints_for(settings, server_url)
+    result = []
+    for name, check in checks(ends).items():
+        rec = processes.record(paths.run, name) if paths.run.exists() else None
+        running = rec is not None and rec.running
+        healthy, detail = check()
+        if name == "postgres" and rec is None and healthy:
+            detail += " (external server, not managed by the stack)"
+        result.append(ServiceStatus(name, rec.pid if rec else None, running, healthy, detail))
+    return result

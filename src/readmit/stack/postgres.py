@@ -1,0 +1,142 @@
+"""PostgreSQL for the stack: the server that answers at READMIT_STACK_POSTGRES_URL, or else a
+private cluster initialised under the data dir, and the four databases on it."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from readmit.errors import ReadmitError
+from readmit.stack.processes import ProcessRecord, launch
+
+DATABASES = ("raw", "clean", "airflow", "mlflow")
+
+
+class PostgresError(ReadmitError):
+    """No PostgreSQL server could be used or started."""
+
+
+def reachable(url: str, timeout: int = 3) -> bool:
+    engine = sa.create_engine(url, connect_args={"connect_timeout": timeout})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        return True
+    except sa.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def database_urls(server_url: str, prefix: str) -> dict[str, str]:
+    """SQLAlchemy URLs of raw, clean, airflow and mlflow on the server of `server_url`."""
+    base = make_url(server_url)
+    return {
+        name: base.set(database=f"{prefix}{name}").render_as_string(hide_password=False)
+        for name in DATABASES
+    }
+
+
+def ensure_databases(server_url: str, prefix: str) -> list[str]:
+    """Create whichever of the four databases is missing; returns the ones created."""
+    urls = database_urls(server_url, prefix)
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    created = []
+    try:
+        with engine.connect() as conn:
+            existing = set(conn.execute(sa.text("select datname from pg_database")).scalars())
+            for url in urls.values():
+                name = make_url(url).database
+                if name not in existing:
+                    conn.execute(sa.text(f'create database "{name}"'))
+                    created.append(str(name))
+    finally:
+        engine.dispose()
+    return created
+
+
+def drop_databases(server_url: str, prefix: str) -> None:
+    """Drop the four databases (used by tests that ran a stack under their own prefix)."""
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for url in database_urls(server_url, prefix).values():
+                conn.execute(sa.text(f'drop database if exists "{make_url(url).database}" (force)'))
+    finally:
+        engine.dispose()
+
+
+def _pg_bin(name: str) -> str:
+    """A server program: on PATH, or in Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    if not candidates:
+        raise PostgresError(
+            f"no PostgreSQL answers at the configured URL and `{name}` is not installed "
+            "(install PostgreSQL's server, e.g. Debian's postgresql package)"
+        )
+    return str(candidates[-1])
+
+
+def _owner() -> str | None:
+    """initdb and postgres refuse to run as root: run them as `postgres` then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise PostgresError("running as root and no `postgres` user to own the cluster") from None
+    return "postgres"
+
+
+def private_cluster_url(port: int) -> str:
+    return URL.create(
+        "postgresql+psycopg", username="postgres", host="127.0.0.1", port=port, database="postgres"
+    ).render_as_string(hide_password=False)
+
+
+def start_private_cluster(pgdata: Path, port: int, log: Path, run_dir: Path) -> ProcessRecord:
+    """initdb `pgdata` on first use, then run `postgres` on 127.0.0.1:`port` (trust auth)."""
+    user = _owner()
+    socket_dir = pgdata.parent / "pg-socket"
+    for folder in (pgdata, socket_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        if user:
+            shutil.chown(folder, user, user)
+    if not (pgdata / "PG_VERSION").exists():
+        subprocess.run(
+            [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--no-instructions"],
+            check=True, capture_output=True, user=user,
+        )  # fmt: skip
+    command = [
+        _pg_bin("postgres"), "-D", str(pgdata), "-p", str(port),
+        "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={socket_dir}",
+    ]  # fmt: skip
+    if user:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.touch()
+        shutil.chown(log, user, user)
+    rec = launch("postgres", command, dict(os.environ), log, run_dir, user=user)
+    url = private_cluster_url(port)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if reachable(url, timeout=2):
+            return rec
+        if not rec.running:
+            break
+        time.sleep(0.5)
+    tail = " | ".join(log.read_text(errors="replace").splitlines()[-3:])
+    raise PostgresError(f"the private PostgreSQL cluster did not start on port {port}: {tail}")
