@@ -120,6 +120,9 @@ def start_s3_server(port: int, log: Path, bucket: str = "mlflow-artifacts") -> S
 
 
 def mlflow_server_command(settings: Settings) -> list[str]:
+    allowed = (
+        ["--allowed-hosts", settings.mlflow_allowed_hosts] if settings.mlflow_allowed_hosts else []
+    )
     return [
         _bin("mlflow"), "server",
         "--backend-store-uri", settings.resolved_backend_store_uri,
@@ -128,6 +131,7 @@ def mlflow_server_command(settings: Settings) -> list[str]:
         "--host", settings.mlflow_host,
         "--port", str(settings.mlflow_port),
         "--workers", "1",
+        *allowed,
     ]  # fmt: skip
 
 

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     )
     mlflow_host: str = Field(default="127.0.0.1", description="Bind address of the MLflow server.")
     mlflow_port: int = Field(default=5000, description="Port of the MLflow server.")
+    mlflow_allowed_hosts: str | None = Field(
+        default=None,
+        description="Host headers the MLflow server accepts besides localhost and private IPs "
+        "(comma-separated, e.g. `mlflow,mlflow:5000` behind a service name).",
+    )
     s3_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("READMIT_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"),
