@@ -1,0 +1,150 @@
+"""The three DAGs run through Airflow (`airflow dags test`) against PostgreSQL raw-db and
+clean-db and the real MLflow server, and end with a @production model.
+
+The data set is the first 30,000 rows of the real file (two batches of 15,000), so DAG 1's
+third run is the no-op one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from readmit import registry
+from readmit.orchestration import CLEAN_ASSET, RAW_ASSET
+from readmit.services import s3_env
+from readmit.settings import Settings
+from readmit.stack.airflow import airflow_env
+from tests.subset import write_subset
+
+pytestmark = pytest.mark.postgres
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+@pytest.fixture(scope="module")
+def dag_runner(pg_admin_url, mlflow_server, dataset_uri, tmp_path_factory):
+    from tests.databases import create_database, drop_database
+
+    folder = tmp_path_factory.mktemp("dags")
+    csv, sha = write_subset(dataset_uri, 30_000, folder)
+    urls = {name: create_database(pg_admin_url) for name in ("raw", "clean", "airflow")}
+    env = {
+        **os.environ,
+        **airflow_env(folder / "airflow", urls["airflow"], 8080, 2, "x" * 64),
+        **s3_env(mlflow_server.s3_endpoint),
+        "READMIT_DATA_DIR": str(folder / "state"),
+        "READMIT_DATASET_URI": str(csv),
+        "READMIT_DATASET_SHA256": sha,
+        "READMIT_RAW_DB_URL": urls["raw"],
+        "READMIT_CLEAN_DB_URL": urls["clean"],
+        "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri,
+        "READMIT_EXPERIMENT_NAME": "dag-test",
+        "READMIT_MODEL_NAME": "dag-test-readmission",
+    }
+    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stdout[-2000:]
+    runner = DagRunner(env, urls)
+    yield runner
+    for url in urls.values():
+        drop_database(pg_admin_url, url)
+
+
+class DagRunner:
+    def __init__(self, env: dict[str, str], urls: dict[str, str]) -> None:
+        self.env, self.urls = env, urls
+        self.settings = Settings(
+            raw_db_url=urls["raw"],
+            clean_db_url=urls["clean"],
+            mlflow_tracking_uri=env["MLFLOW_TRACKING_URI"],
+            model_name=env["READMIT_MODEL_NAME"],
+        )
+
+    def test(self, dag_id: str) -> str:
+        """`airflow dags test DAG_ID`; returns its output (the task logs)."""
+        done = subprocess.run(
+            [AIRFLOW, "dags", "test", dag_id], env=self.env, capture_output=True, text=True,
+            timeout=900,
+        )  # fmt: skip
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-3000:]
+        return output
+
+    def last_run(self, dag_id: str) -> tuple[str, dict[str, str]]:
+        """State of the DAG's latest run and of each of its tasks, from Airflow's metadata DB."""
+        engine = sa.create_engine(self.urls["airflow"])
+        with engine.connect() as conn:
+            run_id, state = conn.execute(
+                sa.text("select run_id, state from dag_run where dag_id = :d "
+                        "order by id desc limit 1"), {"d": dag_id},
+            ).one()  # fmt: skip
+            tasks = conn.execute(
+                sa.text("select task_id, state from task_instance where dag_id = :d "
+                        "and run_id = :r"), {"d": dag_id, "r": run_id},
+            ).all()  # fmt: skip
+        engine.dispose()
+        return state, dict(tasks)
+
+    def asset_events(self, name: str) -> int:
+        engine = sa.create_engine(self.urls["airflow"])
+        with engine.connect() as conn:
+            count = conn.execute(
+                sa.text("select count(*) from asset_event e join asset a on a.id = e.asset_id "
+                        "where a.name = :n"), {"n": name},
+            ).scalar_one()  # fmt: skip
+        engine.dispose()
+        return int(count)
+
+    def batches(self) -> list[tuple[int, str, int]]:
+        engine = sa.create_engine(self.urls["raw"])
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("select batch_id, status, rows_read from batch_metadata order by batch_id")
+            ).all()
+        engine.dispose()
+        return [tuple(r) for r in rows]
+
+
+def test_dags_ingest_clean_train_and_promote(dag_runner: DagRunner) -> None:
+    out = dag_runner.test("1_raw_batch_ingest_15k")
+    assert "batch 1/2: 15,000 read" in out and "ingest summary: 1 batch(es) [1]" in out
+    assert dag_runner.last_run("1_raw_batch_ingest_15k") == (
+        "success",
+        {"ingest_next_batch": "success", "batch_added": "success", "publish_raw_batch": "success"},
+    )
+    assert dag_runner.batches() == [(1, "succeeded", 15_000)]
+    assert dag_runner.asset_events(RAW_ASSET) == 1
+
+    dag_runner.test("1_raw_batch_ingest_15k")
+    assert dag_runner.batches() == [(1, "succeeded", 15_000), (2, "succeeded", 15_000)]
+    assert dag_runner.asset_events(RAW_ASSET) == 2
+
+    out = dag_runner.test("1_raw_batch_ingest_15k")
+    assert "all 2 batches are already in raw-db: nothing to do" in out
+    assert dag_runner.last_run("1_raw_batch_ingest_15k") == (
+        "success",
+        {"ingest_next_batch": "success", "batch_added": "success", "publish_raw_batch": "skipped"},
+    )
+    assert dag_runner.asset_events(RAW_ASSET) == 2, "a no-op run must not trigger the clean build"
+    assert len(dag_runner.batches()) == 2
+
+    out = dag_runner.test("2_clean_build")
+    assert "clean summary: build" in out and "from batches [1, 2]" in out
+    assert dag_runner.last_run("2_clean_build") == ("success", {"build_clean": "success"})
+    assert dag_runner.asset_events(CLEAN_ASSET) == 1
+
+    out = dag_runner.test("3_train_and_register")
+    assert "train summary:" in out and "v1 @production" in out
+    assert dag_runner.last_run("3_train_and_register") == (
+        "success",
+        {"train_register_promote": "success"},
+    )
+    client = registry.client_for(dag_runner.settings)
+    production = client.get_model_version_by_alias(dag_runner.settings.model_name, "production")
+    assert production.version == "1"
+    run = client.get_run(production.run_id)
+    assert run.data.tags["readmit.raw_batches"] == "1,2"
