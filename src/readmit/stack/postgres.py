@@ -116,11 +116,16 @@ def start_private_cluster(pgdata: Path, port: int, log: Path, run_dir: Path) -> 
         if user:
             shutil.chown(folder, user, user)
     if not (pgdata / "PG_VERSION").exists():
-        subprocess.run(
+        done = subprocess.run(
             [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
              "-E", "UTF8", "--no-instructions"],
-            check=True, capture_output=True, user=user,
+            capture_output=True, text=True, user=user,
         )  # fmt: skip
+        if done.returncode != 0:
+            reason = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            raise PostgresError(
+                f"initdb {pgdata} failed{' as user postgres' if user else ''}: {' '.join(reason)}"
+            )
     command = [
         _pg_bin("postgres"), "-D", str(pgdata), "-p", str(port),
         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={socket_dir}",

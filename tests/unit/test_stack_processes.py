@@ -1,0 +1,85 @@
+"""`stack down` stops what `stack up` started, whole process groups, and nothing else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from readmit.settings import Settings
+from readmit.stack import manager, processes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_members(pgid: int, count: int) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        members = processes.group_members(pgid)
+        if len(members) >= count:
+            return members
+        time.sleep(0.05)
+    raise AssertionError(f"group {pgid} never had {count} members")
+
+
+def test_stop_ends_the_whole_group_and_removes_the_record(tmp_path: Path) -> None:
+    rec = processes.launch("svc", ["sh", "-c", "sleep 300 & sleep 300 & wait"], dict(os.environ),
+                           tmp_path / "svc.log", tmp_path)  # fmt: skip
+    members = _wait_members(rec.pid, 3)
+    assert processes.record(tmp_path, "svc") == rec and rec.running
+    assert processes.stop(rec, tmp_path, timeout=5)
+    assert not any(_alive(p) for p in members)
+    assert processes.record(tmp_path, "svc") is None
+
+
+def test_a_group_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    script = "trap '' TERM; sleep 300 & wait"
+    rec = processes.launch("stubborn", ["sh", "-c", script], dict(os.environ),
+                           tmp_path / "s.log", tmp_path)  # fmt: skip
+    members = _wait_members(rec.pid, 2)
+    clock = time.monotonic()
+    assert processes.stop(rec, tmp_path, timeout=1)
+    assert time.monotonic() - clock >= 1.0
+    assert not any(_alive(p) for p in members)
+
+
+def test_a_reused_pid_and_other_processes_are_left_alone(tmp_path: Path) -> None:
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        ours = processes.launch("svc", ["sleep", "300"], dict(os.environ), tmp_path / "l", tmp_path)
+        # A record whose pid now belongs to another program (another start time).
+        stale = processes.ProcessRecord("old", bystander.pid, 1, ["sleep"], "l")
+        assert processes.stop(stale, tmp_path)
+        assert processes.stop(ours, tmp_path)
+        assert bystander.poll() is None and _alive(bystander.pid)
+        assert not _alive(ours.pid)
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_down_also_stops_processes_that_left_the_group(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    paths = manager.paths_for(settings)
+    env = {**os.environ, manager.MARKER: str(paths.root)}
+    # setsid puts the sleeper in a session (and group) of its own.
+    rec = processes.launch("svc", ["sh", "-c", "setsid sleep 300 & sleep 300 & wait"], env,
+                           paths.logs / "svc.log", paths.run)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while len(manager.stragglers(paths)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = manager.stragglers(paths)
+    assert len(started) == 3 and len(processes.group_members(rec.pid)) == 2
+    assert manager.down(settings, report=lambda _: None, save_artifacts=False) == ["svc"]
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in started)
+    assert manager.stragglers(paths) == []
