@@ -1,0 +1,157 @@
+"""End to end on the full stack: `readmit stack up`, DAG 1 triggered through Airflow's REST API
+until every batch is in, DAGs 2 and 3 run from their Assets, the API serves the new
+@production version, and `readmit stack down` leaves no process behind.
+
+Every port is a free one and the databases carry a test prefix, so a stack the user runs on
+the default ports is not touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from readmit.services import free_port
+from readmit.serving.schemas import EXAMPLE
+from readmit.stack import manager, postgres, processes
+from readmit.stack.airflow import AirflowClient
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+READMIT = str(Path(sys.executable).parent / "readmit")
+INGEST, CLEAN, TRAIN = "1_raw_batch_ingest_15k", "2_clean_build", "3_train_and_register"
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([READMIT, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.TempPathFactory):
+    prefix = f"readmit_e2e_{secrets.token_hex(3)}_"
+    ports = {name: str(free_port()) for name in
+             ("API", "UI", "MLFLOW", "S3", "AIRFLOW", "EXPORTER", "PROMETHEUS")}  # fmt: skip
+    env = {
+        **os.environ,
+        "READMIT_DATA_DIR": str(tmp_path_factory.mktemp("full-stack")),
+        "READMIT_DATASET_URI": dataset_uri,
+        "READMIT_STACK_POSTGRES_URL": pg_admin_url,
+        "READMIT_STACK_DB_PREFIX": prefix,
+        "READMIT_MODEL_POLL_SECONDS": "2",
+        **{f"READMIT_{name}_PORT": port for name, port in ports.items()},
+    }
+    yield env
+    if processes.records(Path(env["READMIT_DATA_DIR"]) / "stack" / "run"):
+        _cli(env, "stack", "down")
+    postgres.drop_databases(pg_admin_url, prefix)
+
+
+def _xcom(airflow: AirflowClient, dag_id: str, run_id: str, task: str) -> dict:
+    value = airflow.xcom(dag_id, run_id, task)
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def _settled(airflow: AirflowClient, dag_id: str) -> list[dict]:
+    runs = airflow.runs(dag_id)
+    return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else []
+
+
+def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
+    clock = time.monotonic()
+    up = _cli(stack_env, "stack", "up")
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert "readmit stack is up" in up.stdout
+    status = _cli(stack_env, "stack", "status", timeout=60)
+    assert status.returncode == 0, status.stdout
+    for name in manager.SERVICES:
+        assert name in status.stdout
+
+    data_dir = Path(stack_env["READMIT_DATA_DIR"])
+    keys = json.loads((data_dir / "stack" / "secrets.json").read_text())
+    airflow = AirflowClient(f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin",
+                            keys["airflow_password"])  # fmt: skip
+    airflow.wait_for_dags([INGEST, CLEAN, TRAIN], timeout=120)
+
+    # 2. DAG 1 through the REST API until a run finds nothing left to load.
+    loaded: list[int] = []
+    for _ in range(12):
+        run_id = airflow.trigger(INGEST)
+        run = airflow.wait_for_run(INGEST, run_id, timeout=300)
+        assert run["state"] == "success", run
+        summary = _xcom(airflow, INGEST, run_id, "ingest_next_batch")
+        loaded += summary["batch_ids"]
+        if summary["batches_added"] == 0:
+            break
+    total = summary["total_batches"]
+    assert summary["batches_added"] == 0 and summary["pending_after"] == 0
+    assert total == 7
+    # A scheduled run may have loaded a batch too: together, each batch exactly once.
+    scheduled = [r for r in airflow.runs(INGEST) if r["run_type"] == "scheduled"]
+    for r in scheduled:
+        airflow.wait_for_run(INGEST, r["dag_run_id"], timeout=300)
+        loaded += _xcom(airflow, INGEST, r["dag_run_id"], "ingest_next_batch")["batch_ids"]
+    assert sorted(loaded) == list(range(1, total + 1))
+
+    # 3. DAGs 2 and 3 run from their Assets until the last build holds every batch.
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        cleans, trains = _settled(airflow, CLEAN), _settled(airflow, TRAIN)
+        if cleans and trains:
+            last_clean = max(cleans, key=lambda r: r["run_after"])
+            build = _xcom(airflow, CLEAN, last_clean["dag_run_id"], "build_clean")
+            last_train = max(trains, key=lambda r: r["run_after"])
+            if build["raw_batches"] == list(range(1, total + 1)) and (
+                last_train["run_after"] > last_clean["run_after"]
+            ):
+                break
+        time.sleep(3)
+    else:
+        pytest.fail("DAGs 2 and 3 did not finish on the full raw-db in time")
+    assert all(r["run_type"] == "asset_triggered" for r in cleans + trains)
+    assert all(r["state"] == "success" for r in cleans + trains), cleans + trains
+    result = _xcom(airflow, TRAIN, last_train["dag_run_id"], "train_register_promote")
+    assert 0.6 < result["test_roc_auc"] < 0.75
+
+    # 4. The API serves the @production version.
+    mlflow = MlflowClient(f"http://127.0.0.1:{stack_env['READMIT_MLFLOW_PORT']}")
+    production = mlflow.get_model_version_by_alias("readmission", "production")
+    api = f"http://127.0.0.1:{stack_env['READMIT_API_PORT']}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{api}/health", timeout=5)
+        if health.status_code == 200 and health.json()["model"]["version"] == production.version:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"the API never served v{production.version}: {health.text}")
+    predicted = httpx.post(f"{api}/predict", json=EXAMPLE, timeout=10)
+    assert predicted.status_code == 200
+    assert predicted.json()["model"]["version"] == production.version
+    airflow.close()
+
+    # 5. Down: every recorded process group and every process started by the stack is gone.
+    paths = manager.paths_for(_settings(stack_env))
+    pids = [r.pid for r in processes.records(paths.run)]
+    assert len(pids) == len(manager.SERVICES) - 1  # PostgreSQL is the running server's
+    down = _cli(stack_env, "stack", "down", timeout=180)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert processes.records(paths.run) == []
+    assert all(processes.group_members(pid) == [] for pid in pids)
+    assert manager.stragglers(paths) == []
+    assert _cli(stack_env, "stack", "status", timeout=60).returncode == 1
+    print(f"full stack end to end: {time.monotonic() - clock:.0f} s")
+
+
+def _settings(env: dict[str, str]):
+    from readmit.settings import Settings
+
+    return Settings(data_dir=Path(env["READMIT_DATA_DIR"]))
