@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run ui test lint loadtest bench-ingest bench-model bench-api clean-state
+.PHONY: install run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api clean-state
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ run: install
 ui: install
 	$(BIN)/readmit ui
 
+# The full stack on this machine (PostgreSQL, S3, MLflow, Airflow, API, UI, Prometheus).
+stack-up: install
+	$(BIN)/readmit stack up
+
+stack-down: install
+	$(BIN)/readmit stack down
+
 test: install
 	$(BIN)/pytest
 
@@ -38,7 +45,14 @@ bench-ingest: install
 URL ?= http://127.0.0.1:8000
 USERS ?= 20
 SECONDS ?= 30
-loadtest: install
+load# The full stack on this machine (PostgreSQL, S3, MLflow, Airflow, API, UI, Prometheus).
+stack-up: install
+	$(BIN)/readmit stack up
+
+stack-down: install
+	$(BIN)/readmit stack down
+
+test: install
 	$(BIN)/readmit loadtest --url $(URL) --users $(USERS) --seconds $(SECONDS)
 
 bench-api: install
