@@ -45,14 +45,7 @@ bench-ingest: install
 URL ?= http://127.0.0.1:8000
 USERS ?= 20
 SECONDS ?= 30
-load# The full stack on this machine (PostgreSQL, S3, MLflow, Airflow, API, UI, Prometheus).
-stack-up: install
-	$(BIN)/readmit stack up
-
-stack-down: install
-	$(BIN)/readmit stack down
-
-test: install
+loadtest: install
 	$(BIN)/readmit loadtest --url $(URL) --users $(USERS) --seconds $(SECONDS)
 
 bench-api: install
