@@ -1,0 +1,77 @@
+# Prediction API (`readmit serve`, port 8000); the same image runs the pipeline exporter
+# (`readmit exporter --host 0.0.0.0 --port 9108`) and, as target `loadtest`, Locust.
+#
+#   docker build -f deploy/docker/api.Dockerfile -t readmit-api:0.1.0 .
+#
+# The build context is the repository root; .dockerignore sends only src/, dags/,
+# pyproject.toml, README.md, requirements.lock and the health check script.
+
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# ---- builder: a virtualenv holding the package and its runtime dependencies -------------
+# (the same stage as in ui.Dockerfile, so one build reuses the other's cached layers)
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# requirements.lock is a full `pip freeze` of the development environment, dev tools
+# (Playwright, Locust, mypy, ruff, ...) included. The image installs only the runtime
+# dependencies that pyproject.toml declares, each at the version the lock pins
+# (--constraint): the versions the tests ran with, without the dev tools and their weight.
+COPY requirements.lock pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > runtime-requirements.txt \
+ && pip install --constraint requirements.lock --requirement runtime-requirements.txt \
+ && pip check
+COPY README.md ./
+COPY src ./src
+RUN pip install --no-deps . \
+ && readmit --help > /dev/null
+
+# ---- runtime: the virtualenv on a clean slim image, run by an unprivileged user ----------
+FROM ${PYTHON_IMAGE} AS runtime
+# libgomp1: the OpenMP runtime LightGBM's wheel links against (the slim image lacks it).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
+RUN groupadd --system --gid 10001 readmit \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin readmit \
+ && install -d -o 10001 -g 10001 -m 0750 /data
+COPY --from=builder /opt/venv /opt/venv
+COPY deploy/docker/healthcheck.py /usr/local/bin/readmit-healthcheck
+# Settings only: no credential is ever baked in (they come from the environment at run time).
+# /data is the only place the process writes besides /tmp (Kubernetes mounts both as
+# emptyDir volumes under a read-only root file system).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/data \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    READMIT_DATA_DIR=/data \
+    READMIT_API_HOST=0.0.0.0 \
+    READMIT_API_PORT=8000
+WORKDIR /data
+USER 10001:10001
+EXPOSE 8000
+# Healthy = the process answers: /health is 200 with a model and 503 (JSON) while none is
+# loaded yet; readiness (200 only) is the Kubernetes readiness probe's job.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "/usr/local/bin/readmit-healthcheck", "http://127.0.0.1:8000/health", "200,503"]
+CMD ["readmit", "serve"]
+
+# ---- loadtest: the runtime plus Locust (loadtest/payloads.py imports the package) -------
+FROM runtime AS loadtest
+USER root
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir --constraint /tmp/requirements.lock locust \
+ && rm /tmp/requirements.lock
+USER 10001:10001
+# A one-shot job: Locust runs headless against the API and exits.
+HEALTHCHECK NONE
+CMD ["locust"]
+
+# ---- api: the default target --------------------------------------------------------------
+FROM runtime AS api
