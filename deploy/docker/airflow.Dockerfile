@@ -7,7 +7,7 @@
 FROM apache/airflow:3.3.2-python3.11
 
 # libgomp1: the OpenMP runtime LightGBM's wheel links against (training runs in Airflow).
-USER root
+USER 0
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
  && rm -rf /var/lib/apt/lists/*

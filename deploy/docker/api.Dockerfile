@@ -64,7 +64,7 @@ CMD ["readmit", "serve"]
 
 # ---- loadtest: the runtime plus Locust (loadtest/payloads.py imports the package) -------
 FROM runtime AS loadtest
-USER root
+USER 0
 COPY requirements.lock /tmp/requirements.lock
 RUN pip install --no-cache-dir --constraint /tmp/requirements.lock locust \
  && rm /tmp/requirements.lock
