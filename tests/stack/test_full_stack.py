@@ -18,10 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mlflow import MlflowClient
 
+from readmit import registry
 from readmit.services import free_port
 from readmit.serving.schemas import EXAMPLE
+from readmit.settings import Settings
 from readmit.stack import manager, postgres, processes
 from readmit.stack.airflow import AirflowClient
 
@@ -102,7 +103,9 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert sorted(loaded) == list(range(1, total + 1))
 
     # 3. DAGs 2 and 3 run from their Assets until a model trained on every batch is registered.
-    mlflow = MlflowClient(f"http://127.0.0.1:{stack_env['READMIT_MLFLOW_PORT']}")
+    mlflow = registry.client_for(
+        Settings(mlflow_tracking_uri=f"http://127.0.0.1:{stack_env['READMIT_MLFLOW_PORT']}")
+    )
     every_batch = ",".join(str(b) for b in range(1, total + 1))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -143,7 +146,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     airflow.close()
 
     # 5. Down: every recorded process group and every process started by the stack is gone.
-    paths = manager.paths_for(_settings(stack_env))
+    paths = manager.paths_for(Settings(data_dir=Path(stack_env["READMIT_DATA_DIR"])))
     pids = [r.pid for r in processes.records(paths.run)]
     assert len(pids) == len(manager.SERVICES) - 1  # PostgreSQL is the running server's
     down = _cli(stack_env, "stack", "down", timeout=180)
@@ -153,9 +156,3 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert manager.stragglers(paths) == []
     assert _cli(stack_env, "stack", "status", timeout=60).returncode == 1
     print(f"full stack end to end: {time.monotonic() - clock:.0f} s")
-
-
-def _settings(env: dict[str, str]):
-    from readmit.settings import Settings
-
-    return Settings(data_dir=Path(env["READMIT_DATA_DIR"]))
