@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+from readmit.services import free_port
 from readmit.settings import Settings
 from readmit.stack import manager, processes
 
@@ -83,3 +87,19 @@ def test_down_also_stops_processes_that_left_the_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not any(_alive(p) for p in started)
     assert manager.stragglers(paths) == []
+
+
+def test_up_refuses_a_port_another_program_holds(tmp_path: Path) -> None:
+    ports = {
+        f"{n}_port": free_port()
+        for n in ("s3", "mlflow", "airflow", "api", "exporter", "prometheus")
+    }
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        held = holder.getsockname()[1]
+        settings = Settings(data_dir=tmp_path, ui_port=held, **ports)
+        stack = manager.Stack(settings, manager.paths_for(settings), None, None, False)  # type: ignore[arg-type]
+        with pytest.raises(manager.StackError, match=f"ui port {held} \\(set READMIT_UI_PORT\\)"):
+            manager._check_ports(stack)
+    manager._check_ports(stack)

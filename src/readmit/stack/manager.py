@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -282,6 +283,40 @@ def _prometheus_config(stack: Stack) -> Path:
     return target
 
 
+def _ports(settings: Settings) -> dict[str, tuple[int, str]]:
+    """Service -> (port, the setting that moves it)."""
+    return {
+        "s3": (settings.s3_port, "READMIT_S3_PORT"),
+        "mlflow": (settings.mlflow_port, "READMIT_MLFLOW_PORT"),
+        "airflow-api-server": (settings.airflow_port, "READMIT_AIRFLOW_PORT"),
+        "api": (settings.api_port, "READMIT_API_PORT"),
+        "ui": (settings.ui_port, "READMIT_UI_PORT"),
+        "exporter": (settings.exporter_port, "READMIT_EXPORTER_PORT"),
+        "prometheus": (settings.prometheus_port, "READMIT_PROMETHEUS_PORT"),
+    }
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _check_ports(stack: Stack) -> None:
+    """Refuse to start when another program holds a service's port: its health checks would
+    answer for a service that is not the stack's."""
+    taken = []
+    for name, (port, setting) in _ports(stack.settings).items():
+        rec = processes.record(stack.paths.run, name)
+        if (rec is None or not rec.running) and _port_taken(port):
+            taken.append(f"{name} port {port} (set {setting})")
+    if taken:
+        raise StackError(
+            "ports already in use by another program: " + "; ".join(taken) + ". Stop that "
+            "program or move the service to a free port."
+        )
+
+
 def _wait(stack: Stack, names: list[str], timeout: float, report: Report) -> None:
     """Wait until each named service is healthy; StackError names the ones that are not."""
     health = checks(stack.endpoints)
@@ -330,6 +365,7 @@ def up(settings: Settings, report: Report, timeout: float = 240.0) -> Stack:
     paths, ends, keys = stack.paths, stack.endpoints, stack.secrets
     for folder in (paths.run, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
+    _check_ports(stack)
     try:
         _up(stack, report, timeout)
     except BaseException:
