@@ -367,8 +367,9 @@ def stack_up() -> None:
         console.print(f"  {name:<19} {where:<58} {login}".rstrip(), highlight=False)
     console.print(
         f"logs: {paths.logs}; settings for `readmit` commands against the stack: "
-        f"set -a; . {paths.env_file}; set +a. Trigger DAG 1 in Airflow to load the first "
-        "batch; `readmit stack down` stops everything.",
+        f"set -a; . {paths.env_file}; set +a. DAG 1 loads a batch on its schedule "
+        f"({settings.ingest_schedule}, the first run at once); trigger it in Airflow for the "
+        "next one. `readmit stack down` stops everything.",
         highlight=False,
     )
 
