@@ -119,13 +119,16 @@ def start_s3_server(port: int, log: Path, bucket: str = "mlflow-artifacts") -> S
     return service
 
 
-def mlflow_server_command(settings: Settings) -> list[str]:
+def mlflow_server_command(settings: Settings, backend_in_env: bool = False) -> list[str]:
+    """The `mlflow server` command line; with `backend_in_env` the store URI (which may hold a
+    password) is left to MLFLOW_BACKEND_STORE_URI instead of argv, which `ps` shows to all."""
     allowed = (
         ["--allowed-hosts", settings.mlflow_allowed_hosts] if settings.mlflow_allowed_hosts else []
     )
+    store = [] if backend_in_env else ["--backend-store-uri", settings.resolved_backend_store_uri]
     return [
         _bin("mlflow"), "server",
-        "--backend-store-uri", settings.resolved_backend_store_uri,
+        *store,
         "--artifacts-destination", settings.resolved_artifacts_destination,
         "--serve-artifacts",
         "--host", settings.mlflow_host,

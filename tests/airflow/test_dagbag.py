@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,13 @@ DAG_IDS = ("1_raw_batch_ingest_15k", "2_clean_build", "3_train_and_register")
 
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    # Airflow reads AIRFLOW_HOME on its first import: point it at a throw-away folder.
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
-    os.environ["READMIT_INGEST_SCHEDULE"] = "*/20 * * * *"
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        # Airflow reads AIRFLOW_HOME on its first import: point it at a throw-away folder.
+        env.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+        env.setenv("READMIT_INGEST_SCHEDULE", "*/20 * * * *")
         from airflow.models.dagbag import DagBag
 
         return DagBag(dag_folder=str(dags_folder()))
-    finally:
-        del os.environ["READMIT_INGEST_SCHEDULE"]
 
 
 def test_every_dag_imports(dagbag: Any) -> None:
@@ -38,7 +35,9 @@ def test_every_dag_imports(dagbag: Any) -> None:
 def test_dag_has_tags_retries_and_docs(dagbag: Any, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     assert "readmit" in dag.tags and len(dag.tags) >= 2
-    assert dag.doc_md and dag_id.split("_", 1)[0] in dag.doc_md
+    heading = f"### {dag_id.split('_', 1)[0]} · "
+    assert dag.doc_md and dag.doc_md.strip().startswith(heading), dag.doc_md[:40]
+    assert len(dag.doc_md) > 200 and "READMIT_" in dag.doc_md
     assert dag.max_active_runs == 1
     assert not dag.catchup
     for task in dag.tasks:

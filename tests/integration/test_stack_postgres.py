@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -30,14 +31,17 @@ def test_private_cluster_starts_holds_the_databases_and_stops(world_readable_dir
     except postgres.PostgresError as exc:
         _unavailable(str(exc))
     port = free_port()
-    url = postgres.private_cluster_url(port)
+    url = postgres.private_cluster_url(port, "s3cret-pw")
     assert not postgres.reachable(url, timeout=1)
     run = world_readable_dir / "run"
     rec = postgres.start_private_cluster(
-        world_readable_dir / "pgdata", port, world_readable_dir / "postgres.log", run
+        world_readable_dir / "pgdata", port, "s3cret-pw", world_readable_dir / "postgres.log", run
     )
     try:
         assert postgres.reachable(url)
+        refused = postgres.connection_problem(postgres.private_cluster_url(port, "wrong"))
+        assert refused is not None and "password authentication failed" in refused
+        assert not (world_readable_dir / "pg-password").exists()
         assert postgres.ensure_databases(url, "t_") == ["t_raw", "t_clean", "t_airflow", "t_mlflow"]
         assert postgres.ensure_databases(url, "t_") == []
         engine = sa.create_engine(postgres.database_urls(url, "t_")["raw"])
@@ -49,5 +53,13 @@ def test_private_cluster_starts_holds_the_databases_and_stops(world_readable_dir
         if os.geteuid() == 0:
             assert (world_readable_dir / "pgdata").owner() == "postgres"
     finally:
-        assert processes.stop(rec, run)
+        stopped = processes.stop(rec, run)
+    assert stopped
     assert not postgres.reachable(url, timeout=1)
+    with socket.socket() as holder, pytest.raises(postgres.PostgresError, match="in use"):
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        postgres.start_private_cluster(
+            world_readable_dir / "pgdata", port, "s3cret-pw", world_readable_dir / "l", run
+        )

@@ -155,4 +155,18 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert all(processes.group_members(pid) == [] for pid in pids)
     assert manager.stragglers(paths) == []
     assert _cli(stack_env, "stack", "status", timeout=60).returncode == 1
+
+    # 6. Up again: the registry (PostgreSQL) and the artifacts (saved bucket) are still there.
+    again = _cli(stack_env, "stack", "up")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "s3: restored" in again.stdout
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{api}/health", timeout=5)
+        if health.status_code == 200:
+            break
+        time.sleep(1)
+    assert health.json()["model"]["version"] == production.version, health.text
+    assert _cli(stack_env, "stack", "down", timeout=180).returncode == 0
+    assert manager.stragglers(paths) == []
     print(f"full stack end to end: {time.monotonic() - clock:.0f} s")

@@ -81,7 +81,7 @@ def test_down_also_stops_processes_that_left_the_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     started = manager.stragglers(paths)
     assert len(started) == 3 and len(processes.group_members(rec.pid)) == 2
-    assert manager.down(settings, report=lambda _: None, save_artifacts=False) == ["svc"]
+    assert manager.down(settings, report=lambda _: None) == ["svc"]
     deadline = time.monotonic() + 5
     while any(_alive(p) for p in started) and time.monotonic() < deadline:
         time.sleep(0.05)

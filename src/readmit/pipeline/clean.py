@@ -156,13 +156,39 @@ class CleanBuild:
 
 def latest_build(engine: Engine) -> CleanBuild:
     """The newest clean build; a clear error when there is none."""
-    table = clean.clean_build
     with engine.connect() as conn:
-        row = (
-            conn.execute(sa.select(table).order_by(table.c.created_at.desc()).limit(1))
-            .mappings()
-            .first()
-        )
+        return _latest_build(conn)
+
+
+def read_clean_split(engine: Engine, split: str, build_id: str) -> pd.DataFrame:
+    """The rows of one split of one build, in encounter order."""
+    with engine.connect() as conn:
+        return _read_split(conn, split, build_id)
+
+
+def read_latest_build(engine: Engine) -> tuple[CleanBuild, dict[str, pd.DataFrame]]:
+    """The newest build and its splits, read as one consistent whole.
+
+    A rebuild drops and recreates the clean tables in one transaction, and may run while a
+    training reads them (two DAG runs). On PostgreSQL the read holds the tables in ACCESS SHARE
+    mode for its transaction: it waits for a rebuild in progress, and a rebuild waits for it.
+    """
+    with engine.connect() as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in (clean.clean_build, *clean.SPLIT_TABLES.values()))
+            conn.execute(sa.text(f"LOCK TABLE {names} IN ACCESS SHARE MODE"))
+        build = _latest_build(conn)
+        frames = {s: _read_split(conn, s, build.build_id) for s in clean.SPLIT_TABLES}
+    return build, frames
+
+
+def _latest_build(conn: sa.Connection) -> CleanBuild:
+    table = clean.clean_build
+    row = (
+        conn.execute(sa.select(table).order_by(table.c.created_at.desc()).limit(1))
+        .mappings()
+        .first()
+    )
     if row is None:
         raise StorageError("clean-db: no clean build yet; run `readmit clean` first")
     return CleanBuild(
@@ -176,12 +202,10 @@ def latest_build(engine: Engine) -> CleanBuild:
     )
 
 
-def read_clean_split(engine: Engine, split: str, build_id: str) -> pd.DataFrame:
-    """The rows of one split of one build, in encounter order."""
+def _read_split(conn: sa.Connection, split: str, build_id: str) -> pd.DataFrame:
     table = clean.SPLIT_TABLES[split]
     query = sa.select(table).where(table.c.build_id == build_id).order_by(table.c.encounter_id)
-    with engine.connect() as conn:
-        frame = pd.read_sql(query, conn)
+    frame = pd.read_sql(query, conn)
     return frame.astype(object).where(frame.notna(), None).infer_objects()
 
 

@@ -38,15 +38,13 @@ from readmit.model import (
 )
 from readmit.pipeline.clean import (
     CleanBuild,
-    latest_build,
     open_clean_db,
-    read_clean_split,
+    read_latest_build,
     read_model_inputs,
 )
 from readmit.pipeline.ingest import open_raw_db
 from readmit.registry import Decision, compare_and_promote, discard_version, register
 from readmit.settings import Settings
-from readmit.split import SPLITS
 from readmit.tracking import as_float_dict, configure, git_commit, log_figure, log_model
 
 Report = Callable[[str], None]
@@ -95,8 +93,7 @@ def load_training_data(settings: Settings) -> TrainingData:
     clean_engine = open_clean_db(settings)
     raw_engine = open_raw_db(settings)
     try:
-        build = latest_build(clean_engine)
-        frames = {s: read_clean_split(clean_engine, s, build.build_id) for s in SPLITS}
+        build, frames = read_latest_build(clean_engine)
         for split, frame in frames.items():
             if frame.empty or frame["label"].nunique() < 2:
                 raise StorageError(

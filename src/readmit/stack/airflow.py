@@ -4,6 +4,7 @@ DAGs), its admin login, and a small client of its REST API."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,6 @@ def airflow_env(
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
     }
 
@@ -56,14 +56,18 @@ def airflow_env(
 def write_passwords(home: Path, password: str) -> None:
     """The simple auth manager reads the admin's password from this file."""
     home.mkdir(parents=True, exist_ok=True)
-    path = home / "passwords.json"
-    path.write_text(json.dumps({ADMIN: password}))
-    path.chmod(0o600)
+    descriptor = os.open(home / "passwords.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(json.dumps({ADMIN: password}))
 
 
 def component_command(airflow_bin: str, component: str, port: int) -> list[str]:
+    """The scheduler and triggerer skip their log servers, which bind every interface; on one
+    host the api-server reads the task logs from disk."""
     if component == "api-server":
         return [airflow_bin, "api-server", "--host", "127.0.0.1", "--port", str(port)]
+    if component in ("scheduler", "triggerer"):
+        return [airflow_bin, component, "--skip-serve-logs"]
     return [airflow_bin, component]
 
 
@@ -92,12 +96,6 @@ class AirflowClient:
         if reply.status_code >= 400:
             raise AirflowError(f"{method} {path}: HTTP {reply.status_code}: {reply.text[:300]}")
         return reply.json() if reply.content else None
-
-    def health(self) -> dict[str, Any]:
-        """Metadatabase, scheduler, triggerer and dag processor health (no login needed)."""
-        reply = self._http.get("/api/v2/monitor/health")
-        reply.raise_for_status()
-        return dict(reply.json())
 
     def dag(self, dag_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/dags/{dag_id}"))

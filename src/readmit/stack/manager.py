@@ -9,6 +9,7 @@ records and logs under <data dir>/stack.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -17,11 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 import yaml
 
 from readmit.errors import ReadmitError
@@ -34,7 +37,10 @@ MARKER = "READMIT_STACK_HOME"
 PROMETHEUS_CONFIG = Path(__file__).resolve().parents[3] / "observability" / "prometheus"
 INSTALL_HINTS = {
     "prometheus": "Debian package prometheus",
-    "s3": "pip package moto[server], in requirements.lock",
+    "moto_server": "`pip install -e '.[stack]'`, or `make install`",
+    "airflow": "`pip install -e '.[stack]'`, or `make install`",
+    "mlflow": "`make install`",
+    "readmit": "`make install`",
 }
 
 
@@ -94,6 +100,7 @@ class Secrets:
     api_key: str
     s3_access_key: str
     s3_secret_key: str
+    postgres_password: str
 
 
 def load_secrets(paths: Paths, settings: Settings) -> Secrets:
@@ -109,8 +116,10 @@ def load_secrets(paths: Paths, settings: Settings) -> Secrets:
             "s3_secret_key": secrets.token_urlsafe(24),
         }
         paths.root.mkdir(parents=True, exist_ok=True)
-        paths.secrets.touch(mode=0o600)
-        paths.secrets.write_text(json.dumps(stored, indent=1))
+        _write_private(paths.secrets, json.dumps(stored, indent=1))
+    if "postgres_password" not in stored:
+        stored["postgres_password"] = secrets.token_urlsafe(18)
+        _write_private(paths.secrets, json.dumps(stored, indent=1))
     if settings.api_key:
         stored["api_key"] = settings.api_key
     return Secrets(**stored)
@@ -197,7 +206,9 @@ def _api_health(url: str) -> tuple[bool, str]:
     if reply.status_code == 200:
         model = body.get("model") or {}
         return True, f"serving {model.get('name', '?')} v{model.get('version', '?')}"
-    return True, f"up, no model yet ({body.get('detail', reply.status_code)})"
+    if reply.status_code == 503 and body.get("live"):
+        return True, f"up, no model yet ({body.get('detail')})"
+    return False, f"HTTP {reply.status_code}"
 
 
 def _airflow_component(url: str, key: str) -> tuple[bool, str]:
@@ -246,23 +257,47 @@ class Stack:
     secrets: Secrets
     endpoints: Endpoints
     private_postgres: bool
+    launched: list[str] = field(default_factory=list)
 
 
 def _server_url(settings: Settings, paths: Paths) -> tuple[str, bool]:
-    """The PostgreSQL to use: the configured one if it answers, else the private cluster."""
-    if postgres.reachable(settings.stack_postgres_url):
+    """The PostgreSQL to use: the private cluster while the stack runs one, else the configured
+    server if it answers, else a private cluster."""
+    rec = processes.record(paths.run, "postgres") if paths.run.exists() else None
+    if rec is not None and rec.running:
+        return _private_url(settings, paths), True
+    problem = postgres.connection_problem(settings.stack_postgres_url)
+    if problem is None:
         return settings.stack_postgres_url, False
-    return postgres.private_cluster_url(settings.stack_private_pg_port), True
+    if "authentication" in problem or "password" in problem:
+        raise StackError(f"PostgreSQL at READMIT_STACK_POSTGRES_URL refused the login: {problem}")
+    return _private_url(settings, paths), True
+
+
+def _private_url(settings: Settings, paths: Paths) -> str:
+    password = load_secrets(paths, settings).postgres_password
+    return postgres.private_cluster_url(settings.stack_private_pg_port, password)
+
+
+def _check_programs(paths: Paths) -> None:
+    """Every program the stack runs, and the files it reads, before anything starts."""
+    missing = [
+        f"`{p}` ({INSTALL_HINTS[p]})" for p in INSTALL_HINTS if shutil.which(_bin(p)) is None
+    ]
+    for needed in (airflow.dags_folder(), PROMETHEUS_CONFIG / "prometheus.yml"):
+        if not needed.exists():
+            missing.append(f"{needed} (run the stack from a checkout of the repository)")
+    if missing:
+        raise StackError("not installed: " + "; ".join(missing))
 
 
 def _launch(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> None:
     rec = processes.record(stack.paths.run, name)
     if rec is not None and rec.running:
         return
-    if shutil.which(command[0]) is None:
-        raise StackError(f"{name}: `{command[0]}` is not installed ({INSTALL_HINTS.get(name, '')})")
     full_env = {**os.environ, **env, MARKER: str(stack.paths.root)}
     processes.launch(name, command, full_env, stack.paths.logs / f"{name}.log", stack.paths.run)
+    stack.launched.append(name)
 
 
 def _prometheus_config(stack: Stack) -> Path:
@@ -360,24 +395,61 @@ def prepare(settings: Settings) -> Stack:
 
 
 def up(settings: Settings, report: Report, timeout: float = 240.0) -> Stack:
-    """Start every service that is not running yet and wait until all are healthy."""
-    stack = prepare(settings)
-    paths, ends, keys = stack.paths, stack.endpoints, stack.secrets
-    for folder in (paths.run, paths.logs):
-        folder.mkdir(parents=True, exist_ok=True)
-    _check_ports(stack)
-    try:
-        _up(stack, report, timeout)
-    except BaseException:
-        report("start-up failed: stopping what was started (logs are kept)")
-        down(settings, report=lambda _: None, save_artifacts=False)
-        raise
-    env_lines = [f"{k}={v}" for k, v in client_env(settings, ends, keys).items()]
-    paths.env_file.touch(mode=0o600)
-    paths.env_file.write_text("\n".join(env_lines) + "\n")
-    paths.state.write_text(json.dumps({"server_url": ends.server_url,
-                                       "private_postgres": stack.private_postgres}))  # fmt: skip
+    """Start every service that is not running yet and wait until all are healthy.
+
+    If start-up fails (or is interrupted), only what this call started is stopped: services
+    of a stack that was already up keep running.
+    """
+    paths = paths_for(settings)
+    _check_programs(paths)
+    _private_dirs(paths)
+    with _exclusive(paths):
+        stack = prepare(settings)
+        _check_ports(stack)
+        _write_private(paths.state, json.dumps({"server_url": stack.endpoints.server_url,
+                                                "s3": stack.endpoints.s3}))  # fmt: skip
+        try:
+            _up(stack, report, timeout)
+        except BaseException:
+            report("start-up failed: stopping what this command started (logs are kept)")
+            for name in reversed(stack.launched):
+                rec = processes.record(paths.run, name)
+                if rec is not None:
+                    processes.stop(rec, paths.run)
+            raise
+        env_lines = [f"{k}={v}" for k, v in client_env(settings, stack.endpoints,
+                                                          stack.secrets).items()]  # fmt: skip
+        _write_private(paths.env_file, "\n".join(env_lines) + "\n")
     return stack
+
+
+def _private_dirs(paths: Paths) -> None:
+    """The stack folder holds credentials: only its owner may read it. A private cluster run
+    as `postgres` by root needs to pass through it, hence execute for others then."""
+    for folder in (paths.root, paths.run, paths.logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    paths.root.chmod(0o711 if os.geteuid() == 0 else 0o700)
+    paths.run.chmod(0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file that only its owner can read, from its first byte."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(text)
+
+
+@contextmanager
+def _exclusive(paths: Paths) -> Iterator[None]:
+    """One `stack up` or `stack down` at a time per data dir."""
+    with (paths.root / "lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(
+                f"another `readmit stack` command is running on {paths.root}"
+            ) from None
+        yield
 
 
 def _up(stack: Stack, report: Report, timeout: float) -> None:
@@ -388,18 +460,23 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
         if rec is None or not rec.running:
             report(f"postgres: no server at the configured URL; private cluster in {paths.pgdata}")
             postgres.start_private_cluster(
-                paths.pgdata, settings.stack_private_pg_port, paths.logs / "postgres.log", paths.run
-            )
+                paths.pgdata, settings.stack_private_pg_port, keys.postgres_password,
+                paths.logs / "postgres.log", paths.run,
+            )  # fmt: skip
     else:
         report(f"postgres: using the running server at {_hide(ends.server_url)}")
-    created = postgres.ensure_databases(ends.server_url, settings.stack_db_prefix)
+    try:
+        created = postgres.ensure_databases(ends.server_url, settings.stack_db_prefix)
+    except sa.exc.SQLAlchemyError as exc:
+        first = str(exc.orig if hasattr(exc, "orig") else exc).splitlines()[0]
+        raise StackError(f"postgres: could not create the stack's databases: {first}") from None
     if created:
         report(f"postgres: created databases {', '.join(created)}")
 
     _launch(stack, "s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(settings.s3_port)], {})
     _wait(stack, ["s3"], 60, report)
-    store = s3.client(ends.s3, keys.s3_access_key, keys.s3_secret_key)
-    if not store.list_buckets().get("Buckets"):
+    if "s3" in stack.launched:
+        store = s3.client(ends.s3, keys.s3_access_key, keys.s3_secret_key)
         s3.ensure_bucket(store)
         restored = s3.load_bucket(store, paths.s3_snapshot)
         if restored:
@@ -411,8 +488,14 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
             "mlflow_artifacts_destination": f"s3://{s3.BUCKET}",
         }
     )
-    mlflow_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    _launch(stack, "mlflow", mlflow_server_command(server_settings), {**env, **mlflow_env})
+    mlflow_env = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        # Through the environment, not argv: `ps` shows argv to every user.
+        "MLFLOW_BACKEND_STORE_URI": ends.databases["mlflow"],
+    }
+    command = mlflow_server_command(server_settings, backend_in_env=True)
+    _launch(stack, "mlflow", command, {**env, **mlflow_env})
 
     airflow.write_passwords(paths.airflow_home, keys.airflow_password)
     af_settings = airflow.airflow_env(
@@ -463,34 +546,63 @@ def _hide(url: str) -> str:
 # --- down and status -----------------------------------------------------------------------
 
 
-def down(settings: Settings, report: Report, save_artifacts: bool = True) -> list[str]:
-    """Stop every process the stack started (newest first); returns the names stopped."""
+def down(settings: Settings, report: Report) -> list[str]:
+    """Stop every process the stack started; returns the names stopped.
+
+    The services go newest first, S3 and PostgreSQL last: the bucket is saved once nothing
+    writes to it any more, and when it cannot be saved the S3 server is left running (with
+    an error) rather than losing the artifacts.
+    """
     paths = paths_for(settings)
     if not paths.run.exists():
         return []
-    s3_rec = processes.record(paths.run, "s3")
-    if save_artifacts and s3_rec is not None and s3_rec.running:
-        keys = load_secrets(paths, settings)
-        try:
-            store = s3.client(f"http://127.0.0.1:{settings.s3_port}", keys.s3_access_key,
-                              keys.s3_secret_key)  # fmt: skip
-            saved = s3.save_bucket(store, paths.s3_snapshot)
-            report(f"s3: saved {saved} artifact objects to {paths.s3_snapshot}")
-        except Exception as exc:
-            report(f"s3: could not save the bucket ({type(exc).__name__}: {exc})")
+    with _exclusive(paths):
+        return _down(settings, paths, report)
+
+
+def _down(settings: Settings, paths: Paths, report: Report) -> list[str]:
     stopped, stuck = [], []
-    for rec in reversed(processes.records(paths.run)):
+
+    def stop(rec: processes.ProcessRecord) -> None:
         if processes.stop(rec, paths.run):
             stopped.append(rec.name)
             report(f"{rec.name}: stopped (process group {rec.pid})")
         else:
             stuck.append(rec.name)
+
+    last = ("s3", "postgres")
+    for rec in reversed(processes.records(paths.run)):
+        if rec.name not in last:
+            stop(rec)
+    s3_rec = processes.record(paths.run, "s3")
+    if s3_rec is not None and s3_rec.running:
+        _save_bucket(settings, paths, report)
+    for name in last:
+        final = processes.record(paths.run, name)
+        if final is not None:
+            stop(final)
     for pid in stragglers(paths):
         _kill(pid)
         report(f"stopped leftover process {pid} started by the stack")
     if stuck:
         raise StackError(f"could not stop {', '.join(stuck)}")
     return stopped
+
+
+def _save_bucket(settings: Settings, paths: Paths, report: Report) -> None:
+    """Save the artifact bucket from the S3 server `up` started (its port is in state.json)."""
+    keys = load_secrets(paths, settings)
+    state = json.loads(paths.state.read_text()) if paths.state.exists() else {}
+    endpoint = state.get("s3", f"http://127.0.0.1:{settings.s3_port}")
+    try:
+        store = s3.client(endpoint, keys.s3_access_key, keys.s3_secret_key)
+        saved = s3.save_bucket(store, paths.s3_snapshot)
+    except Exception as exc:
+        raise StackError(
+            f"s3: could not save the bucket from {endpoint} ({type(exc).__name__}: {exc}); the "
+            "S3 server is left running so no artifact is lost"
+        ) from None
+    report(f"s3: saved {saved} artifact objects to {paths.s3_snapshot}")
 
 
 def stragglers(paths: Paths) -> list[int]:
@@ -530,7 +642,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
     paths = paths_for(settings)
     server_url = settings.stack_postgres_url
     if paths.state.exists():
-        server_url = json.loads(paths.state.read_text())["server_url"]
+        server_url = json.loads(paths.state.read_text()).get("server_url", server_url)
     ends = endpoints_for(settings, server_url)
     result = []
     for name, check in checks(ends).items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,16 +24,22 @@ class PostgresError(ReadmitError):
     """No PostgreSQL server could be used or started."""
 
 
-def reachable(url: str, timeout: int = 3) -> bool:
+def connection_problem(url: str, timeout: int = 3) -> str | None:
+    """None when the server at `url` accepts a connection, else the reason in one line."""
     engine = sa.create_engine(url, connect_args={"connect_timeout": timeout})
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
-        return True
-    except sa.exc.SQLAlchemyError:
-        return False
+        return None
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return reason[-1] if reason else type(exc).__name__
     finally:
         engine.dispose()
+
+
+def reachable(url: str, timeout: int = 3) -> bool:
+    return connection_problem(url, timeout) is None
 
 
 def database_urls(server_url: str, prefix: str) -> dict[str, str]:
@@ -73,6 +80,12 @@ def drop_databases(server_url: str, prefix: str) -> None:
         engine.dispose()
 
 
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _pg_bin(name: str) -> str:
     """A server program: on PATH, or in Debian's /usr/lib/postgresql/<version>/bin."""
     found = shutil.which(name)
@@ -101,14 +114,27 @@ def _owner() -> str | None:
     return "postgres"
 
 
-def private_cluster_url(port: int) -> str:
+def private_cluster_url(port: int, password: str) -> str:
     return URL.create(
-        "postgresql+psycopg", username="postgres", host="127.0.0.1", port=port, database="postgres"
+        "postgresql+psycopg",
+        username="postgres",
+        password=password,
+        host="127.0.0.1",
+        port=port,
+        database="postgres",
     ).render_as_string(hide_password=False)
 
 
-def start_private_cluster(pgdata: Path, port: int, log: Path, run_dir: Path) -> ProcessRecord:
-    """initdb `pgdata` on first use, then run `postgres` on 127.0.0.1:`port` (trust auth)."""
+def start_private_cluster(
+    pgdata: Path, port: int, password: str, log: Path, run_dir: Path
+) -> ProcessRecord:
+    """initdb `pgdata` on first use (password auth over TCP, peer auth on its own socket),
+    then run `postgres` on 127.0.0.1:`port`."""
+    url = private_cluster_url(port, password)
+    if reachable(url, timeout=1) or _port_taken(port):
+        raise PostgresError(
+            f"port {port} is already in use; set READMIT_STACK_PRIVATE_PG_PORT to a free port"
+        )
     user = _owner()
     socket_dir = pgdata.parent / "pg-socket"
     for folder in (pgdata, socket_dir):
@@ -116,11 +142,21 @@ def start_private_cluster(pgdata: Path, port: int, log: Path, run_dir: Path) -> 
         if user:
             shutil.chown(folder, user, user)
     if not (pgdata / "PG_VERSION").exists():
-        done = subprocess.run(
-            [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--no-instructions"],
-            capture_output=True, text=True, user=user,
-        )  # fmt: skip
+        pwfile = pgdata.parent / "pg-password"
+        descriptor = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(password + "\n")
+        if user:
+            shutil.chown(pwfile, user, user)
+        try:
+            done = subprocess.run(
+                [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-E", "UTF8",
+                 "--auth-host=scram-sha-256", "--auth-local=peer", f"--pwfile={pwfile}",
+                 "--no-instructions"],
+                capture_output=True, text=True, user=user,
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
             reason = (done.stderr or done.stdout).strip().splitlines()[-1:]
             raise PostgresError(
@@ -135,13 +171,12 @@ def start_private_cluster(pgdata: Path, port: int, log: Path, run_dir: Path) -> 
         log.touch()
         shutil.chown(log, user, user)
     rec = launch("postgres", command, dict(os.environ), log, run_dir, user=user)
-    url = private_cluster_url(port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if reachable(url, timeout=2):
-            return rec
         if not rec.running:
             break
+        if reachable(url, timeout=2):
+            return rec
         time.sleep(0.5)
     tail = " | ".join(log.read_text(errors="replace").splitlines()[-3:])
     raise PostgresError(f"the private PostgreSQL cluster did not start on port {port}: {tail}")

@@ -83,7 +83,9 @@ def launch(
         )
     started = _start_time(process.pid) or 0
     record = ProcessRecord(name, process.pid, started, command, str(log))
-    (run_dir / f"{name}.json").write_text(json.dumps(asdict(record), indent=1))
+    partial = run_dir / f".{name}.json.partial"
+    partial.write_text(json.dumps(asdict(record), indent=1))
+    partial.replace(run_dir / f"{name}.json")
     return record
 
 
