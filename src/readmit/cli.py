@@ -382,9 +382,11 @@ def stack_down() -> None:
 
     settings = Settings()
     stopped = down(settings, report=_say)
+    where = settings.data_dir.resolve() / "stack"
     console.print(
         f"[green]stack down[/]: {len(stopped)} service(s) stopped" if stopped
-        else "stack down: nothing was running"
+        else f"stack down: nothing was running from {where} (READMIT_DATA_DIR)",
+        highlight=False,
     )  # fmt: skip
 
 

@@ -167,6 +167,28 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
             break
         time.sleep(1)
     assert health.json()["model"]["version"] == production.version, health.text
+
+    # 7. Down while a training task runs: Airflow runs each task in a session of its own.
+    airflow = AirflowClient(airflow.url, "admin", keys["airflow_password"])
+    run_id = airflow.trigger(TRAIN)
+    deadline = time.monotonic() + 120
+    while airflow.task_state(TRAIN, run_id, "train_register_promote") != "running":
+        assert time.monotonic() < deadline, "the training task never started"
+        time.sleep(0.5)
+    time.sleep(2)
+    records = processes.records(paths.run)
+    tree = processes.descendants([r.pid for r in records])
+    assert any(p in processes.group_members(p) for p in tree), "no task in a group of its own"
+    airflow.close()
     assert _cli(stack_env, "stack", "down", timeout=180).returncode == 0
     assert manager.stragglers(paths) == []
+    assert [p for p in tree if _alive(p)] == []
     print(f"full stack end to end: {time.monotonic() - clock:.0f} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

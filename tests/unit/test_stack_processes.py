@@ -103,3 +103,22 @@ def test_up_refuses_a_port_another_program_holds(tmp_path: Path) -> None:
         with pytest.raises(manager.StackError, match=f"ui port {held} \\(set READMIT_UI_PORT\\)"):
             manager._check_ports(stack)
     manager._check_ports(stack)
+
+
+def test_down_stops_a_descendant_that_left_the_group_and_lost_the_marker(tmp_path: Path) -> None:
+    # Like an Airflow task: its own session, a new process title, no stack marker to find.
+    settings = Settings(data_dir=tmp_path)
+    paths = manager.paths_for(settings)
+    env = {**os.environ, manager.MARKER: str(paths.root)}
+    script = "env -i setsid sleep 301 & wait"
+    rec = processes.launch("svc", ["sh", "-c", script], env, paths.logs / "svc.log", paths.run)
+    deadline = time.monotonic() + 10
+    while not (escaped := list(processes.descendants([rec.pid]))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(escaped) == 1 and manager.stragglers(paths) == [rec.pid]
+    assert processes.group_members(rec.pid) == [rec.pid]
+    assert manager.down(settings, report=lambda _: None) == ["svc"]
+    deadline = time.monotonic() + 5
+    while _alive(escaped[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(escaped[0])

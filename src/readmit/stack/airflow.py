@@ -111,6 +111,10 @@ class AirflowClient:
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        return self._call("GET", path).get("state")
+
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
         return self._call("GET", path)["value"]

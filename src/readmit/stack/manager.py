@@ -570,8 +570,10 @@ def _down(settings: Settings, paths: Paths, report: Report) -> list[str]:
         else:
             stuck.append(rec.name)
 
+    recorded = processes.records(paths.run)
+    tree = processes.descendants([r.pid for r in recorded if r.running])
     last = ("s3", "postgres")
-    for rec in reversed(processes.records(paths.run)):
+    for rec in reversed(recorded):
         if rec.name not in last:
             stop(rec)
     s3_rec = processes.record(paths.run, "s3")
@@ -581,6 +583,11 @@ def _down(settings: Settings, paths: Paths, report: Report) -> list[str]:
         final = processes.record(paths.run, name)
         if final is not None:
             stop(final)
+    for pid, started in tree.items():
+        if processes.kill_if_same(pid, started):
+            report(
+                f"stopped leftover process {pid} (started by a stack service, outside its group)"
+            )
     for pid in stragglers(paths):
         _kill(pid)
         report(f"stopped leftover process {pid} started by the stack")

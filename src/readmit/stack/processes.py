@@ -58,6 +58,47 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def descendants(roots: list[int]) -> dict[int, int]:
+    """Every live descendant of `roots` (by parent links), with its start time.
+
+    Some children leave their parent's process group (Airflow runs each task in a session of
+    its own) and rename themselves, which also overwrites their environment; following
+    parent links still finds them while their parent lives.
+    """
+    parents: dict[int, list[int]] = {}
+    started: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
+        pid = int(entry.name)
+        parents.setdefault(int(fields[1]), []).append(pid)
+        started[pid] = int(fields[19])
+    found: dict[int, int] = {}
+    todo = list(roots)
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found[child] = started[child]
+                todo.append(child)
+    return found
+
+
+def kill_if_same(pid: int, started: int) -> bool:
+    """SIGKILL `pid` only if it is still the process that started at `started`."""
+    if _start_time(pid) != started:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
 def launch(
     name: str,
     command: list[str],
