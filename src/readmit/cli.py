@@ -346,6 +346,7 @@ app.add_typer(stack_app, name="stack")
 def stack_up() -> None:
     """Start every service on 127.0.0.1, wait until all are healthy, print URLs and logins."""
     from readmit.stack.manager import up
+    from readmit.storage.db import safe_url
 
     settings = Settings()
     clock = time.perf_counter()
@@ -360,7 +361,7 @@ def stack_up() -> None:
         ("Prometheus", ends.prometheus, ""),
         ("pipeline exporter", f"{ends.exporter}/metrics", ""),
         ("S3 (moto)", ends.s3, f"key {keys.s3_access_key} / secret {keys.s3_secret_key}"),
-    ] + [(f"PostgreSQL {n}", _hide_password(u), "") for n, u in ends.databases.items()]
+    ] + [(f"PostgreSQL {n}", safe_url(u), "") for n, u in ends.databases.items()]
     took = time.perf_counter() - clock
     console.print(f"[bold green]readmit stack is up[/] in {took:.0f} s", highlight=False)
     for name, where, login in rows:
@@ -407,12 +408,6 @@ def stack_status() -> None:
     console.print(table)
     if not all(s.healthy for s in services):
         raise typer.Exit(code=1)
-
-
-def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 from readmit.logs import configure_file_logging
 from readmit.settings import Settings
+from readmit.storage.db import safe_url
 
 Report = Callable[[str], None]
 
@@ -44,7 +45,7 @@ def ingest_next_batch(settings: Settings, report: Report) -> dict[str, Any]:
         "total_batches": result.total_batches,
         "pending_after": result.pending_after,
         "seconds": round(time.perf_counter() - clock, 2),
-        "raw_db": _safe_url(settings.resolved_raw_db_url),
+        "raw_db": safe_url(settings.resolved_raw_db_url),
     }
     report(
         f"ingest summary: {summary['batches_added']} batch(es) {summary['batch_ids']}, "
@@ -67,7 +68,7 @@ def build_clean(settings: Settings, report: Report) -> dict[str, Any]:
         "dropped": result.dropped,
         "features": result.features,
         "seconds": round(result.seconds, 2),
-        "clean_db": _safe_url(settings.resolved_clean_db_url),
+        "clean_db": safe_url(settings.resolved_clean_db_url),
     }
     report(
         f"clean summary: build {result.build_id} from batches {result.raw_batches}, rows "
@@ -92,7 +93,7 @@ def train_and_register(settings: Settings, report: Report) -> dict[str, Any]:
         "estimator": result.chosen,
         "test_roc_auc": round(result.test_metrics["roc_auc"], 4),
         "seconds": round(result.seconds, 2),
-        "tracking_uri": _safe_url(settings.resolved_tracking_uri),
+        "tracking_uri": safe_url(settings.resolved_tracking_uri),
     }
     alias = "@production" if result.decision.promoted else "@staging"
     report(
@@ -101,14 +102,3 @@ def train_and_register(settings: Settings, report: Report) -> dict[str, Any]:
         f"run {result.run_id}, {summary['seconds']} s; MLflow {summary['tracking_uri']}"
     )
     return summary
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for logs and XComs."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url

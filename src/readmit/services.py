@@ -42,6 +42,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def port_taken(port: int) -> bool:
+    """Something already accepts connections on 127.0.0.1:`port`."""
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     """SIGTERM the whole group, then SIGKILL what is left after `timeout`."""
     if process.poll() is not None:
@@ -75,7 +82,7 @@ def wait_healthy(service: Service, path: str, timeout: float) -> None:
     )
 
 
-def _bin(name: str) -> str:
+def program(name: str) -> str:
     """An executable of this environment, found beside the running interpreter first."""
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else name
@@ -105,7 +112,7 @@ def start_s3_server(port: int, log: Path, bucket: str = "mlflow-artifacts") -> S
     import boto3
 
     url = f"http://127.0.0.1:{port}"
-    service = _spawn("s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    service = _spawn("s3", [program("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                      dict(os.environ), log, url)  # fmt: skip
     wait_healthy(service, "/moto-api/", timeout=30)
     env = s3_env(url)
@@ -127,7 +134,7 @@ def mlflow_server_command(settings: Settings, backend_in_env: bool = False) -> l
     )
     store = [] if backend_in_env else ["--backend-store-uri", settings.resolved_backend_store_uri]
     return [
-        _bin("mlflow"), "server",
+        program("mlflow"), "server",
         *store,
         "--artifacts-destination", settings.resolved_artifacts_destination,
         "--serve-artifacts",
@@ -162,7 +169,7 @@ def start_api(
 ) -> Service:
     """`readmit serve` as a process; returns once it answers /health (ready or not)."""
     url = f"http://{settings.api_host}:{settings.api_port}"
-    service = _spawn("api", [_bin("readmit"), "serve"], {**os.environ, **(env or {})}, log, url)
+    service = _spawn("api", [program("readmit"), "serve"], {**os.environ, **(env or {})}, log, url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and service.process.poll() is None:
         try:
@@ -177,7 +184,7 @@ def start_api(
 def start_exporter(host: str, port: int, log: Path, env: dict[str, str] | None = None) -> Service:
     """`readmit exporter` as a process; returns once /metrics answers."""
     url = f"http://{host}:{port}"
-    command = [_bin("readmit"), "exporter", "--host", host, "--port", str(port)]
+    command = [program("readmit"), "exporter", "--host", host, "--port", str(port)]
     service = _spawn("exporter", command, {**os.environ, **(env or {})}, log, url)
     wait_healthy(service, "/metrics", timeout=60)
     return service

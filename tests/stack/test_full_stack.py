@@ -182,13 +182,5 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     airflow.close()
     assert _cli(stack_env, "stack", "down", timeout=180).returncode == 0
     assert manager.stragglers(paths) == []
-    assert [p for p in tree if _alive(p)] == []
+    assert [p for p in tree if processes.alive(p)] == []
     print(f"full stack end to end: {time.monotonic() - clock:.0f} s")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

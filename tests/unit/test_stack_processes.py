@@ -15,14 +15,6 @@ from readmit.settings import Settings
 from readmit.stack import manager, processes
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _wait_members(pgid: int, count: int) -> list[int]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -39,7 +31,7 @@ def test_stop_ends_the_whole_group_and_removes_the_record(tmp_path: Path) -> Non
     members = _wait_members(rec.pid, 3)
     assert processes.record(tmp_path, "svc") == rec and rec.running
     assert processes.stop(rec, tmp_path, timeout=5)
-    assert not any(_alive(p) for p in members)
+    assert not any(processes.alive(p) for p in members)
     assert processes.record(tmp_path, "svc") is None
 
 
@@ -51,7 +43,7 @@ def test_a_group_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     clock = time.monotonic()
     assert processes.stop(rec, tmp_path, timeout=1)
     assert time.monotonic() - clock >= 1.0
-    assert not any(_alive(p) for p in members)
+    assert not any(processes.alive(p) for p in members)
 
 
 def test_a_reused_pid_and_other_processes_are_left_alone(tmp_path: Path) -> None:
@@ -62,8 +54,8 @@ def test_a_reused_pid_and_other_processes_are_left_alone(tmp_path: Path) -> None
         stale = processes.ProcessRecord("old", bystander.pid, 1, ["sleep"], "l")
         assert processes.stop(stale, tmp_path)
         assert processes.stop(ours, tmp_path)
-        assert bystander.poll() is None and _alive(bystander.pid)
-        assert not _alive(ours.pid)
+        assert bystander.poll() is None and processes.alive(bystander.pid)
+        assert not processes.alive(ours.pid)
     finally:
         bystander.kill()
         bystander.wait()
@@ -83,9 +75,9 @@ def test_down_also_stops_processes_that_left_the_group(tmp_path: Path) -> None:
     assert len(started) == 3 and len(processes.group_members(rec.pid)) == 2
     assert manager.down(settings, report=lambda _: None) == ["svc"]
     deadline = time.monotonic() + 5
-    while any(_alive(p) for p in started) and time.monotonic() < deadline:
+    while any(processes.alive(p) for p in started) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in started)
+    assert not any(processes.alive(p) for p in started)
     assert manager.stragglers(paths) == []
 
 
@@ -119,6 +111,6 @@ def test_down_stops_a_descendant_that_left_the_group_and_lost_the_marker(tmp_pat
     assert processes.group_members(rec.pid) == [rec.pid]
     assert manager.down(settings, report=lambda _: None) == ["svc"]
     deadline = time.monotonic() + 5
-    while _alive(escaped[0]) and time.monotonic() < deadline:
+    while processes.alive(escaped[0]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(escaped[0])
+    assert not processes.alive(escaped[0])

@@ -14,9 +14,7 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,9 +26,10 @@ import sqlalchemy as sa
 import yaml
 
 from readmit.errors import ReadmitError
-from readmit.services import mlflow_server_command
+from readmit.services import mlflow_server_command, port_taken, program
 from readmit.settings import Settings
 from readmit.stack import airflow, postgres, processes, s3
+from readmit.storage.db import safe_url
 
 Report = Callable[[str], None]
 MARKER = "READMIT_STACK_HOME"
@@ -173,11 +172,6 @@ def client_env(settings: Settings, ends: Endpoints, keys: Secrets) -> dict[str, 
     }
 
 
-def _bin(name: str) -> str:
-    local = Path(sys.executable).parent / name
-    return str(local) if local.exists() else name
-
-
 # --- health ----------------------------------------------------------------------------------
 
 
@@ -282,7 +276,7 @@ def _private_url(settings: Settings, paths: Paths) -> str:
 def _check_programs(paths: Paths) -> None:
     """Every program the stack runs, and the files it reads, before anything starts."""
     missing = [
-        f"`{p}` ({INSTALL_HINTS[p]})" for p in INSTALL_HINTS if shutil.which(_bin(p)) is None
+        f"`{p}` ({INSTALL_HINTS[p]})" for p in INSTALL_HINTS if shutil.which(program(p)) is None
     ]
     for needed in (airflow.dags_folder(), PROMETHEUS_CONFIG / "prometheus.yml"):
         if not needed.exists():
@@ -331,19 +325,13 @@ def _ports(settings: Settings) -> dict[str, tuple[int, str]]:
     }
 
 
-def _port_taken(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _check_ports(stack: Stack) -> None:
     """Refuse to start when another program holds a service's port: its health checks would
     answer for a service that is not the stack's."""
     taken = []
     for name, (port, setting) in _ports(stack.settings).items():
         rec = processes.record(stack.paths.run, name)
-        if (rec is None or not rec.running) and _port_taken(port):
+        if (rec is None or not rec.running) and port_taken(port):
             taken.append(f"{name} port {port} (set {setting})")
     if taken:
         raise StackError(
@@ -464,7 +452,7 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
                 paths.logs / "postgres.log", paths.run,
             )  # fmt: skip
     else:
-        report(f"postgres: using the running server at {_hide(ends.server_url)}")
+        report(f"postgres: using the running server at {safe_url(ends.server_url)}")
     try:
         created = postgres.ensure_databases(ends.server_url, settings.stack_db_prefix)
     except sa.exc.SQLAlchemyError as exc:
@@ -473,7 +461,9 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
     if created:
         report(f"postgres: created databases {', '.join(created)}")
 
-    _launch(stack, "s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(settings.s3_port)], {})
+    _launch(
+        stack, "s3", [program("moto_server"), "-H", "127.0.0.1", "-p", str(settings.s3_port)], {}
+    )
     _wait(stack, ["s3"], 60, report)
     if "s3" in stack.launched:
         store = s3.client(ends.s3, keys.s3_access_key, keys.s3_secret_key)
@@ -509,22 +499,22 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
     migrate_log = paths.logs / "airflow-db-migrate.log"
     with migrate_log.open("ab") as out:
         migrated = subprocess.run(
-            [_bin("airflow"), "db", "migrate"],
+            [program("airflow"), "db", "migrate"],
             env={**os.environ, **af_env}, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     if migrated.returncode != 0:
         raise StackError(f"airflow db migrate failed: see {migrate_log}")
     report("airflow: metadata database migrated")
     for component in airflow.COMPONENTS:
-        command = airflow.component_command(_bin("airflow"), component, settings.airflow_port)
+        command = airflow.component_command(program("airflow"), component, settings.airflow_port)
         _launch(stack, f"airflow-{component}", command, af_env)
 
     _wait(stack, ["mlflow"], 120, report)
     api_env = {**env, "READMIT_API_HOST": "127.0.0.1", "READMIT_API_PORT": str(settings.api_port)}
-    _launch(stack, "api", [_bin("readmit"), "serve"], api_env)
+    _launch(stack, "api", [program("readmit"), "serve"], api_env)
     ui_env = {**env, "READMIT_UI_HOST": "127.0.0.1", "READMIT_UI_PORT": str(settings.ui_port)}
-    _launch(stack, "ui", [_bin("readmit"), "ui"], ui_env)
-    exporter = [_bin("readmit"), "exporter", "--host", "127.0.0.1",
+    _launch(stack, "ui", [program("readmit"), "ui"], ui_env)
+    exporter = [program("readmit"), "exporter", "--host", "127.0.0.1",
                 "--port", str(settings.exporter_port)]  # fmt: skip
     _launch(stack, "exporter", exporter, env)
     config = _prometheus_config(stack)
@@ -535,12 +525,6 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
     ], {})  # fmt: skip
     rest = [n for n in SERVICES if n not in ("postgres", "s3", "mlflow")]
     _wait(stack, rest, timeout, report)
-
-
-def _hide(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 # --- down and status -----------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from readmit.errors import ReadmitError
+from readmit.services import port_taken
 from readmit.stack.processes import ProcessRecord, launch
 
 DATABASES = ("raw", "clean", "airflow", "mlflow")
@@ -80,12 +80,6 @@ def drop_databases(server_url: str, prefix: str) -> None:
         engine.dispose()
 
 
-def _port_taken(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _pg_bin(name: str) -> str:
     """A server program: on PATH, or in Debian's /usr/lib/postgresql/<version>/bin."""
     found = shutil.which(name)
@@ -131,7 +125,7 @@ def start_private_cluster(
     """initdb `pgdata` on first use (password auth over TCP, peer auth on its own socket),
     then run `postgres` on 127.0.0.1:`port`."""
     url = private_cluster_url(port, password)
-    if reachable(url, timeout=1) or _port_taken(port):
+    if port_taken(port):
         raise PostgresError(
             f"port {port} is already in use; set READMIT_STACK_PRIVATE_PG_PORT to a free port"
         )

@@ -30,32 +30,46 @@ class ProcessRecord:
         return _start_time(self.pid) == self.started
 
 
-def _start_time(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat)."""
+@dataclass(frozen=True)
+class _Stat:
+    """The fields of /proc/PID/stat this module uses (zombies are never returned)."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    started: int
+
+
+def _stat(pid: int) -> _Stat | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = text[text.rindex(")") + 2 :].split()
     if fields[0] == "Z":
         return None
-    return int(fields[19])
+    return _Stat(pid, int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def _all_stats() -> list[_Stat]:
+    found = (_stat(int(e.name)) for e in Path("/proc").iterdir() if e.name.isdigit())
+    return [s for s in found if s is not None]
+
+
+def _start_time(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    stat = _stat(pid)
+    return None if stat is None else stat.started
+
+
+def alive(pid: int) -> bool:
+    """`pid` runs and is not a zombie."""
+    return _stat(pid) is not None
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is `pgid`."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return [s.pid for s in _all_stats() if s.pgid == pgid]
 
 
 def descendants(roots: list[int]) -> dict[int, int]:
@@ -65,28 +79,16 @@ def descendants(roots: list[int]) -> dict[int, int]:
     its own) and rename themselves, which also overwrites their environment; following
     parent links still finds them while their parent lives.
     """
-    parents: dict[int, list[int]] = {}
-    started: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z":
-            continue
-        pid = int(entry.name)
-        parents.setdefault(int(fields[1]), []).append(pid)
-        started[pid] = int(fields[19])
+    children: dict[int, list[_Stat]] = {}
+    for stat in _all_stats():
+        children.setdefault(stat.ppid, []).append(stat)
     found: dict[int, int] = {}
     todo = list(roots)
     while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found[child] = started[child]
-                todo.append(child)
+        for child in children.get(todo.pop(), []):
+            if child.pid not in found:
+                found[child.pid] = child.started
+                todo.append(child.pid)
     return found
 
 
