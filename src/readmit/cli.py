@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -51,6 +52,13 @@ def fails_cleanly(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def safe_url(url: str) -> str:
+    """`url` with its password hidden: every URL the commands print goes through here."""
+    from readmit.storage.db import safe_url as hide_password
+
+    return hide_password(url)
+
+
 def _say(message: str) -> None:
     console.print(f"  {message}", highlight=False)
 
@@ -67,12 +75,13 @@ def run_ingest(settings: Settings, all_batches: bool) -> None:
 
     audit_log(settings)
     clock = time.perf_counter()
-    console.print(f"[bold]ingest[/] {settings.dataset_uri} -> {settings.resolved_raw_db_url}")
+    raw_db = safe_url(settings.resolved_raw_db_url)
+    console.print(f"[bold]ingest[/] {safe_url(settings.dataset_uri)} -> {raw_db}")
     result = ingest_step(settings, all_batches=all_batches, report=_say)
     console.print(
         f"[green]ingest done[/]: {len(result.batches)} batch(es), {result.rows_inserted:,} rows "
         f"inserted, {result.pending_after} pending, {time.perf_counter() - clock:.1f} s; "
-        f"raw-db: {settings.resolved_raw_db_url}",
+        f"raw-db: {raw_db}",
         highlight=False,
     )
 
@@ -81,15 +90,17 @@ def run_clean(settings: Settings) -> None:
     from readmit.pipeline.clean import build_clean
 
     audit_log(settings)
-    console.print(
-        f"[bold]clean[/] {settings.resolved_raw_db_url} -> {settings.resolved_clean_db_url}"
+    raw_db, clean_db = (
+        safe_url(settings.resolved_raw_db_url),
+        safe_url(settings.resolved_clean_db_url),
     )
+    console.print(f"[bold]clean[/] {raw_db} -> {clean_db}")
     result = build_clean(settings, report=_say)
     rows = ", ".join(f"{n:,} {s}" for s, n in result.rows.items())
     console.print(
         f"[green]clean done[/]: build {result.build_id} from batches {result.raw_batches}: {rows}; "
         f"{result.features} encoded columns, {result.seconds:.1f} s; "
-        f"clean-db: {settings.resolved_clean_db_url}",
+        f"clean-db: {clean_db}",
         highlight=False,
     )
 
@@ -114,9 +125,11 @@ def run_train(settings: Settings) -> None:
     from readmit.pipeline.train import train as train_step
 
     audit_log(settings)
-    console.print(
-        f"[bold]train[/] {settings.resolved_clean_db_url} -> {settings.resolved_tracking_uri}"
+    clean_db, tracking = (
+        safe_url(settings.resolved_clean_db_url),
+        safe_url(settings.resolved_tracking_uri),
     )
+    console.print(f"[bold]train[/] {clean_db} -> {tracking}")
     result = train_step(settings, report=_say)
     m = result.test_metrics
     console.print(
@@ -126,7 +139,7 @@ def run_train(settings: Settings) -> None:
         f"{m['sensitivity']:.2f}, specificity {m['specificity']:.2f}, PPV {m['ppv']:.2f}; "
         f"{settings.model_name} v{result.version} "
         f"{'@production' if result.decision.promoted else '@staging'}; run {result.run_id}; "
-        f"{result.seconds:.1f} s; MLflow: {settings.resolved_tracking_uri}",
+        f"{result.seconds:.1f} s; MLflow: {tracking}",
         highlight=False,
     )
 
@@ -172,7 +185,7 @@ def serve() -> None:
     settings = Settings()
     console.print(
         f"API on http://{settings.api_host}:{settings.api_port} (docs at /docs), serving "
-        f"models:/{settings.model_name}@production from {settings.resolved_tracking_uri}",
+        f"models:/{settings.model_name}@production from {safe_url(settings.resolved_tracking_uri)}",
         highlight=False,
     )
     uvicorn.run(
@@ -189,8 +202,6 @@ def serve() -> None:
 @fails_cleanly
 def ui() -> None:
     """Serve the web UI (host and port from the settings); it calls the API at READMIT_API_URL."""
-    import subprocess
-    import sys
     from pathlib import Path
 
     import readmit.ui
@@ -210,11 +221,10 @@ def ui() -> None:
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "minimal",
     ]  # fmt: skip
-    try:
-        code = subprocess.call(command)
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code=code)
+    # Streamlit takes this process's place, so a signal sent to `readmit ui` reaches it and no
+    # child is left behind holding the port.
+    sys.stdout.flush()
+    os.execv(command[0], command)
 
 
 @app.command()
@@ -255,14 +265,16 @@ def exporter(
 @fails_cleanly
 def mlflow_server() -> None:
     """Run the MLflow tracking server of the settings in the foreground."""
-    from readmit.services import mlflow_server_command, mlflow_server_env
+    from readmit.services import mlflow_server_command, standalone_mlflow_env
 
     settings = Settings()
     command = mlflow_server_command(settings)
     url = f"http://{settings.mlflow_host}:{settings.mlflow_port}"
-    store, artifacts = settings.resolved_backend_store_uri, settings.resolved_artifacts_destination
+    store = safe_url(settings.resolved_backend_store_uri)
+    artifacts = safe_url(settings.resolved_artifacts_destination)
     console.print(f"MLflow server on {url}; store {store}; artifacts {artifacts}", highlight=False)
-    os.execvpe(command[0], command, mlflow_server_env(settings))
+    sys.stdout.flush()
+    os.execvpe(command[0], command, standalone_mlflow_env(settings))
 
 
 @app.command("s3-server")
@@ -307,7 +319,7 @@ def status() -> None:
 
     settings = Settings()
     state = collect_status(settings)
-    batches = Table(title=f"batches in {settings.resolved_raw_db_url}")
+    batches = Table(title=f"batches in {safe_url(settings.resolved_raw_db_url)}")
     for name in ("batch", "status", "rows", "train", "validation", "test", "dup", "rejected"):
         batches.add_column(name, justify="right")
     for b in state.batches:
@@ -346,7 +358,6 @@ app.add_typer(stack_app, name="stack")
 def stack_up() -> None:
     """Start every service on 127.0.0.1, wait until all are healthy, print URLs and logins."""
     from readmit.stack.manager import up
-    from readmit.storage.db import safe_url
 
     settings = Settings()
     clock = time.perf_counter()

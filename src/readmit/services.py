@@ -126,16 +126,14 @@ def start_s3_server(port: int, log: Path, bucket: str = "mlflow-artifacts") -> S
     return service
 
 
-def mlflow_server_command(settings: Settings, backend_in_env: bool = False) -> list[str]:
-    """The `mlflow server` command line; with `backend_in_env` the store URI (which may hold a
-    password) is left to MLFLOW_BACKEND_STORE_URI instead of argv, which `ps` shows to all."""
+def mlflow_server_command(settings: Settings) -> list[str]:
+    """The `mlflow server` command line. It holds no secret: `ps` shows argv to every user, so
+    the store URI (which may hold a password) travels in `mlflow_server_env`."""
     allowed = (
         ["--allowed-hosts", settings.mlflow_allowed_hosts] if settings.mlflow_allowed_hosts else []
     )
-    store = [] if backend_in_env else ["--backend-store-uri", settings.resolved_backend_store_uri]
     return [
         program("mlflow"), "server",
-        *store,
         "--artifacts-destination", settings.resolved_artifacts_destination,
         "--serve-artifacts",
         "--host", settings.mlflow_host,
@@ -146,11 +144,21 @@ def mlflow_server_command(settings: Settings, backend_in_env: bool = False) -> l
 
 
 def mlflow_server_env(settings: Settings) -> dict[str, str]:
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    """What `mlflow server` needs in its environment on top of the caller's."""
+    return {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_BACKEND_STORE_URI": settings.resolved_backend_store_uri,
+    }
+
+
+def standalone_mlflow_env(settings: Settings) -> dict[str, str]:
+    """The whole environment of an MLflow server run on its own (not by the stack): this
+    process's, the S3 endpoint of the settings, and `mlflow_server_env`."""
+    env = dict(os.environ)
     if settings.s3_endpoint_url:
         env.update(s3_env(settings.s3_endpoint_url))
-    return env
+    return {**env, **mlflow_server_env(settings)}
 
 
 def start_mlflow_server(settings: Settings, log: Path, timeout: float = 90) -> Service:
@@ -158,7 +166,7 @@ def start_mlflow_server(settings: Settings, log: Path, timeout: float = 90) -> S
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = f"http://{settings.mlflow_host}:{settings.mlflow_port}"
     service = _spawn(
-        "mlflow", mlflow_server_command(settings), mlflow_server_env(settings), log, url
+        "mlflow", mlflow_server_command(settings), standalone_mlflow_env(settings), log, url
     )
     wait_healthy(service, "/health", timeout=timeout)
     return service

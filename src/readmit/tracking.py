@@ -25,6 +25,7 @@ from readmit.model import ReadmissionModel
 from readmit.pyfunc_model import ReadmissionPyfunc
 from readmit.schema import BY_FIELD, INPUT_FIELDS, Kind
 from readmit.settings import Settings
+from readmit.storage.db import safe_url
 
 MODEL_ARTIFACT = "model"
 # Fail fast instead of MLflow's default minutes of retries when the server is down.
@@ -49,7 +50,9 @@ def connect(settings: Settings) -> str:
         try:
             httpx.get(f"{uri.rstrip('/')}/health", timeout=5.0).raise_for_status()
         except httpx.HTTPError as exc:
-            raise MlflowUnavailable(f"mlflow: tracking server {uri} is unreachable: {exc}") from exc
+            raise MlflowUnavailable(
+                f"mlflow: tracking server {safe_url(uri)} is unreachable: {exc}"
+            ) from exc
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

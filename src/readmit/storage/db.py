@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import sqlalchemy as sa
@@ -21,11 +22,27 @@ KEY_CHUNK = 5_000
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
+    """The URL with its password hidden (in the user part and in a `password` query parameter),
+    for messages and logs; a plain path comes back as it is."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return _hide_user_password(url)
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
+
+
+def _hide_user_password(url: str) -> str:
+    """For what SQLAlchemy cannot parse: file paths, and URLs of other shapes."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
         return "<invalid URL>"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def make_engine(url: str, name: str) -> Engine:

@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from readmit.storage.db import safe_url
+
 # Fail in seconds rather than retry for minutes when the tracking server is down.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
@@ -57,8 +59,8 @@ def fetch_plots(run_id: str, uri: str) -> Plots:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return Plots(
                 missing=list(PLOTS),
-                error=f"The plots of run {run_id} could not be fetched from MLflow at {uri}: "
-                f"{reason}",
+                error=f"The plots of run {run_id} could not be fetched from MLflow at "
+                f"{safe_url(uri)}: {reason}",
             )
         folder = Path(local)
         images = {n: (folder / n).read_bytes() for n in PLOTS if (folder / n).is_file()}

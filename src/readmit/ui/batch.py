@@ -25,6 +25,9 @@ CHUNK_SIZE = 500
 OPTIONAL_FIELDS: tuple[str, ...] = ("encounter_id", "patient_nbr", HISTORY_FIELD)
 INTEGER_TEXT = re.compile(r"^-?\d+(\.0*)?$")
 RESULT_COLUMNS = ("probability", "readmitted_30d", "risk_band", "error")
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 class BatchFormatError(ValueError):
@@ -184,3 +187,23 @@ def results_frame(parsed: ParsedBatch, scores: BatchScores) -> pd.DataFrame:
     ]
     frame["error"] = [r.get("error") for r in ordered]
     return frame
+
+
+def neutralise(cell: object) -> object:
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe, which
+    makes it plain text; numbers (also written as text, like "-3") stay as they are."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_PREFIXES) and not NUMBER_TEXT.match(cell):
+        return "'" + cell
+    return cell
+
+
+def results_csv(frame: pd.DataFrame) -> bytes:
+    """The results as a CSV that is safe to open in a spreadsheet: the uploaded cells come back,
+    but none of them as a formula."""
+    safe = frame.copy()
+    for name in safe.columns:
+        if safe[name].dtype == object:
+            safe[name] = safe[name].map(neutralise)
+    safe.columns = [str(neutralise(str(c))) for c in safe.columns]
+    # CRLF rows (RFC 4180) also get a cell holding a lone CR quoted, so it stays one cell.
+    return safe.to_csv(index=False, lineterminator="\r\n").encode()

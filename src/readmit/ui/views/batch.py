@@ -16,6 +16,7 @@ from readmit.ui.batch import (
     BatchScores,
     ParsedBatch,
     parse_batch,
+    results_csv,
     results_frame,
     score,
 )
@@ -93,7 +94,7 @@ def show_results(result: dict[str, Any]) -> None:
                  column_config={"probability": probability})  # fmt: skip
     st.download_button(
         "Download the results as CSV",
-        data=frame.to_csv(index=False).encode(),
+        data=results_csv(frame),
         file_name=f"{Path(result['name']).stem}-scored.csv",
         mime="text/csv",
         key="batch_download",

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from readmit.storage.db import safe_url
 from readmit.ui.artifacts import PLOTS, Plots, fetch_plots, tracking_uri
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import exact
@@ -70,7 +71,9 @@ def show_plots(run_id: str | None) -> None:
         st.error(str(exc))
         return
     if not plots.images:
-        st.warning(f"Run {run_id} in MLflow at {uri} has none of the plots ({', '.join(PLOTS)}).")
+        st.warning(
+            f"Run {run_id} in MLflow at {safe_url(uri)} has none of the plots ({', '.join(PLOTS)})."
+        )
         return
     names = list(plots.images)
     for start in range(0, len(names), 2):
@@ -78,7 +81,7 @@ def show_plots(run_id: str | None) -> None:
             slot.image(plots.images[name], caption=PLOTS[name], width="stretch")
     if plots.missing:
         st.caption(f"Not in the run: {', '.join(plots.missing)}.")
-    st.caption(f"From run {run_id} in MLflow at {uri}.")
+    st.caption(f"From run {run_id} in MLflow at {safe_url(uri)}.")
 
 
 def render(client: ApiClient) -> None:
