@@ -7,7 +7,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -174,6 +175,30 @@ def rollback() -> None:
     settings = Settings()
     old, new = rollback_production(settings)
     console.print(f"[green]{settings.model_name} rolled back[/]: v{old} -> v{new} @production")
+
+
+@app.command()
+@fails_cleanly
+def outcomes(
+    file: Annotated[Path, typer.Argument(help="CSV with columns encounter_id and readmitted.")],
+) -> None:
+    """Load outcomes ("<30", ">30", "NO") of scored encounters into monitor-db; idempotent."""
+    from readmit.monitoring.outcomes import load_outcomes_file
+    from readmit.storage.db import safe_url
+
+    settings = Settings()
+    console.print(
+        f"[bold]outcomes[/] {file} -> {safe_url(settings.resolved_monitor_db_url)}",
+        highlight=False,
+    )
+    clock = time.perf_counter()
+    counts = load_outcomes_file(settings, file, lambda done, total: _say(f"{done:,} / {total:,}"))
+    console.print(
+        f"[green]outcomes done[/]: {counts.received:,} received, {counts.inserted:,} inserted, "
+        f"{counts.updated:,} updated (corrections), {counts.unchanged:,} unchanged, "
+        f"{counts.unmatched:,} unmatched (never scored), {time.perf_counter() - clock:.1f} s",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 UCI_DATASET_URL = "https://archive.ics.uci.edu/static/public/296/diabetes+130-us+hospitals+for+years+1999-2008.zip"
@@ -40,6 +40,35 @@ class Settings(BaseSettings):
     )
     raw_db_url: str | None = Field(default=None, description="SQLAlchemy URL of raw-db.")
     clean_db_url: str | None = Field(default=None, description="SQLAlchemy URL of clean-db.")
+    monitor_db_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of monitor-db (prediction log, outcomes)."
+    )
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the patient pseudonym (HMAC-SHA256 of patient_nbr) in the prediction "
+        "log; default: generated once into a 0600 file under the data dir.",
+    )
+    prediction_log_enabled: bool = Field(
+        default=True, description="Log every scored record to monitor-db."
+    )
+    prediction_log_flush_seconds: float = Field(
+        default=1.0, gt=0, description="Longest wait before logged rows are written."
+    )
+    prediction_log_flush_rows: int = Field(
+        default=1_000, gt=0, description="Rows that trigger a write before the interval ends."
+    )
+    prediction_log_max_pending: int = Field(
+        default=200_000,
+        gt=0,
+        description="Most rows waiting for monitor-db (in memory and in the spill file); "
+        "rows beyond are dropped and counted.",
+    )
+    prediction_log_retry_seconds: float = Field(
+        default=5.0, gt=0, description="Wait before monitor-db is tried again after a failure."
+    )
+    prediction_log_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connect and statement timeout of prediction log writes."
+    )
     batch_size: int = Field(default=15_000, gt=0, description="Rows per ingest batch.")
     ingest_schedule: str = Field(
         default="@hourly", description="Airflow schedule of DAG 1 (one batch per run)."
@@ -112,6 +141,19 @@ class Settings(BaseSettings):
     @property
     def resolved_clean_db_url(self) -> str:
         return self.clean_db_url or f"sqlite:///{(self.data_dir / 'clean.db').resolve()}"
+
+    @property
+    def resolved_monitor_db_url(self) -> str:
+        return self.monitor_db_url or f"sqlite:///{(self.data_dir / 'monitor.db').resolve()}"
+
+    @property
+    def prediction_spill_dir(self) -> Path:
+        """Rows waiting for monitor-db while it is down (0700; files 0600)."""
+        return self.data_dir / "prediction-log"
+
+    @property
+    def pseudonym_key_file(self) -> Path:
+        return self.data_dir / "secrets" / "pseudonym.key"
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -17,7 +17,8 @@ from readmit.services import free_port, start_mlflow_server, start_s3_server
 from readmit.serving.app import create_app
 from readmit.settings import Settings
 from tests.databases import create_database, drop_database
-from tests.models import API_KEY, MODEL_INPUTS, log_and_register
+from tests.models import API_KEY, MODEL_INPUTS, log_and_register, records
+from tests.monitoring import PATIENT
 
 
 @dataclass
@@ -106,3 +107,30 @@ def served(small_data, lightgbm_model, tmp_path_factory):
     registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
     with TestClient(create_app(settings)) as client:
         yield Served(settings, client, lightgbm_model, inputs)
+
+
+@pytest.fixture(scope="module")
+def registered(small_data, lightgbm_model, tmp_path_factory) -> Settings:
+    """Settings whose MLflow holds the small LightGBM at @production (for apps made per test)."""
+    folder = tmp_path_factory.mktemp("monitor-api")
+    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
+                        api_key=API_KEY, model_poll_seconds=3600)  # fmt: skip
+    inputs = small_data.test_inputs[MODEL_INPUTS]
+    registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def payloads(small_data) -> list[dict]:
+    """Test-set records with encounter and patient ids (patients repeat: 3 encounters each)."""
+    rows = records(small_data.test_inputs[MODEL_INPUTS].head(30))
+    return [{**r, "encounter_id": 500_000 + i, "patient_nbr": PATIENT + i // 3}
+            for i, r in enumerate(rows)]  # fmt: skip
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def monitor_url(request, tmp_path) -> str:
+    """A fresh monitor-db: a PostgreSQL database on the test server, or a SQLite file."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/monitor.db"
+    return request.getfixturevalue("pg_database_factory")()

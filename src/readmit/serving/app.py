@@ -22,10 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from readmit import __version__
 from readmit.logs import configure_json_logging
+from readmit.monitoring.prediction_log import PredictionLog
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import ModelStore
 from readmit.serving.routes import router
 from readmit.settings import Settings
+from readmit.storage.monitor import monitor_engine
 
 log = logging.getLogger("readmit.serving")
 
@@ -45,14 +47,23 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     configure_json_logging(settings.log_level)
     metrics = store.metrics if store is not None else Metrics()
     store = store or ModelStore(settings, metrics)
+    engine = monitor_engine(settings, settings.prediction_log_timeout_seconds)
+    prediction_log = None
+    if settings.prediction_log_enabled:
+        prediction_log = PredictionLog(settings, metrics, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if prediction_log is not None:
+            prediction_log.start()
         store.start()
         try:
             yield
         finally:
             store.stop()
+            if prediction_log is not None:
+                prediction_log.stop()
+            engine.dispose()
 
     app = FastAPI(
         title="readmit",
@@ -64,6 +75,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    app.state.prediction_log = prediction_log
+    app.state.monitor_engine = engine
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error)
 

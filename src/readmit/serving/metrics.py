@@ -62,6 +62,29 @@ class Metrics:
             "readmit_model_test_roc_auc", "Test ROC-AUC of the model being served", registry=r
         )
 
+        self.log_rows = Counter(
+            "readmit_prediction_log_rows_total", "Scored records written to monitor-db",
+            registry=r,
+        )  # fmt: skip
+        self.log_dropped = Counter(
+            "readmit_prediction_log_dropped_total",
+            "Scored records not logged: the pending bound was reached or the spill file failed",
+            registry=r,
+        )
+        self.log_spilled = Counter(
+            "readmit_prediction_log_spilled_total",
+            "Scored records written to the local spill file while monitor-db was unavailable",
+            registry=r,
+        )
+        self.log_pending = Gauge(
+            "readmit_prediction_log_pending", "Scored records waiting for monitor-db "
+            "(in memory and in the spill file)", registry=r,
+        )  # fmt: skip
+        self.log_flush_failures = Counter(
+            "readmit_prediction_log_flush_failures_total", "Failed writes to monitor-db",
+            registry=r,
+        )  # fmt: skip
+
     def model_loaded(self, name: str, version: str, test_auc: float | None = None) -> None:
         self.model_info.info({"name": name, "version": version})
         self.model_ready.set(1)

@@ -16,8 +16,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
+from readmit.errors import StorageError
 from readmit.explain import field_contributions
 from readmit.features import HISTORY_FIELD
+from readmit.monitoring.outcomes import record_outcomes
+from readmit.monitoring.prediction_log import PredictionLog, Scored
 from readmit.registry import PRODUCTION
 from readmit.schema import COLUMNS, INPUT_FIELDS, MISSING
 from readmit.serving.metrics import Metrics
@@ -31,6 +34,8 @@ from readmit.serving.schemas import (
     Health,
     ModelInfo,
     ModelRef,
+    OutcomesRequest,
+    OutcomesResult,
     Prediction,
     ReloadResult,
 )
@@ -58,6 +63,11 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_prediction_log(request: Request) -> PredictionLog | None:
+    prediction_log: PredictionLog | None = request.app.state.prediction_log
+    return prediction_log
+
+
 async def loaded_model(store: Annotated[ModelStore, Depends(get_store)]) -> LoadedModel:
     """The model for this request; 503 with the reason while none is loaded."""
     current = store.current
@@ -71,6 +81,7 @@ StoreDep = Annotated[ModelStore, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelDep = Annotated[LoadedModel, Depends(loaded_model)]
+LogDep = Annotated[PredictionLog | None, Depends(get_prediction_log)]
 
 
 def _ref(current: LoadedModel) -> ModelRef:
@@ -81,17 +92,33 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
+def _log_scored(
+    prediction_log: PredictionLog | None,
+    request: Request,
+    current: LoadedModel,
+    records: list[dict[str, Any]],
+    probabilities: list[float],
+) -> None:
+    """Hand the scored records to the prediction log (queued; written off the request path)."""
+    if prediction_log is not None and records:
+        model = (current.name, current.version, PRODUCTION)
+        prediction_log.add(Scored.now(_request_id(request), model, current.model.threshold,
+                                      records, probabilities))  # fmt: skip
+
+
 @router.post("/predict", response_model=Prediction, tags=["predictions"])
 def predict(
     encounter: Encounter,
     request: Request,
     current: ModelDep,
     metrics: MetricsDep,
+    prediction_log: LogDep,
 ) -> Prediction:
     """The probability that this encounter is followed by a readmission within 30 days."""
     model = current.model
     probability = model.predict_record(encounter.model_input())
     metrics.observe_predictions([probability], model.threshold)
+    _log_scored(prediction_log, request, current, [encounter.model_dump()], [probability])
     return Prediction(
         probability=probability,
         readmitted_30d=probability >= model.threshold,
@@ -116,6 +143,7 @@ def predict_batch(
     current: ModelDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    prediction_log: LogDep,
 ) -> Any:
     """Score up to READMIT_MAX_BATCH encounters, results in request order.
 
@@ -134,9 +162,10 @@ def predict_batch(
     model = current.model
     probabilities: list[float] = []
     if valid:
-        frame = model_frame([body.records[i] for i in valid])
-        probabilities = model.predict_frame(frame).tolist()
+        scored = [body.records[i] for i in valid]
+        probabilities = model.predict_frame(model_frame(scored)).tolist()
         metrics.observe_predictions(probabilities, model.threshold)
+        _log_scored(prediction_log, request, current, scored, probabilities)
     results: list[dict[str, Any]] = [
         {"index": i, "probability": None, "readmitted_30d": None, "error": errors.get(i)}
         for i in range(count)
@@ -252,6 +281,15 @@ def model_info(current: ModelDep) -> ModelInfo:
     )
 
 
+def check_api_key(x_api_key: str | None, settings: Settings) -> None:
+    """401 without a key, 403 with a wrong one (or when the API has no key configured)."""
+    if x_api_key is None:
+        raise HTTPException(status_code=401, detail="X-API-Key header required")
+    expected = settings.api_key
+    if not expected or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
+        raise HTTPException(status_code=403, detail="invalid API key")
+
+
 @router.post(
     "/reload-model",
     response_model=ReloadResult,
@@ -264,14 +302,48 @@ def reload_model(
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> ReloadResult:
     """Check `@production` now and swap in a new version if there is one (needs X-API-Key)."""
-    if x_api_key is None:
-        raise HTTPException(status_code=401, detail="X-API-Key header required")
-    expected = settings.api_key
-    if not expected or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
-        raise HTTPException(status_code=403, detail="invalid API key")
+    check_api_key(x_api_key, settings)
     changed = store.refresh()
     current = store.current
     detail = store.last_error or (
         "loaded a new version" if changed else "already serving production"
     )
     return ReloadResult(changed=changed, model=_ref(current) if current else None, detail=detail)
+
+
+@router.post(
+    "/outcomes",
+    response_model=OutcomesResult,
+    tags=["monitoring"],
+    responses={
+        401: {"description": "No X-API-Key"},
+        403: {"description": "Wrong key"},
+        422: {"description": "A bad outcome (named by index and field), or too many"},
+        503: {"description": "monitor-db is unavailable; nothing was stored, send again"},
+    },
+)
+def post_outcomes(
+    body: OutcomesRequest,
+    request: Request,
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Record what became of scored encounters (needs X-API-Key). Idempotent: sending the same
+    outcomes again changes nothing; a different value for an encounter replaces the stored one
+    and counts as a correction."""
+    check_api_key(x_api_key, settings)
+    count = len(body.outcomes)
+    if count > settings.max_batch:
+        reason = f"{count} outcomes; at most {settings.max_batch}"
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": [{"loc": ["body", "outcomes"], "msg": reason, "type": "batch_size"}]
+            },
+        )
+    entries = [(o.encounter_id, o.readmitted) for o in body.outcomes]
+    try:
+        counts = record_outcomes(request.app.state.monitor_engine, entries)
+    except StorageError as exc:
+        raise HTTPException(status_code=503, detail=f"outcomes not stored: {exc}") from None
+    return OutcomesResult(**counts.__dict__)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model, field_validator
 
 from readmit.features import HISTORY_FIELD
-from readmit.schema import COLUMNS, ICD9_PATTERN, MISSING, TEXT_PATTERN, Column, Kind
+from readmit.schema import COLUMNS, ICD9_PATTERN, ID_MAX, MISSING, TEXT_PATTERN, Column, Kind
 
 EXAMPLE: dict[str, Any] = {
     "encounter_id": 149190,
@@ -195,3 +195,28 @@ class ReloadResult(BaseModel):
     changed: bool
     model: ModelRef | None
     detail: str
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    encounter_id: StrictInt = Field(ge=0, le=ID_MAX, description="The scored encounter")
+    readmitted: Literal["<30", ">30", "NO"] = Field(
+        description="What happened, as in the data set: within 30 days, later, or not at all"
+    )
+
+
+class OutcomesRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"outcomes": [{"encounter_id": 149190,
+                                                       "readmitted": ">30"}]}]},
+    )  # fmt: skip
+    outcomes: list[Outcome] = Field(description="At most READMIT_MAX_BATCH outcomes.")
+
+
+class OutcomesResult(BaseModel):
+    received: int
+    inserted: int = Field(description="Outcomes new to monitor-db")
+    updated: int = Field(description="Corrections: a different value replaced the stored one")
+    unchanged: int = Field(description="The value stored already")
+    unmatched: int = Field(description="Outcomes of encounters never scored (kept)")

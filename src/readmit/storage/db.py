@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -45,13 +46,13 @@ def _hide_user_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def make_engine(url: str, name: str) -> Engine:
+def make_engine(url: str, name: str, connect_args: dict[str, Any] | None = None) -> Engine:
     """An engine for `url`; a SQLite file gets its folder created first."""
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        return sa.create_engine(url, pool_pre_ping=True)
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args or {})
     except (ArgumentError, NoSuchModuleError) as exc:
         raise StorageError(f"{name}: invalid database URL {url!r}: {exc}") from exc
 

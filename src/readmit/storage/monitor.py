@@ -1,0 +1,257 @@
+"""monitor-db: the prediction log, the outcomes hospitals send back, and the corrections.
+
+Clocks: `predictions.scored_at` is the scoring time (UTC) of live traffic; outcomes carry the
+time they were received. Predictions and outcomes meet on `encounter_id` when read, so an
+outcome that arrives before (or without) its prediction is kept and joins later.
+Patients appear only as keyed pseudonyms (`patient_key`), never as `patient_nbr`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from readmit.settings import Settings
+from readmit.storage.db import is_postgres, make_engine
+
+metadata = sa.MetaData()
+KEY_CHUNK = 5_000
+LABELS = ("<30", ">30", "NO")
+POSITIVE = "<30"
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("row_id", sa.String(48), primary_key=True),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("model_alias", sa.Text, nullable=False),
+    sa.Column("encounter_id", sa.BigInteger, nullable=True, index=True),
+    sa.Column("patient_key", sa.String(64), nullable=True),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("readmitted_30d", sa.Boolean, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("features", sa.JSON, nullable=False),
+)
+PREDICTION_COLUMNS = [c.name for c in predictions.columns]
+
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("encounter_id", sa.BigInteger, primary_key=True),
+    sa.Column("readmitted", sa.String(3), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+outcome_corrections = sa.Table(
+    "outcome_corrections",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("encounter_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("previous", sa.String(3), nullable=False),
+    sa.Column("readmitted", sa.String(3), nullable=False),
+    sa.Column("corrected_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def monitor_engine(settings: Settings, timeout: float | None = None) -> Engine:
+    """An engine on monitor-db; with `timeout`, connecting and each statement give up after
+    that many seconds (the prediction log must not hang on a database that stopped answering)."""
+    url = settings.resolved_monitor_db_url
+    args: dict[str, Any] = {}
+    if timeout is not None and url.startswith("postgresql"):
+        millis = int(timeout * 1000)
+        args = {
+            "connect_timeout": max(int(timeout), 1),
+            "options": f"-c statement_timeout={millis}",
+        }
+    elif timeout is not None and url.startswith("sqlite"):
+        args = {"timeout": timeout}
+    return make_engine(url, "monitor-db", args)
+
+
+def create_tables(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+# --- prediction log ---------------------------------------------------------------------------
+
+
+def insert_predictions(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert logged rows, skipping row ids already there (a replay); returns rows added.
+
+    PostgreSQL: COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING.
+    SQLite: one executemany of INSERT OR IGNORE.
+    """
+    if not rows:
+        return 0
+    if not is_postgres(conn):
+        result = conn.execute(predictions.insert().prefix_with("OR IGNORE"), list(rows))
+        return max(result.rowcount, 0)
+    conn.execute(sa.text("CREATE TEMP TABLE predictions_in (LIKE predictions) ON COMMIT DROP"))
+    names = ", ".join(PREDICTION_COLUMNS)
+    cursor = conn.connection.cursor()
+    with cursor.copy(f"COPY predictions_in ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([_copy_value(name, row[name]) for name in PREDICTION_COLUMNS])
+    added = conn.execute(
+        sa.text(
+            f"INSERT INTO predictions ({names}) SELECT {names} FROM predictions_in "
+            "ON CONFLICT (row_id) DO NOTHING"
+        )
+    )
+    return max(added.rowcount, 0)
+
+
+def _copy_value(name: str, value: Any) -> Any:
+    return json.dumps(value) if name == "features" else value
+
+
+def read_window(
+    engine: Engine, last: int | None = None, since: datetime | None = None
+) -> pd.DataFrame:
+    """Logged predictions, oldest first, with their outcome (NaN when none yet).
+
+    `last` keeps the newest N rows, `since` the rows scored at or after a time (both may be
+    given). Columns: the log's own columns except `features`, whose fields become columns
+    of their own (`encounter_id` is nullable Int64), then `outcome` ("<30", ">30", "NO" or None) and `label` (1 for "<30",
+    0 otherwise, <NA> without an outcome).
+    """
+    query = sa.select(predictions, outcomes.c.readmitted.label("outcome")).select_from(
+        predictions.outerjoin(outcomes, predictions.c.encounter_id == outcomes.c.encounter_id)
+    )
+    if since is not None:
+        query = query.where(predictions.c.scored_at >= since)
+    query = query.order_by(predictions.c.scored_at.desc(), predictions.c.row_id.desc())
+    if last is not None:
+        query = query.limit(last)
+    with engine.connect() as conn:
+        found = conn.execute(query).mappings().all()
+    return _window_frame(list(reversed(found)))
+
+
+def _window_frame(found: list[Any]) -> pd.DataFrame:
+    meta = [c for c in PREDICTION_COLUMNS if c != "features"]
+    frame = pd.DataFrame([{k: r[k] for k in meta} for r in found], columns=meta)
+    fields = pd.DataFrame([r["features"] for r in found])
+    frame = pd.concat([frame, fields], axis=1)
+    frame["outcome"] = [r["outcome"] for r in found]
+    label = [None if r["outcome"] is None else int(r["outcome"] == POSITIVE) for r in found]
+    frame["label"] = pd.array(label, dtype="Int64")
+    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)
+    frame["encounter_id"] = pd.array(frame["encounter_id"].tolist(), dtype="Int64")
+    return frame
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class OutcomeCounts:
+    """What one load did: every received entry is exactly one of inserted, updated (a
+    correction of an earlier value) or unchanged; `unmatched` counts entries whose encounter
+    was never scored (kept all the same)."""
+
+    received: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    unmatched: int = 0
+
+    def add(self, other: OutcomeCounts) -> None:
+        for name in ("received", "inserted", "updated", "unchanged", "unmatched"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def upsert_outcomes(
+    conn: Connection, entries: Sequence[tuple[int, str]], now: datetime
+) -> OutcomeCounts:
+    """Store (encounter_id, readmitted) pairs in order: new ones inserted, a different value
+    replaces the stored one and is recorded in outcome_corrections, the same value is left.
+    Safe to run twice and at once (PostgreSQL serialises loads with an advisory lock)."""
+    if is_postgres(conn):
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('readmit.outcomes'))"))
+    ids = sorted({encounter for encounter, _ in entries})
+    stored = _stored_outcomes(conn, ids)
+    scored = _scored_encounters(conn, ids)
+    counts = OutcomeCounts(received=len(entries))
+    current = dict(stored)
+    corrections = []
+    for encounter, label in entries:
+        counts.unmatched += encounter not in scored
+        previous = current.get(encounter)
+        if previous is None:
+            counts.inserted += 1
+        elif previous == label:
+            counts.unchanged += 1
+        else:
+            counts.updated += 1
+            corrections.append({"encounter_id": encounter, "previous": previous,
+                                "readmitted": label, "corrected_at": now})  # fmt: skip
+        current[encounter] = label
+    _write_outcomes(conn, stored, current, now)
+    if corrections:
+        conn.execute(outcome_corrections.insert(), corrections)
+    return counts
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), KEY_CHUNK):
+        yield ids[start : start + KEY_CHUNK]
+
+
+def _stored_outcomes(conn: Connection, ids: list[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for chunk in _chunks(ids):
+        query = sa.select(outcomes.c.encounter_id, outcomes.c.readmitted).where(
+            outcomes.c.encounter_id.in_(chunk)
+        )
+        found.update({int(e): str(r) for e, r in conn.execute(query)})
+    return found
+
+
+def _scored_encounters(conn: Connection, ids: list[int]) -> set[int]:
+    found: set[int] = set()
+    column = predictions.c.encounter_id
+    for chunk in _chunks(ids):
+        query = sa.select(column).where(column.in_(chunk)).distinct()
+        found.update(int(e) for e in conn.execute(query).scalars())
+    return found
+
+
+def _write_outcomes(
+    conn: Connection, stored: dict[int, str], current: dict[int, str], now: datetime
+) -> None:
+    new = [{"encounter_id": e, "readmitted": r, "received_at": now, "updated_at": now}
+           for e, r in current.items() if e not in stored]  # fmt: skip
+    changed = [{"key": e, "value": r, "now": now}
+               for e, r in current.items() if e in stored and stored[e] != r]  # fmt: skip
+    if new:
+        conn.execute(outcomes.insert(), new)
+    if changed:
+        update = (
+            outcomes.update()
+            .where(outcomes.c.encounter_id == sa.bindparam("key"))
+            .values(readmitted=sa.bindparam("value"), updated_at=sa.bindparam("now"))
+        )
+        conn.execute(update, changed)
+
+
+def corrections_of(conn: Connection, encounter_id: int) -> list[tuple[str, str]]:
+    """(previous, new) value of every correction of one encounter's outcome, oldest first."""
+    query = (
+        sa.select(outcome_corrections.c.previous, outcome_corrections.c.readmitted)
+        .where(outcome_corrections.c.encounter_id == encounter_id)
+        .order_by(outcome_corrections.c.id)
+    )
+    return [(str(p), str(r)) for p, r in conn.execute(query)]

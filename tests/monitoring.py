@@ -1,0 +1,56 @@
+"""Helpers of the monitoring tests: the API with a given monitor-db, and what it stored."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from readmit.serving.app import create_app
+from readmit.settings import Settings
+from readmit.storage import monitor
+
+# A patient number whose digits occur in no other logged value, so a search for it in stored
+# bytes is meaningful; the pseudonym key the tests use.
+PATIENT = 918273645546372
+KEY = "first-test-key"
+
+
+def api_settings(base: Settings, folder: Path, url: str, **changes: object) -> Settings:
+    update = {"data_dir": folder, "monitor_db_url": url, "pseudonym_key": KEY,
+              "prediction_log_flush_seconds": 0.05, "prediction_log_retry_seconds": 0.1}  # fmt: skip
+    return base.model_validate({**base.model_dump(), **update, **changes})
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[TestClient]:
+    """The API for the duration of the block; leaving it flushes the prediction log."""
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def window(url: str) -> list[dict]:
+    engine = sa.create_engine(url)
+    try:
+        return monitor.read_window(engine).to_dict("records")
+    finally:
+        engine.dispose()
+
+
+def metric(client: TestClient, name: str) -> float:
+    text = client.get("/metrics").text
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found, name
+    return float(found.group(1))
+
+
+def wait_until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
