@@ -42,7 +42,13 @@ def test_private_cluster_starts_holds_the_databases_and_stops(world_readable_dir
         refused = postgres.connection_problem(postgres.private_cluster_url(port, "wrong"))
         assert refused is not None and "password authentication failed" in refused
         assert not (world_readable_dir / "pg-password").exists()
-        assert postgres.ensure_databases(url, "t_") == ["t_raw", "t_clean", "t_airflow", "t_mlflow"]
+        assert postgres.ensure_databases(url, "t_") == [
+            "t_raw",
+            "t_clean",
+            "t_monitor",
+            "t_airflow",
+            "t_mlflow",
+        ]
         assert postgres.ensure_databases(url, "t_") == []
         engine = sa.create_engine(postgres.database_urls(url, "t_")["raw"])
         with engine.connect() as conn:

@@ -18,13 +18,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from readmit import registry
+from readmit.monitoring.pseudonym import pseudonym
 from readmit.services import free_port
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
 from readmit.stack import manager, postgres, processes
 from readmit.stack.airflow import AirflowClient
+from readmit.storage import monitor
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 READMIT = str(Path(sys.executable).parent / "readmit")
@@ -59,6 +62,18 @@ def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.Temp
 def _xcom(airflow: AirflowClient, dag_id: str, run_id: str, task: str) -> dict:
     value = airflow.xcom(dag_id, run_id, task)
     return value if isinstance(value, dict) else json.loads(value)
+
+
+def _logged(engine: sa.engine.Engine, request_id: str) -> str | None:
+    """The patient key of the logged prediction of one request, once it is there."""
+    query = sa.select(monitor.predictions.c.patient_key).where(
+        monitor.predictions.c.request_id == request_id
+    )
+    try:
+        with engine.connect() as conn:
+            return conn.execute(query).scalar()
+    except sa.exc.ProgrammingError:  # the table is made by the first write
+        return None
 
 
 def _settled(airflow: AirflowClient, dag_id: str) -> list[dict]:
@@ -144,6 +159,17 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert predicted.status_code == 200
     assert predicted.json()["model"]["version"] == production.version
     airflow.close()
+
+    # The API logs the record to the stack's monitor database, under the stack's pseudonym key.
+    monitor_url = postgres.database_urls(stack_env["READMIT_STACK_POSTGRES_URL"],
+                                         stack_env["READMIT_STACK_DB_PREFIX"])["monitor"]  # fmt: skip
+    engine = sa.create_engine(monitor_url)
+    deadline = time.monotonic() + 30
+    while (logged := _logged(engine, predicted.json()["request_id"])) is None:
+        assert time.monotonic() < deadline, "the prediction was never logged"
+        time.sleep(0.5)
+    engine.dispose()
+    assert logged == pseudonym(keys["pseudonym_key"].encode(), EXAMPLE["patient_nbr"])
 
     # 5. Down: every recorded process group and every process started by the stack is gone.
     paths = manager.paths_for(Settings(data_dir=Path(stack_env["READMIT_DATA_DIR"])))

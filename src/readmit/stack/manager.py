@@ -1,6 +1,6 @@
 """`readmit stack up | down | status`: the full stack on one machine, without containers.
 
-PostgreSQL (raw, clean, airflow, mlflow), an S3 server with the artifact bucket, the MLflow
+PostgreSQL (raw, clean, monitor, airflow, mlflow), an S3 server with the artifact bucket, the MLflow
 tracking server, Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor),
 the API, the UI, the pipeline exporter and Prometheus, each bound to 127.0.0.1, with process
 records and logs under <data dir>/stack.
@@ -100,6 +100,7 @@ class Secrets:
     s3_access_key: str
     s3_secret_key: str
     postgres_password: str
+    pseudonym_key: str
 
 
 def load_secrets(paths: Paths, settings: Settings) -> Secrets:
@@ -116,8 +117,10 @@ def load_secrets(paths: Paths, settings: Settings) -> Secrets:
         }
         paths.root.mkdir(parents=True, exist_ok=True)
         _write_private(paths.secrets, json.dumps(stored, indent=1))
-    if "postgres_password" not in stored:
-        stored["postgres_password"] = secrets.token_urlsafe(18)
+    added = {"postgres_password": 18, "pseudonym_key": 32}  # secrets of later versions
+    if any(name not in stored for name in added):
+        for name, size in added.items():
+            stored.setdefault(name, secrets.token_urlsafe(size))
         _write_private(paths.secrets, json.dumps(stored, indent=1))
     if settings.api_key:
         stored["api_key"] = settings.api_key
@@ -159,6 +162,7 @@ def client_env(settings: Settings, ends: Endpoints, keys: Secrets) -> dict[str, 
         "READMIT_DATASET_URI": settings.dataset_uri,
         "READMIT_RAW_DB_URL": ends.databases["raw"],
         "READMIT_CLEAN_DB_URL": ends.databases["clean"],
+        "READMIT_MONITOR_DB_URL": ends.databases["monitor"],
         "MLFLOW_TRACKING_URI": ends.mlflow,
         "READMIT_MLFLOW_BACKEND_STORE_URI": ends.databases["mlflow"],
         "READMIT_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{s3.BUCKET}",
@@ -504,7 +508,8 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
         _launch(stack, f"airflow-{component}", command, af_env)
 
     _wait(stack, ["mlflow"], 120, report)
-    api_env = {**env, "READMIT_API_HOST": "127.0.0.1", "READMIT_API_PORT": str(settings.api_port)}
+    api_env = {**env, "READMIT_API_HOST": "127.0.0.1", "READMIT_API_PORT": str(settings.api_port),
+               "READMIT_PSEUDONYM_KEY": keys.pseudonym_key}  # fmt: skip
     _launch(stack, "api", [program("readmit"), "serve"], api_env)
     ui_env = {**env, "READMIT_UI_HOST": "127.0.0.1", "READMIT_UI_PORT": str(settings.ui_port)}
     _launch(stack, "ui", [program("readmit"), "ui"], ui_env)

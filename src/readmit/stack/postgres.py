@@ -1,5 +1,5 @@
 """PostgreSQL for the stack: the server that answers at READMIT_STACK_POSTGRES_URL, or else a
-private cluster initialised under the data dir, and the four databases on it."""
+private cluster initialised under the data dir, and the stack's databases on it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from readmit.errors import ReadmitError
 from readmit.services import port_taken
 from readmit.stack.processes import ProcessRecord, launch
 
-DATABASES = ("raw", "clean", "airflow", "mlflow")
+DATABASES = ("raw", "clean", "monitor", "airflow", "mlflow")
 
 
 class PostgresError(ReadmitError):
@@ -43,7 +43,7 @@ def reachable(url: str, timeout: int = 3) -> bool:
 
 
 def database_urls(server_url: str, prefix: str) -> dict[str, str]:
-    """SQLAlchemy URLs of raw, clean, airflow and mlflow on the server of `server_url`."""
+    """SQLAlchemy URLs of the stack's DATABASES on the server of `server_url`."""
     base = make_url(server_url)
     return {
         name: base.set(database=f"{prefix}{name}").render_as_string(hide_password=False)
@@ -52,7 +52,7 @@ def database_urls(server_url: str, prefix: str) -> dict[str, str]:
 
 
 def ensure_databases(server_url: str, prefix: str) -> list[str]:
-    """Create whichever of the four databases is missing; returns the ones created."""
+    """Create whichever of the stack's databases is missing; returns the ones created."""
     urls = database_urls(server_url, prefix)
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     created = []
@@ -70,7 +70,7 @@ def ensure_databases(server_url: str, prefix: str) -> list[str]:
 
 
 def drop_databases(server_url: str, prefix: str) -> None:
-    """Drop the four databases (used by tests that ran a stack under their own prefix)."""
+    """Drop the stack's databases (used by tests that ran a stack under their own prefix)."""
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
