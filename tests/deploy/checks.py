@@ -34,13 +34,14 @@ PORTS: dict[str, int] = {
     "minio": 9000,
     "raw-db": 5432,
     "clean-db": 5432,
+    "monitor-db": 5432,
     "airflow-db": 5432,
     "mlflow-db": 5432,
     "airflow-api-server": 8080,
 }
 
 # The architecture: every service, in Compose and on Kubernetes.
-DATABASES = ("raw-db", "clean-db", "airflow-db", "mlflow-db")
+DATABASES = ("raw-db", "clean-db", "monitor-db", "airflow-db", "mlflow-db")
 AIRFLOW_COMPONENTS = (
     "airflow-api-server",
     "airflow-scheduler",
@@ -65,6 +66,7 @@ COMPOSE_ONE_SHOT = ("minio-init", "airflow-init", "locust")
 K8S_WORKLOADS: dict[str, str] = {
     "raw-db": "StatefulSet",
     "clean-db": "StatefulSet",
+    "monitor-db": "StatefulSet",
     "airflow-db": "StatefulSet",
     "mlflow-db": "StatefulSet",
     "minio": "StatefulSet",
