@@ -30,6 +30,7 @@ from typing import IO, Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from readmit.errors import StorageError
 from readmit.features import HISTORY_FIELD
 from readmit.monitoring.pseudonym import pseudonym, pseudonym_key
 from readmit.schema import INPUT_FIELDS, MISSING
@@ -264,8 +265,16 @@ class PredictionLog:
         while not self._stop.is_set():
             self._wake.wait(self.settings.prediction_log_flush_seconds)
             self._wake.clear()
+            self._flush_guarded()
+        self._flush_guarded()
+
+    def _flush_guarded(self) -> None:
+        """An unexpected error is logged and counted; the writer keeps running."""
+        try:
             self.flush()
-        self.flush()
+        except Exception:
+            self.metrics.log_flush_failures.inc()
+            log.exception("prediction log: flush failed")
 
     def flush(self) -> None:
         """Write what waits: spilled rows first, then the queue; after a failure (or while
@@ -339,7 +348,7 @@ class PredictionLog:
                 if not self._tables_ready:
                     monitor.create_tables(conn)
                 added = monitor.insert_predictions(conn, rows)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, StorageError, OSError) as exc:
             self._tables_ready = False
             self._retry_at = time.monotonic() + self.settings.prediction_log_retry_seconds
             self.metrics.log_flush_failures.inc()

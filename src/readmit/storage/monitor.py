@@ -15,9 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from readmit.errors import StorageError
 from readmit.settings import Settings
 from readmit.storage.db import is_postgres, make_engine
 
@@ -101,9 +103,13 @@ def insert_predictions(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     conn.execute(sa.text("CREATE TEMP TABLE predictions_in (LIKE predictions) ON COMMIT DROP"))
     names = ", ".join(PREDICTION_COLUMNS)
     cursor = conn.connection.cursor()
-    with cursor.copy(f"COPY predictions_in ({names}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([_copy_value(name, row[name]) for name in PREDICTION_COLUMNS])
+    try:
+        with cursor.copy(f"COPY predictions_in ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([_copy_value(name, row[name]) for name in PREDICTION_COLUMNS])
+    except psycopg.Error as exc:  # the raw cursor's errors are not wrapped by SQLAlchemy
+        reason = str(exc).strip().splitlines()
+        raise StorageError(f"monitor-db: COPY failed: {reason[0] if reason else exc}") from exc
     added = conn.execute(
         sa.text(
             f"INSERT INTO predictions ({names}) SELECT {names} FROM predictions_in "
@@ -124,8 +130,8 @@ def read_window(
 
     `last` keeps the newest N rows, `since` the rows scored at or after a time (both may be
     given). Columns: the log's own columns except `features`, whose fields become columns
-    of their own (`encounter_id` is nullable Int64), then `outcome` ("<30", ">30", "NO" or None) and `label` (1 for "<30",
-    0 otherwise, <NA> without an outcome).
+    of their own (`encounter_id` is nullable Int64), then `outcome` ("<30", ">30", "NO" or
+    None) and `label` (1 for "<30", 0 otherwise, <NA> without an outcome).
     """
     query = sa.select(predictions, outcomes.c.readmitted.label("outcome")).select_from(
         predictions.outerjoin(outcomes, predictions.c.encounter_id == outcomes.c.encounter_id)

@@ -1,0 +1,184 @@
+"""What logging every scored record costs /predict: the same API with the prediction log off
+and on, in one run, side by side.
+
+Usage: READMIT_DATASET_URI=<zip> python bench/prediction_log.py [--seconds 15] [--users 20]
+READMIT_BENCH_PG_URL names the PostgreSQL server of monitor-db (default: postgres on
+127.0.0.1:5432; a fresh database is created and dropped here); --sqlite logs to a SQLite file.
+
+A small real model is built first (the first 30,000 rows through ingest, clean and a LightGBM,
+registered at @production in a temporary MLflow). Then `readmit serve` (one worker, on
+127.0.0.1) runs four times, alternating off / on / off / on, each under a closed loop of
+--users concurrent httpx clients for --seconds. After each run with logging on, the rows in
+monitor-db are counted against the requests answered (warm-up included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+
+from readmit import registry
+from readmit.dataset import Dataset, load_dataset
+from readmit.model import Calibration, ReadmissionModel
+from readmit.pipeline.clean import build_clean
+from readmit.pipeline.ingest import ingest
+from readmit.pipeline.train import fit_lightgbm, load_training_data
+from readmit.services import free_port, start_api
+from readmit.settings import Settings
+from readmit.tracking import configure, log_model
+
+ROWS = 30_000
+
+
+def build_model(settings: Settings) -> list[dict]:
+    """Ingest, clean, fit and promote a small model; return test records as API payloads."""
+    import mlflow
+
+    full = load_dataset(settings, show_progress=False)
+    ingest(settings, all_batches=True, dataset=Dataset(full.frame.head(ROWS), full.sha256,
+                                                       full.source))  # fmt: skip
+    build_clean(settings)
+    data = load_training_data(settings)
+    x, y = data.encoded("train"), data.labels("train")
+    xv, yv = data.encoded("validation"), data.labels("validation")
+    estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=80)
+    model = ReadmissionModel(data.build.transform, estimator, Calibration(), 0.12,
+                             info={"estimator": "lightgbm"})  # fmt: skip
+    inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"], errors="ignore")
+    with mlflow.start_run(experiment_id=configure(settings)) as run:
+        info = log_model(model, inputs.head(3))
+    registry.promote(settings, registry.register(settings, info.model_uri, run.info.run_id, {}))
+    rows = json.loads(inputs.to_json(orient="records"))
+    return [{**{k: (None if v == "?" else v) for k, v in r.items()},
+             "encounter_id": 1_000_000 + i, "patient_nbr": 50_000_000 + i // 3}
+            for i, r in enumerate(rows)]  # fmt: skip
+
+
+async def closed_loop(url: str, bodies: list[dict], users: int, seconds: float) -> dict:
+    """Every client sends its next request as soon as it has an answer."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient, seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            response = await client.post(url, json=bodies[rng.randrange(len(bodies))])
+            latencies.append(time.perf_counter() - start)
+            errors += response.status_code != 200
+
+    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        clock = time.perf_counter()
+        await asyncio.gather(*(client_loop(client, i) for i in range(users)))
+        elapsed = time.perf_counter() - clock
+    ms = np.asarray(latencies) * 1000
+    return {"n": len(latencies), "ok": len(latencies) - errors, "rps": len(latencies) / elapsed,
+            "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
+            "p99": float(np.percentile(ms, 99)), "errors": errors}  # fmt: skip
+
+
+def logged_rows(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar() or 0)
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def run_once(settings: Settings, logging_on: bool, monitor_url: str, bodies: list[dict],
+             args: argparse.Namespace, logs: Path) -> dict:  # fmt: skip
+    port = free_port()
+    env = {"READMIT_DATA_DIR": str(settings.data_dir), "READMIT_API_PORT": str(port),
+           "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "READMIT_LOG_LEVEL": "WARNING",
+           "READMIT_MONITOR_DB_URL": monitor_url, "READMIT_PSEUDONYM_KEY": secrets.token_hex(16),
+           "READMIT_PREDICTION_LOG_ENABLED": str(logging_on).lower()}  # fmt: skip
+    before = logged_rows(monitor_url)
+    api = start_api(settings.model_copy(update={"api_port": port}), logs / f"api-{port}.log", env)
+    try:
+        for _ in range(60):
+            if httpx.get(f"{api.url}/health").status_code == 200:
+                break
+            time.sleep(0.5)
+        warm = asyncio.run(closed_loop(f"{api.url}/predict", bodies, args.users, 2.0))
+        result = asyncio.run(closed_loop(f"{api.url}/predict", bodies, args.users, args.seconds))
+    finally:
+        api.stop()  # SIGTERM: the app's shutdown flushes the log
+    result["answered"] = warm["ok"] + result["ok"]
+    result["logged"] = logged_rows(monitor_url) - before
+    return result
+
+
+def line(label: str, r: dict) -> str:
+    logged = f"  logged {r['logged']:,} of {r['answered']:,} answered" if r["logged"] else ""
+    return (f"  {label:<16} {r['rps']:8.1f} req/s  p50 {r['p50']:6.2f} ms  p95 {r['p95']:6.2f} ms  "
+            f"p99 {r['p99']:6.2f} ms  errors {r['errors']}/{r['n']}{logged}")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--sqlite", action="store_true", help="monitor-db on SQLite")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="readmit-bench-log-"))
+    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    admin = os.environ.get("READMIT_BENCH_PG_URL",
+                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")  # fmt: skip
+    name = f"readmit_bench_{secrets.token_hex(4)}"
+    if args.sqlite:
+        monitor_url = f"sqlite:///{folder}/monitor.db"
+    else:
+        monitor_url = sa.engine.make_url(admin).set(database=name).render_as_string(False)
+        _admin(admin, f'CREATE DATABASE "{name}"')
+    try:
+        bodies = build_model(settings)
+        kind = "SQLite" if args.sqlite else "PostgreSQL"
+        print(f"/predict, closed loop, {args.users} clients, {args.seconds:.0f} s per run, "
+              f"one worker; monitor-db on {kind}")  # fmt: skip
+        results: dict[bool, list[dict]] = {False: [], True: []}
+        for logging_on in (False, True, False, True):
+            r = run_once(settings, logging_on, monitor_url, bodies, args, folder)
+            results[logging_on].append(r)
+            print(line(f"logging {'on' if logging_on else 'off'}", r), flush=True)
+            if r["logged"] != (r["answered"] if logging_on else 0):
+                print(f"  !! {r['answered']:,} answered (warm-up included), {r['logged']:,} logged")
+        off = np.mean([r["rps"] for r in results[False]])
+        on = np.mean([r["rps"] for r in results[True]])
+        p95_off = np.mean([r["p95"] for r in results[False]])
+        p95_on = np.mean([r["p95"] for r in results[True]])
+        print(f"  mean: off {off:.1f} req/s, on {on:.1f} req/s ({(on / off - 1) * 100:+.1f}%); "
+              f"p95 off {p95_off:.2f} ms, on {p95_on:.2f} ms")  # fmt: skip
+    finally:
+        if not args.sqlite:
+            _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(f"logs: {folder}")
+    return 0
+
+
+def _admin(url: str, statement: str) -> None:
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
