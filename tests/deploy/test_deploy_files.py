@@ -19,7 +19,6 @@ from tests.deploy.checks import (
     AIRFLOW_VALUES,
     COMPOSE_ENV_EXAMPLE,
     COMPOSE_SERVICES,
-    DEPLOY,
     DOCKER,
     K8S,
     K8S_WORKLOADS,
@@ -571,12 +570,46 @@ def test_airflow_pods_have_a_network_policy(overlays: dict[str, list[dict[str, A
 # ---- secrets ---------------------------------------------------------------------------------
 
 
+SCANNED = ("deploy", "observability/kustomization.yaml", ".dockerignore")
+# What the .gitignore files keep out of the scanned paths: the local secrets (compose's
+# `.env`, the overlays' `secrets/*.env`) and Python caches.
+NOT_COMMITTED = re.compile(
+    r"(^|/)\.env$|/overlays/[^/]+/secrets/[^/]+\.env$|(^|/)__pycache__/|\.pyc$"
+)
+
+
+def _git_listed() -> list[Path] | None:
+    """What git would commit under the scanned paths; None when git cannot tell."""
+    try:
+        listed = run("git", "ls-files", "--cached", "--others", "--exclude-standard", *SCANNED)
+    except OSError:
+        return None
+    if listed.returncode != 0 or not listed.stdout.strip():
+        return None
+    return sorted(REPO / line for line in listed.stdout.splitlines())
+
+
+def _walked() -> list[Path]:
+    """Every file under the same scanned paths, found without git, less what git ignores."""
+    found = []
+    for name in SCANNED:
+        root = REPO / name
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_file() and not NOT_COMMITTED.search(path.relative_to(REPO).as_posix()):
+                found.append(path)
+    return sorted(found)
+
+
 def _deploy_files() -> list[Path]:
-    listed = run("git", "ls-files", "--cached", "--others", "--exclude-standard", "deploy",
-                 "observability/kustomization.yaml", ".dockerignore")  # fmt: skip
-    if listed.returncode == 0 and listed.stdout.strip():
-        return [REPO / line for line in listed.stdout.splitlines()]
-    return [p for p in DEPLOY.rglob("*") if p.is_file() and not p.name.endswith(".env")]
+    return _git_listed() or _walked()
+
+
+def test_the_scan_without_git_covers_every_file_git_would_commit() -> None:
+    listed = _git_listed()
+    if listed is None:
+        pytest.skip("git cannot list the repository here; nothing to compare the walk with")
+    missing = sorted(set(listed) - set(_walked()))
+    assert missing == [], missing
 
 
 def test_no_committed_deploy_file_holds_a_secret() -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from readmit.features import HISTORY_FIELD
@@ -38,11 +43,23 @@ def test_the_best_candidate_by_validation_is_evaluated_on_test(outcome):
     assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == len(outcome.test_probabilities)
 
 
-def test_calibration_is_kept_only_when_it_lowers_the_brier_score(outcome):
+def test_the_model_carries_the_calibration_and_threshold_chosen_on_validation(outcome, small_data):
+    """The choice itself is unit-tested (tests/unit/test_evaluation.py); here the figures are
+    recomputed from the chosen estimator's validation margins, and the model must use them."""
+    margin = outcome.chosen.estimator.margin(small_data.encoded("validation"))
+    labels = small_data.labels("validation")
     choice = outcome.calibration
-    assert choice.applied == (choice.brier_calibrated < choice.brier_raw)
-    identity = (choice.calibration.slope, choice.calibration.intercept) == (1.0, 0.0)
-    assert identity != choice.applied
+    raw_brier = float(np.mean((1 / (1 + np.exp(-margin)) - labels) ** 2))
+    assert choice.brier_raw == pytest.approx(raw_brier, rel=1e-9)
+    assert outcome.model.calibration == choice.calibration
+    probabilities = choice.calibration.apply(margin)
+    f1 = {
+        cut: 2
+        * int(((probabilities >= cut) & (labels == 1)).sum())
+        / (int((probabilities >= cut).sum()) + int(labels.sum()))
+        for cut in np.unique(probabilities)
+    }
+    assert outcome.model.threshold == max(f1, key=f1.__getitem__)
 
 
 def test_one_record_scores_exactly_as_the_bulk_path_on_thousands_of_rows(outcome, small_data):
@@ -65,6 +82,43 @@ def test_every_estimator_scores_one_record_exactly_as_the_bulk_path(outcome, sma
         np.testing.assert_array_equal(singles, bulk, err_msg=candidate.name)
 
 
+def loaded_batches(settings) -> list[int]:
+    """Batch ids recorded as loaded in raw-db, read with SQL."""
+    engine = sa.create_engine(settings.resolved_raw_db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select batch_id from batch_metadata "
+                                    "where status = 'succeeded' order by batch_id")).all()  # fmt: skip
+    engine.dispose()
+    return [int(r[0]) for r in rows]
+
+
+def latest_clean_build(settings) -> str:
+    engine = sa.create_engine(settings.resolved_clean_db_url)
+    with engine.connect() as conn:
+        build = conn.execute(sa.text("select build_id from clean_build "
+                                     "order by created_at desc limit 1")).scalar_one()  # fmt: skip
+    engine.dispose()
+    return str(build)
+
+
+def csv_sha256(path: str) -> str:
+    """SHA-256 of the data set's CSV, inside its zip or as a plain file."""
+    if not zipfile.is_zipfile(path):
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("diabetic_data.csv"))
+        return hashlib.sha256(archive.read(name)).hexdigest()
+
+
+def source_commit() -> str:
+    """The commit of the checked-out source, unless the environment names one (as images do)."""
+    if commit := os.environ.get("READMIT_GIT_COMMIT"):
+        return commit
+    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).parent)  # fmt: skip
+    return done.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def trained(small_build, tmp_path_factory):
     settings = small_build.settings.model_copy(
@@ -80,13 +134,11 @@ def test_train_logs_a_parent_run_with_children_lineage_and_plots(trained):
     client = MlflowClient(settings.resolved_tracking_uri)
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED"
-    for tag in (
-        "readmit.clean_build",
-        "readmit.raw_batches",
-        "readmit.dataset_sha256",
-        "readmit.git_commit",
-    ):
-        assert run.data.tags[tag]
+    tags = run.data.tags
+    assert tags["readmit.raw_batches"] == ",".join(str(b) for b in loaded_batches(settings))
+    assert tags["readmit.dataset_sha256"] == csv_sha256(settings.dataset_uri)
+    assert tags["readmit.git_commit"] == source_commit()
+    assert tags["readmit.clean_build"] == latest_clean_build(settings)
     assert run.data.metrics["test_roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])
     children = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{first.run_id}'"
@@ -137,6 +189,7 @@ def test_a_fresh_process_loads_production_and_reproduces_training_probabilities(
     subprocess.run([sys.executable, "-c", script, settings.resolved_tracking_uri, str(inputs), str(result)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip
     fresh = pd.read_csv(result, float_precision="round_trip")["probability"].to_numpy()
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     logged = mlflow.artifacts.load_text(f"runs:/{first.run_id}/{PREDICTIONS_ARTIFACT}")
     at_training = pd.read_csv(io.StringIO(logged), float_precision="round_trip")
     assert len(fresh) == len(at_training) > 2000
@@ -145,9 +198,14 @@ def test_a_fresh_process_loads_production_and_reproduces_training_probabilities(
 
 def test_model_info_travels_with_the_registered_model(trained):
     settings, first, _ = trained
-    path = mlflow.artifacts.download_artifacts(f"models:/{settings.model_name}/1")
-    files = list(__import__("pathlib").Path(path).rglob("readmit_model.json"))
+    path = mlflow.artifacts.download_artifacts(
+        f"models:/{settings.model_name}/{first.version}",
+        tracking_uri=settings.resolved_tracking_uri,
+    )
+    files = list(Path(path).rglob("readmit_model.json"))
     info = json.loads(files[0].read_text())["info"]
     assert info["run_id"] == first.run_id
-    assert info["readmit.clean_build"]
+    run_tags = MlflowClient(settings.resolved_tracking_uri).get_run(first.run_id).data.tags
+    for key in ("readmit.clean_build", "readmit.raw_batches", "readmit.dataset_sha256"):
+        assert info[key] == run_tags[key]
     assert info["test_metrics"]["roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])

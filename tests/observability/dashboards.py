@@ -33,18 +33,6 @@ GRAFANA_MACROS = {
     "$__range": "1h",
 }
 
-# Series of the pipeline exporter (`readmit exporter`, job readmit-pipeline).
-PIPELINE_SERIES = frozenset(
-    {
-        "readmit_pipeline_batches",
-        "readmit_pipeline_rows",
-        "readmit_pipeline_last_success_timestamp_seconds",
-        "readmit_pipeline_step_success",
-        "readmit_production_model_version",
-        "readmit_production_model_test_roc_auc",
-        "readmit_model_version_test_roc_auc",
-    }
-)
 # Series Prometheus adds to every scrape target.
 SCRAPE_SERIES = frozenset({"up"})
 

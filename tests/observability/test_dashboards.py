@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
+from prometheus_client.registry import CollectorRegistry
 
+from readmit.exporter import registry_for
 from readmit.serving.metrics import Metrics
+from readmit.settings import Settings
+from readmit.storage import clean, raw
 from tests.observability.dashboards import (
     DATASOURCE_UID,
-    PIPELINE_SERIES,
     SCRAPE_SERIES,
     dashboard_expressions,
     dashboard_files,
@@ -42,13 +46,36 @@ SUFFIXES = {
 }
 
 
+def series_of(registry: CollectorRegistry) -> set[str]:
+    """Series names a registry exposes: each family's name with its type's suffixes."""
+    return {
+        family.name + suffix for family in registry.collect() for suffix in SUFFIXES[family.type]
+    }
+
+
 def api_series() -> set[str]:
     """Series names the API exposes, read from its own metric definitions."""
-    return {
-        family.name + suffix
-        for family in Metrics().registry.collect()
-        for suffix in SUFFIXES[family.type]
-    }
+    return series_of(Metrics().registry)
+
+
+@pytest.fixture(scope="module")
+def pipeline_series(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """Series names the pipeline exporter exposes, read from the exporter itself: it is run on
+    empty raw-db and clean-db schemas and an empty registry (so every source is readable)."""
+    folder = tmp_path_factory.mktemp("exporter")
+    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    for url, metadata in ((settings.resolved_raw_db_url, raw.metadata),
+                          (settings.resolved_clean_db_url, clean.metadata)):  # fmt: skip
+        engine = sa.create_engine(url)
+        metadata.create_all(engine)
+        engine.dispose()
+    return series_of(registry_for(settings))
+
+
+def test_the_exporter_exposes_its_pipeline_and_model_series(pipeline_series: set[str]) -> None:
+    """Every source of the exporter answered: a family of each (raw-db, clean-db, registry)."""
+    assert {"readmit_pipeline_batches", "readmit_pipeline_rows",
+            "readmit_production_model_version"} <= pipeline_series  # fmt: skip
 
 
 @pytest.fixture(params=dashboard_files(), ids=lambda p: p.name)
@@ -117,8 +144,8 @@ def test_expressions_parse(run_promtool: RunPromtool, tmp_path: Path) -> None:
     run_promtool("check", "rules", str(path))
 
 
-def test_expressions_read_known_series() -> None:
-    known = api_series() | PIPELINE_SERIES | SCRAPE_SERIES | recorded_series()
+def test_expressions_read_known_series(pipeline_series: set[str]) -> None:
+    known = api_series() | pipeline_series | SCRAPE_SERIES | recorded_series()
     for expr in dashboard_expressions():
         names = series_names(expr)
         assert names or CONSTANT.fullmatch(expr), f"reads no known kind of series: {expr}"

@@ -98,7 +98,7 @@ def test_chunks_cover_every_record_in_order():
     pieces = list(chunks(items, 500))
     assert [(start, len(p)) for start, p in pieces] == [(0, 500), (500, 500), (1000, 201)]
     assert [r for _, p in pieces for r in p] == items
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="chunk size must be positive"):
         list(chunks(items, 0))
 
 

@@ -110,14 +110,26 @@ def test_transform_sends_rare_and_unseen_values_to_other():
     record = clean.iloc[0].to_dict() | {"payer_code": "ZZ", "race": None}
     vector = transform.transform_record(record)
     assert vector[transform.columns.index(f"payer_code={OTHER_TOKEN}")] == 1.0
-    race_missing = f"race={MISSING_TOKEN}"
-    if race_missing in transform.columns:
-        assert vector[transform.columns.index(race_missing)] == 1.0
-    else:
-        assert vector[transform.columns.index(f"race={OTHER_TOKEN}")] == 1.0
     assert vector.sum() == pytest.approx(
         vector[: len(transform.numeric)].sum() + len(CATEGORICAL_FEATURES)
     )
+
+
+@pytest.mark.parametrize(("missing_rows", "column"), [(30, MISSING_TOKEN), (3, OTHER_TOKEN)])
+def test_a_missing_race_has_its_own_column_only_when_common_in_training(missing_rows, column):
+    """Missing is a value like any other: a column of its own when seen at least `min_count`
+    times in training, else the rare-value column; in bulk and one record alike."""
+    clean = clean_frame(_raw_typed(500, seed=1))
+    clean["race"] = clean["race"].fillna("Caucasian")
+    clean.loc[: missing_rows - 1, "race"] = None
+    transform = FittedTransform.fit(clean, min_count=10)
+    assert (MISSING_TOKEN in transform.vocabularies["race"]) is (column == MISSING_TOKEN)
+    record = clean.iloc[0].to_dict()
+    assert record["race"] is None
+    expected = transform.columns.index(f"race={column}")
+    race_columns = [i for i, f in enumerate(transform.column_field) if f == "race"]
+    for vector in (transform.transform_record(record), transform.transform_frame(clean)[0]):
+        assert [i for i in race_columns if vector[i] == 1.0] == [expected]
 
 
 def test_transform_is_fitted_on_the_rows_given_only():

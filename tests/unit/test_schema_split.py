@@ -1,9 +1,26 @@
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 
 from readmit.schema import BY_FIELD, COLUMNS, FIELDS, INPUT_FIELDS, check_value
+from readmit.settings import Settings
 from readmit.split import SPLITS, assign_splits, split_of
+from tests.splits import DEFAULT_SALT, reference_split
+
+# Patient numbers of the data set's first rows and the split each must get under the default
+# salt: a change of the rule or the salt moves patients between splits of an existing raw-db.
+PINNED = {
+    8222157: "train",
+    55629189: "train",
+    89869032: "validation",
+    77586282: "validation",
+    85504905: "test",
+    86328819: "test",
+}
 
 
 def test_schema_declares_the_50_source_columns_with_unique_fields():
@@ -39,8 +56,40 @@ def test_check_value(field, value, ok):
     assert (reason is None) is ok, reason
 
 
+def test_the_default_salt_is_the_one_the_pinned_splits_use():
+    assert Settings().split_salt == DEFAULT_SALT
+
+
+def test_known_patients_get_their_pinned_split():
+    assert {p: reference_split(p, DEFAULT_SALT) for p in PINNED} == PINNED
+    assert {p: split_of(p, DEFAULT_SALT) for p in PINNED} == PINNED
+    assert assign_splits(list(PINNED), DEFAULT_SALT) == list(PINNED.values())
+
+
+def test_split_follows_the_sha256_rule_for_many_patients():
+    patients = range(1, 3000)
+    assert [split_of(p, DEFAULT_SALT) for p in patients] == [
+        reference_split(p, DEFAULT_SALT) for p in patients
+    ]
+
+
+def test_another_process_assigns_the_same_splits():
+    """Batches are loaded by separate processes (DAG runs): the split must not depend on
+    anything of the process, such as Python's per-process hash seed."""
+    patients = [*PINNED, *range(1, 500)]
+    script = (
+        "import json, sys\n"
+        "from readmit.split import assign_splits\n"
+        "print(json.dumps(assign_splits(json.loads(sys.argv[1]), sys.argv[2])))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(patients), DEFAULT_SALT],
+                          env=env, capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    assert json.loads(done.stdout) == assign_splits(patients, DEFAULT_SALT)
+
+
 def test_split_is_stable_and_depends_on_the_salt():
-    assert split_of(123, "a") == split_of("123", "a")
+    assert split_of(123, "a") == split_of("123", "a") == reference_split(123, "a")
     moved = sum(split_of(p, "a") != split_of(p, "b") for p in range(2000))
     assert moved > 500  # another salt reshuffles patients
 
@@ -54,8 +103,7 @@ def test_split_fractions_are_near_70_15_15():
 
 
 def test_every_encounter_of_a_patient_gets_the_same_split():
-    patients = [7, 8, 7, 9, 8, 7]
+    patients = [7, 8, 7, 9, 8, 7, "7", 9]
     splits = assign_splits(patients, "salt")
-    by_patient = {}
-    for patient, split in zip(patients, splits, strict=True):
-        assert by_patient.setdefault(patient, split) == split
+    assert splits == [reference_split(int(p), "salt") for p in patients]
+    assert len(set(splits)) > 1  # the patients chosen do not all share one split
