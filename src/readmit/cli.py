@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from readmit.errors import ReadmitError
-from readmit.settings import Settings
+from readmit.settings import Settings, settings_problems
 
 app = typer.Typer(
     help="readmit: 30-day readmission prediction for diabetic inpatients.",
@@ -28,7 +29,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fails_cleanly(command: F) -> F:
-    """Turn a ReadmitError into one line on stderr and exit code 1, never a traceback."""
+    """Turn a ReadmitError or a bad setting into one line on stderr and exit code 1."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,6 +41,10 @@ def fails_cleanly(command: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
+            if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
+                for line in settings_problems(exc):
+                    err_console.print(f"[bold red]error:[/] {line}", highlight=False)
+                raise typer.Exit(code=1) from None
             if os.environ.get("READMIT_DEBUG"):
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -14,19 +15,30 @@ import pandas as pd
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from readmit.errors import DatasetError
+from readmit.files import private_dir, private_file
 from readmit.schema import COLUMNS, INTEGER_FIELDS, SOURCE_NAMES
 from readmit.settings import Settings
 
 CSV_NAME = "diabetic_data.csv"
+ROW_PROBLEM = "_row_problem"
+
+
+def _no_problems() -> pd.Series:
+    return pd.Series(dtype=object)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """The source rows as strings, exactly as in the CSV, in `encounter_id` order."""
+    """The source rows as strings, exactly as in the CSV, in `encounter_id` order.
+
+    `problems` holds, by row index, why a row could not be read as it is (wrong field count,
+    bytes that are not UTF-8): such rows are rejected at ingest like any other bad row.
+    """
 
     frame: pd.DataFrame
     sha256: str
     source: str
+    problems: pd.Series = field(default_factory=_no_problems)
 
 
 def is_url(uri: str) -> bool:
@@ -39,8 +51,8 @@ def download(url: str, target_dir: Path, show_progress: bool = True) -> Path:
     target = target_dir / name
     if target.exists():
         return target
-    target_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
+    private_dir(target_dir)
+    partial = private_file(target.with_suffix(target.suffix + ".part"))
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=30.0) as response:
             if response.status_code != 200:
@@ -56,6 +68,9 @@ def download(url: str, target_dir: Path, show_progress: bool = True) -> Path:
     except httpx.HTTPError as exc:
         partial.unlink(missing_ok=True)
         raise DatasetError(f"dataset: cannot download {url}: {exc}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(target)
     return target
 
@@ -92,18 +107,110 @@ def verify_checksum(data: bytes, settings: Settings, source: str) -> str:
     return digest
 
 
-def parse_csv(data: bytes, source: str) -> pd.DataFrame:
-    """Every value as its source string: '?' stays '?', the category 'None' stays 'None'."""
+def _decode(data: bytes) -> tuple[str, bool]:
+    """The text of the file, and whether some bytes were not UTF-8 (kept as surrogates)."""
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="surrogateescape"), True
+
+
+def _not_utf8(values: list[str]) -> str | None:
+    """Why a row decoded with surrogateescape is not UTF-8, or None when it is."""
+    for position, value in enumerate(values):
+        for char in value:
+            if "\udc80" <= char <= "\udcff":
+                return f"field {position + 1} has byte 0x{ord(char) - 0xDC00:02x}, not UTF-8"
+    return None
+
+
+def _readable(value: str) -> str:
+    """A value with its undecodable bytes as U+FFFD, so it can be hashed and stored."""
+    return value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+def _row(values: list[str], width: int, check_bytes: bool) -> tuple[list[str], str]:
+    """The row fitted to `width` fields, and its problem ('' for a sound row)."""
+    problem = ""
+    if len(values) != width:
+        problem = f"row has {len(values)} fields, expected {width}"
+        # Extra fields stay in the last one, so the row keeps a hash of its own.
+        values = [*values[: width - 1], ",".join(values[width - 1 :])] if values else []
+        values += [""] * (width - len(values))
+    if check_bytes and (bad := _not_utf8(values)):
+        problem = problem or bad
+        values = [_readable(v) for v in values]
+    return values, problem
+
+
+def _plain_and_regular(data: bytes) -> bool:
+    """True when the C parser reads the file exactly: UTF-8, no quotes or NULs, same width.
+
+    Without quotes a line's fields are its commas plus one; pandas' C parser would silently
+    pad a short row and cut a value at a NUL, so any other file takes the careful path.
+    """
+    if b'"' in data or b"\x00" in data:
+        return False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    widths = {line.count(",") for line in text.splitlines() if line}
+    return len(widths) <= 1
+
+
+def _parse_fast(data: bytes, source: str) -> pd.DataFrame:
     try:
         frame = pd.read_csv(
             io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, engine="c"
         )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DatasetError(f"dataset: {source} is not a readable CSV: {exc}") from exc
-    missing = [c for c in SOURCE_NAMES if c not in frame.columns]
+    _check_header(list(frame.columns), source)
+    return frame[list(SOURCE_NAMES)].assign(**{ROW_PROBLEM: ""})
+
+
+def _check_header(header: list[str], source: str) -> None:
+    missing = [c for c in SOURCE_NAMES if c not in header]
     if missing:
         raise DatasetError(f"dataset: {source} lacks column(s): {', '.join(missing)}")
-    return frame[list(SOURCE_NAMES)]
+
+
+def parse_careful(data: bytes, source: str) -> pd.DataFrame:
+    """Row by row: a row that cannot be read as one value per column is kept, with why."""
+    text, check_bytes = _decode(data)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [name.lstrip("\ufeff") for name in next(reader, [])]
+        _check_header(header, source)
+        rows: list[list[str]] = []
+        problems: list[str] = []
+        for values in reader:
+            if not values:
+                continue  # a blank line
+            row, problem = _row(values, len(header), check_bytes)
+            rows.append(row)
+            problems.append(problem)
+    except csv.Error as exc:
+        raise DatasetError(
+            f"dataset: {source} is not a readable CSV (line {reader.line_num}): {exc}"
+        ) from exc
+    columns = dict(zip(header, zip(*rows, strict=True), strict=True)) if rows else {}
+    frame = pd.DataFrame({name: list(columns.get(name, ())) for name in SOURCE_NAMES}, dtype=object)
+    frame[ROW_PROBLEM] = problems
+    return frame
+
+
+def parse_csv(data: bytes, source: str) -> pd.DataFrame:
+    """Every value as its source string: '?' stays '?', the category 'None' stays 'None'.
+
+    A row that cannot be read as one value per column (wrong field count, bytes that are not
+    UTF-8) is kept with why in ROW_PROBLEM, so ingest rejects that row and keeps the rest. A
+    plain, regular file (the UCI one) is read by pandas' C parser, many times faster.
+    """
+    if _plain_and_regular(data):
+        return _parse_fast(data, source)
+    return parse_careful(data, source)
 
 
 def order_by_encounter(frame: pd.DataFrame) -> pd.DataFrame:
@@ -128,4 +235,5 @@ def load_dataset(settings: Settings, show_progress: bool = True) -> Dataset:
     data = read_csv_bytes(path.expanduser())
     digest = verify_checksum(data, settings, uri)
     frame = order_by_encounter(parse_csv(data, uri))
-    return Dataset(frame=frame, sha256=digest, source=uri)
+    problems = frame.pop(ROW_PROBLEM)
+    return Dataset(frame=frame, sha256=digest, source=uri, problems=problems[problems != ""])

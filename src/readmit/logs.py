@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from readmit.files import private_dir
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -48,7 +50,7 @@ def configure_file_logging(path: Path, level: str = "INFO") -> None:
     target = str(path.resolve())
     if any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)

@@ -22,8 +22,14 @@ class Kind(StrEnum):
 
 MISSING = "?"
 ID_MAX = 2**63 - 1  # identifiers are stored as BIGINT
-ICD9_PATTERN = re.compile(r"^(\d{1,3}(\.\d{1,2})?|V\d{1,2}(\.\d{1,2})?|E\d{1,3}(\.\d{1,2})?)$")
-TEXT_PATTERN = re.compile(r"^[A-Za-z0-9&/\-]{1,64}$")
+# Whole-value patterns, applied with fullmatch (a `$` anchor would accept a trailing newline).
+# ASCII classes only: `\d` would also match Arabic-Indic, full-width and other digits.
+ICD9_PATTERN = re.compile(
+    r"[0-9]{1,3}(\.[0-9]{1,2})?|V[0-9]{1,2}(\.[0-9]{1,2})?|E[0-9]{1,3}(\.[0-9]{1,2})?"
+)
+TEXT_PATTERN = re.compile(r"[A-Za-z0-9&/\-]{1,64}")
+INTEGER_PATTERN = re.compile(r"[0-9]+")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 MED_VALUES = ("No", "Steady", "Up", "Down")
 AGE_BRACKETS = tuple(f"[{10 * i}-{10 * (i + 1)})" for i in range(10))
@@ -108,20 +114,32 @@ LABEL_SOURCE = "readmitted"
 POSITIVE_LABEL = "<30"
 
 
+def anchored(pattern: re.Pattern[str]) -> str:
+    """`pattern` as a whole-string regex for JSON Schema and pydantic (end of text, not line)."""
+    return rf"^(?:{pattern.pattern})$"
+
+
 def check_value(column: Column, value: str) -> str | None:
-    """Return why `value` is not a valid source value of `column`, or None when it is."""
+    """Return why `value` is not a valid source value of `column`, or None when it is.
+
+    The one rule set for ingest and the API: ASCII digits only, whole-value matches, and no
+    control characters anywhere (a NUL or newline would be stored truncated or split).
+    """
+    if CONTROL_CHARACTERS.search(value):
+        return f"{value!r} contains a control character"
     if value == MISSING:
         return None if column.missing_allowed else "missing value '?' not allowed"
     if column.kind is Kind.INTEGER:
-        if not value.isdigit():
-            return f"{value!r} is not a non-negative integer"
-        if int(value) > column.maximum:
-            return f"{value} exceeds {column.maximum:,}"
+        if not INTEGER_PATTERN.fullmatch(value):
+            return f"{value!r} is not a non-negative integer (ASCII digits)"
+        # int() of a very long string is refused by Python itself: compare lengths first.
+        if len(value.lstrip("0")) > len(str(column.maximum)) or int(value) > column.maximum:
+            return f"{value[:40]} exceeds {column.maximum:,}"
         return None
     if column.kind is Kind.CATEGORY:
         if value not in column.categories:
             return f"{value!r} is not one of {', '.join(column.categories)}"
         return None
     if column.kind is Kind.CODE:
-        return None if ICD9_PATTERN.match(value) else f"{value!r} is not an ICD-9 code"
-    return None if TEXT_PATTERN.match(value) else f"{value!r} is not a plain code or name"
+        return None if ICD9_PATTERN.fullmatch(value) else f"{value!r} is not an ICD-9 code"
+    return None if TEXT_PATTERN.fullmatch(value) else f"{value!r} is not a plain code or name"

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from readmit.errors import ReadmitError
+from readmit.files import private_dir
 from readmit.settings import Settings
 
 
@@ -163,7 +164,7 @@ def standalone_mlflow_env(settings: Settings) -> dict[str, str]:
 
 def start_mlflow_server(settings: Settings, log: Path, timeout: float = 90) -> Service:
     """The MLflow tracking server of the settings, healthy when this returns."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     url = f"http://{settings.mlflow_host}:{settings.mlflow_port}"
     service = _spawn(
         "mlflow", mlflow_server_command(settings), standalone_mlflow_env(settings), log, url

@@ -6,15 +6,21 @@ Switching from the embedded mode (SQLite files, local MLflow store) to the full 
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 UCI_DATASET_URL = "https://archive.ics.uci.edu/static/public/296/diabetes+130-us+hospitals+for+years+1999-2008.zip"
 # SHA-256 of diabetic_data.csv as shipped in the UCI archive (101,766 rows).
 UCI_CSV_SHA256 = "0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97"
+
+# Both go into queries: the model name into MLflow registry filters, the prefix into
+# PostgreSQL database names (CREATE DATABASE). Plain names only, checked at startup.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+DB_PREFIX_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 
 class Settings(BaseSettings):
@@ -134,6 +140,26 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(default=9090, description="Port of the stack's Prometheus.")
     random_seed: int = Field(default=42, description="Seed of every random choice in training.")
 
+    @field_validator("model_name")
+    @classmethod
+    def _plain_model_name(cls, value: str) -> str:
+        if not MODEL_NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"READMIT_MODEL_NAME {value!r} must be 1-100 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("stack_db_prefix")
+    @classmethod
+    def _plain_db_prefix(cls, value: str) -> str:
+        if value and not DB_PREFIX_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"READMIT_STACK_DB_PREFIX {value!r} must be empty or up to 40 lowercase "
+                "letters, digits or '_', not starting with a digit"
+            )
+        return value
+
     @property
     def resolved_raw_db_url(self) -> str:
         return self.raw_db_url or f"sqlite:///{(self.data_dir / 'raw.db').resolve()}"
@@ -172,6 +198,17 @@ class Settings(BaseSettings):
     @property
     def download_dir(self) -> Path:
         return self.data_dir / "downloads"
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per bad setting, named as the user sets it (READMIT_...)."""
+    lines = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        name = name if name.startswith(("READMIT_", "MLFLOW_")) else f"READMIT_{name}"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(message if message.startswith(name) else f"{name}: {message}")
+    return lines
 
 
 @lru_cache

@@ -21,6 +21,7 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 from readmit.errors import ReadmitError
 from readmit.features import HISTORY_FIELD
+from readmit.files import private_dir
 from readmit.model import ReadmissionModel
 from readmit.pyfunc_model import ReadmissionPyfunc
 from readmit.schema import BY_FIELD, INPUT_FIELDS, Kind
@@ -54,7 +55,7 @@ def connect(settings: Settings) -> str:
                 f"mlflow: tracking server {safe_url(uri)} is unreachable: {exc}"
             ) from exc
     else:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -44,6 +44,13 @@ MALFORMED = [
     ("negative history", {**EXAMPLE, "prior_encounters": -1}, "prior_encounters"),
     ("list instead of string", {**EXAMPLE, "change": ["Ch"]}, "change"),
     ("object instead of integer", {**EXAMPLE, "admission_type_id": {"id": 1}}, "admission_type_id"),
+    # The ingest's rules: whole-value matches, ASCII digits, no control characters.
+    ("code with a trailing newline", {**EXAMPLE, "diag_1": "428\n"}, "diag_1"),
+    ("payer with a trailing newline", {**EXAMPLE, "payer_code": "MC\n"}, "payer_code"),
+    ("full-width digits in a code", {**EXAMPLE, "diag_1": "\uff14\uff12\uff18"}, "diag_1"),
+    ("Arabic-Indic digits in a code", {**EXAMPLE, "diag_3": "V\u0664\u0665"}, "diag_3"),
+    ("NUL in a specialty", {**EXAMPLE, "medical_specialty": "Nul\x00Byte"}, "medical_specialty"),
+    ("NUL after a category", {**EXAMPLE, "gender": "Male\x00"}, "gender"),
 ]
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -88,3 +92,60 @@ def test_rejected_rows_are_kept_with_field_and_reason_once(settings):
     assert [r.field for r in rows] == ["gender", "time_in_hospital"]
     assert "'X' is not one of" in rows[0].reason and "not a non-negative integer" in rows[1].reason
     assert _counts(settings) == 3000 - 2
+
+
+def _csv_with_bad_cells(tmp_path) -> Path:
+    """200 good rows and, after them, one row per kind of bad cell or unreadable row."""
+    frame = synthetic_rows(200, seed=5)
+    good = frame.iloc[0].to_dict()
+
+    def row(encounter: int, **cells: str) -> list[str]:
+        return list({**good, "encounter_id": str(encounter), **cells}.values())
+
+    bad = [
+        row(90001, time_in_hospital="\u00b2"),  # superscript two: isdigit() but not int()
+        row(90002, time_in_hospital="\u0667"),  # Arabic-Indic seven: int() reads 7
+        row(90003, diag_1="\uff14\uff12\uff18"),  # full-width 428
+        row(90004, diag_1="428\n"),  # a trailing newline (quoted in the file)
+        row(90005, payer_code="MC\n"),
+        row(90006, medical_specialty="Nul\x00Byte"),
+        [*row(90007), "extra"],  # 51 fields
+        row(90008, payer_code="M\udce9"),  # a Latin-1 byte, not UTF-8
+    ]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(frame.columns)
+    writer.writerows(frame.itertuples(index=False))
+    writer.writerows(bad)
+    path = tmp_path / "diabetic_data.csv"
+    path.write_bytes(buffer.getvalue().encode("utf-8", errors="surrogateescape"))
+    return path
+
+
+def test_bad_cells_and_unreadable_rows_are_rejected_and_the_batch_lands(settings, tmp_path):
+    path = _csv_with_bad_cells(tmp_path)
+    run = settings.model_copy(
+        update={"dataset_uri": str(path), "verify_checksum": False, "batch_size": 10_000}
+    )
+    result = ingest(run)
+    assert [(b.batch_id, b.rows_read, b.rejected) for b in result.batches] == [(1, 208, 8)]
+    assert _counts(run) == 200
+    engine = sa.create_engine(run.resolved_raw_db_url)
+    with engine.connect() as conn:
+        rejected = {
+            json.loads(r.raw_values)["encounter_id"]: (r.field, r.reason)
+            for r in conn.execute(sa.text("SELECT raw_values, field, reason FROM raw_rejected"))
+        }
+        status = conn.execute(sa.text("SELECT status FROM batch_metadata")).scalars().all()
+    engine.dispose()
+    assert status == ["succeeded"]
+    assert rejected == {
+        "90001": ("time_in_hospital", "'\u00b2' is not a non-negative integer (ASCII digits)"),
+        "90002": ("time_in_hospital", "'\u0667' is not a non-negative integer (ASCII digits)"),
+        "90003": ("diag_1", "'\uff14\uff12\uff18' is not an ICD-9 code"),
+        "90004": ("diag_1", "'428\\n' contains a control character"),
+        "90005": ("payer_code", "'MC\\n' contains a control character"),
+        "90006": ("medical_specialty", "'Nul\\x00Byte' contains a control character"),
+        "90007": ("row", "row has 51 fields, expected 50"),
+        "90008": ("row", "field 11 has byte 0xe9, not UTF-8"),
+    }

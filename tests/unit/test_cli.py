@@ -135,3 +135,18 @@ def test_ingest_clean_status_on_a_small_file(tmp_path):
     assert sum(sum(e["inserted"].values()) for e in batches) == 300
     build = next(e for e in audit if e["msg"] == "clean build written")
     assert build["raw_batches"] == [1, 2, 3] and build["build_id"] in cleaned.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("READMIT_MODEL_NAME", "readmission' OR name LIKE '%"),
+        ("READMIT_MODEL_NAME", ""),
+        ("READMIT_STACK_DB_PREFIX", 'x"; DROP DATABASE raw; --'),
+        ("READMIT_STACK_DB_PREFIX", "Upper-Case"),
+    ],
+)
+def test_a_setting_that_would_reach_a_query_is_refused_naming_it(tmp_path, variable, value):
+    result = _run(tmp_path, "ingest", **{variable: value})
+    _assert_one_line_error(result, variable)
+    assert not (tmp_path / "state").exists()

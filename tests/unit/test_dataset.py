@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from readmit.dataset import load_dataset
+from readmit.dataset import ROW_PROBLEM, load_dataset, parse_careful, parse_csv
 from readmit.errors import DatasetError
 from readmit.settings import Settings
 from tests.synthetic import synthetic_rows
@@ -103,3 +103,49 @@ def test_copy_text_escapes_specials_and_writes_nulls():
 
     frame = pd.DataFrame({"a": ["x\ty", None, "back\\slash", "\\N"], "b": [1, 2, 3, 4]})
     assert copy_text(frame) == "x\\ty\t1\n\\N\t2\nback\\\\slash\t3\n\\\\N\t4\n"
+
+
+def _with_bad_lines(n: int = 40) -> bytes:
+    """A CSV of `n` good rows plus rows of each unreadable kind (encounter ids 90001-90004)."""
+    lines = _csv_bytes(n).decode().splitlines()
+    good = lines[1].split(",")
+
+    def row(encounter: str, values: list[str]) -> str:
+        return ",".join([encounter, *values[1:]])
+
+    bad = {
+        "90001": row("90001", [*good, "extra"]),  # 51 fields
+        "90002": row("90002", good[:-1]),  # 49 fields
+        "90003": row("90003", good),  # non-UTF-8 byte, below
+        "90004": row("90004", good),  # NUL inside a value, below
+    }
+    bad["90003"] = bad["90003"].replace(good[4], good[4] + "\udcff", 1)
+    bad["90004"] = bad["90004"].replace(good[4], good[4][:1] + "\x00" + good[4][1:], 1)
+    text = "\n".join([*lines, *bad.values()]) + "\n"
+    return text.encode("utf-8", errors="surrogateescape")
+
+
+def test_unreadable_rows_are_kept_with_why_and_the_rest_of_the_file_reads(tmp_path):
+    data = _with_bad_lines()
+    path = tmp_path / "diabetic_data.csv"
+    path.write_bytes(data)
+    dataset = load_dataset(_settings(tmp_path, path, data), show_progress=False)
+    assert len(dataset.frame) == 44
+    ids = dataset.frame["encounter_id"]
+    problems = {ids[i]: reason for i, reason in dataset.problems.items()}
+    assert problems == {
+        "90001": "row has 51 fields, expected 50",
+        "90002": "row has 49 fields, expected 50",
+        "90003": "field 5 has byte 0xff, not UTF-8",
+    }
+    # The NUL row reads whole (no truncation), for the validation to refuse it.
+    nul_row = dataset.frame[ids == "90004"].iloc[0]
+    assert "\x00" in nul_row.iloc[4] and len(nul_row.iloc[4]) > 2
+
+
+def test_the_fast_and_the_careful_reader_agree_on_a_plain_file():
+    data = _csv_bytes(300)
+    fast = parse_csv(data, "test")
+    careful = parse_careful(data, "test")
+    assert fast.equals(careful.astype(fast.dtypes.to_dict()))
+    assert fast[ROW_PROBLEM].eq("").all()

@@ -5,8 +5,10 @@ import sys
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from readmit.schema import BY_FIELD, COLUMNS, FIELDS, INPUT_FIELDS, check_value
+from readmit.schema import BY_FIELD, COLUMNS, FIELDS, INPUT_FIELDS, Kind, check_value
 from readmit.settings import Settings
 from readmit.split import SPLITS, assign_splits, split_of
 from tests.splits import DEFAULT_SALT, reference_split
@@ -49,6 +51,19 @@ def test_schema_declares_the_50_source_columns_with_unique_fields():
         ("diag_1", "ABC", False),
         ("medical_specialty", "Surgery-General", True),
         ("medical_specialty", "x; drop table", False),
+        # A `$` anchor accepts a trailing newline; `\\d` and str.isdigit accept other digits.
+        ("diag_1", "428\n", False),
+        ("payer_code", "MC\n", False),
+        ("diag_1", "\uff14\uff12\uff18", False),  # full-width 428
+        ("diag_1", "V\u0664\u0665", False),  # Arabic-Indic V45
+        ("time_in_hospital", "\u0667", False),  # Arabic-Indic 7: int() reads it as 7
+        ("time_in_hospital", "\u00b2", False),  # superscript 2: isdigit() but not int()
+        ("time_in_hospital", "3\n", False),
+        ("medical_specialty", "Nul\x00Byte", False),
+        ("gender", "Male\x00", False),
+        ("race", "?\n", False),
+        ("encounter_id", "9" * 5000, False),  # too long for int() itself
+        ("encounter_id", "0007", True),
     ],
 )
 def test_check_value(field, value, ok):
@@ -107,3 +122,26 @@ def test_every_encounter_of_a_patient_gets_the_same_split():
     splits = assign_splits(patients, "salt")
     assert splits == [reference_split(int(p), "salt") for p in patients]
     assert len(set(splits)) > 1  # the patients chosen do not all share one split
+
+
+@pytest.mark.parametrize("column", COLUMNS, ids=[c.field for c in COLUMNS])
+def test_an_accepted_value_never_holds_a_control_character(column):
+    for char in ("\x00", "\n", "\r", "\t", "\x1b", "\x7f", "\x85"):
+        for value in (*column.categories, "428", "7", "MC", "?"):
+            assert check_value(column, value + char) is not None, repr(value + char)
+            assert check_value(column, char + value) is not None, repr(char + value)
+
+
+@given(value=st.text(max_size=12))
+def test_an_accepted_integer_is_plain_ascii_digits_that_int_reads(value):
+    for column in COLUMNS:
+        if column.kind is Kind.INTEGER and check_value(column, value) is None:
+            assert value.isascii() and value.isdigit()
+            assert 0 <= int(value) <= column.maximum
+
+
+@given(value=st.text(max_size=12))
+def test_an_accepted_code_or_text_is_printable_ascii(value):
+    for field in ("diag_1", "payer_code", "medical_specialty"):
+        if check_value(BY_FIELD[field], value) is None:
+            assert value.isascii() and value.isprintable(), repr(value)

@@ -1,7 +1,9 @@
 """Clean: raw-db -> clean-db, and the transform fitted on clean_train only.
 
 A build replaces the clean tables and adds a clean_build row in one transaction, so readers
-see either the previous build or the new one, never a mix. Re-running it is safe.
+see either the previous build or the new one, never a mix, and a build killed midway leaves
+the previous one whole (on SQLite too: see storage.db). Re-running it is safe; one build at a
+time runs on a clean-db.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from readmit.schema import INPUT_FIELDS
 from readmit.settings import Settings
 from readmit.split import SPLITS
 from readmit.storage import clean, raw
-from readmit.storage.db import bulk_insert, check_connection, make_engine, transaction
+from readmit.storage.db import (
+    bulk_insert,
+    check_connection,
+    create_tables,
+    make_engine,
+    transaction,
+)
+from readmit.storage.locks import exclusive
 
 Report = Callable[[str], None]
 log = logging.getLogger("readmit.pipeline.clean")
@@ -69,8 +78,7 @@ def open_clean_db(settings: Settings) -> Engine:
     """Connect to clean-db and create its tables if they are not there yet."""
     engine = make_engine(settings.resolved_clean_db_url, "clean-db")
     check_connection(engine, "clean-db")
-    with transaction(engine, "clean-db") as conn:
-        clean.metadata.create_all(conn)
+    create_tables(engine, clean.metadata, "clean-db")
     return engine
 
 
@@ -105,7 +113,10 @@ def build_clean(settings: Settings, report: Report = lambda _: None) -> CleanRes
     }
     engine = open_clean_db(settings)
     try:
-        with transaction(engine, "clean-db") as conn:
+        with (
+            exclusive(engine, "clean-db", "clean", report),
+            transaction(engine, "clean-db") as conn,
+        ):
             for split, table in clean.SPLIT_TABLES.items():
                 # Recreated, not emptied: the columns follow the feature list of this version.
                 table.drop(conn, checkfirst=True)

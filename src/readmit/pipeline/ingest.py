@@ -2,7 +2,8 @@
 
 A batch is one transaction: its rows land whole, with its batch_metadata row, or not at all.
 Rows already present (same `row_hash`) are skipped and counted; rows that fail validation are
-kept in raw_rejected with the field and the reason, and counted.
+kept in raw_rejected with the field and the reason, and counted. One ingest at a time runs on
+a raw-db: a second one waits for the first to finish, then loads what is still pending.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -29,10 +31,12 @@ from readmit.storage import raw
 from readmit.storage.db import (
     bulk_insert,
     check_connection,
+    create_tables,
     existing_keys,
     make_engine,
     transaction,
 )
+from readmit.storage.locks import exclusive
 
 Report = Callable[[str], None]
 log = logging.getLogger("readmit.pipeline.ingest")
@@ -67,18 +71,29 @@ class IngestResult:
         return sum(sum(b.inserted.values()) for b in self.batches)
 
 
-def row_hashes(frame: pd.DataFrame) -> list[str]:
-    """SHA-256 of each canonical source row: its 50 source strings joined by U+001F."""
+ROW_FIELD = "row"  # the `field` of a rejected row that could not be read as 50 values
+
+
+def row_hashes(frame: pd.DataFrame, problems: pd.Series | None = None) -> list[str]:
+    """SHA-256 of each canonical source row: its 50 source strings joined by U+001F.
+
+    A row that could not be read as it is (see `Dataset.problems`) has its problem hashed too.
+    """
     columns = [frame[name].astype(str).tolist() for name in SOURCE_NAMES]
-    return [
-        hashlib.sha256("\x1f".join(values).encode()).hexdigest()
-        for values in zip(*columns, strict=True)
-    ]
+    joined = ["\x1f".join(values) for values in zip(*columns, strict=True)]
+    if problems is not None and not problems.empty:
+        extra = problems.reindex(frame.index, fill_value="").tolist()
+        joined = [f"{j}\x1f{p}" if p else j for j, p in zip(joined, extra, strict=True)]
+    return [hashlib.sha256(j.encode()).hexdigest() for j in joined]
 
 
-def validation_errors(frame: pd.DataFrame) -> pd.DataFrame:
+def validation_errors(frame: pd.DataFrame, problems: pd.Series | None = None) -> pd.DataFrame:
     """For each rejected row (by index): the first bad field and why; valid rows are absent."""
     found: list[pd.DataFrame] = []
+    unreadable = pd.Series(dtype=object) if problems is None else problems
+    unreadable = unreadable[unreadable.index.isin(frame.index)]
+    if not unreadable.empty:
+        found.append(pd.DataFrame({"field": ROW_FIELD, "reason": unreadable}))
     for column in COLUMNS:
         values = frame[column.source]
         reasons = {v: r for v in values.unique() if (r := check_value(column, v)) is not None}
@@ -138,8 +153,8 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
     clock = time.perf_counter()
     start, end = _batch_bounds(batch_id, len(dataset.frame), settings.batch_size)
     chunk = dataset.frame.iloc[start:end]
-    hashes = pd.Series(row_hashes(chunk), index=chunk.index)
-    errors = validation_errors(chunk)
+    hashes = pd.Series(row_hashes(chunk, dataset.problems), index=chunk.index)
+    errors = validation_errors(chunk, dataset.problems)
     valid = chunk.drop(index=errors.index)
     rows = typed_rows(valid)
     rows["row_hash"] = hashes[valid.index]
@@ -157,7 +172,7 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
             "ingested_at": started,
         }
     )
-    record = {
+    record: dict[str, Any] = {
         "batch_id": batch_id,
         "source_sha256": dataset.sha256,
         "source_uri": dataset.source,
@@ -170,7 +185,6 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
         "rows_rejected": len(errors),
         "started_at": started,
     }
-    delete_record = raw.batch_metadata.delete().where(raw.batch_metadata.c.batch_id == batch_id)
     try:
         with transaction(engine, "raw-db") as conn:
             inserted = {
@@ -181,7 +195,7 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
             }
             bulk_insert(conn, raw.rejected, _new_rejects(conn, rejected))
             duplicates = len(rows) - sum(inserted.values())
-            conn.execute(delete_record)
+            conn.execute(_delete_failed(batch_id))
             conn.execute(
                 raw.batch_metadata.insert().values(
                     **record,
@@ -193,13 +207,7 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
             )
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        with transaction(engine, "raw-db") as conn:
-            conn.execute(delete_record)
-            conn.execute(
-                raw.batch_metadata.insert().values(
-                    **record, status=raw.FAILED, error=reason, finished_at=datetime.now(UTC)
-                )
-            )
+        _record_failure(engine, batch_id, record, reason)
         log.error("batch failed", extra={"step": "ingest", "batch_id": batch_id, "error": reason})
         if isinstance(exc, ReadmitError):
             raise
@@ -223,13 +231,57 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
     return result
 
 
+def _delete_failed(batch_id: int) -> sa.Delete:
+    """The failed record of a batch, replaced by the run that loads it; a success stays."""
+    table = raw.batch_metadata
+    return table.delete().where(table.c.batch_id == batch_id, table.c.status == raw.FAILED)
+
+
+def _record_failure(engine: Engine, batch_id: int, record: dict[str, Any], reason: str) -> None:
+    """Record the batch as failed, unless another run has loaded it: its record stays as is."""
+    table = raw.batch_metadata
+    try:
+        with transaction(engine, "raw-db") as conn:
+            status = conn.execute(
+                sa.select(table.c.status).where(table.c.batch_id == batch_id)
+            ).scalar_one_or_none()
+            if status == raw.SUCCEEDED:
+                return
+            conn.execute(_delete_failed(batch_id))
+            conn.execute(
+                table.insert().values(
+                    **record, status=raw.FAILED, error=reason, finished_at=datetime.now(UTC)
+                )
+            )
+    except StorageError as exc:
+        log.error("batch failure not recorded", extra={"batch_id": batch_id, "error": str(exc)})
+
+
 def open_raw_db(settings: Settings) -> Engine:
     """Connect to raw-db and create its tables if they are not there yet."""
     engine = make_engine(settings.resolved_raw_db_url, "raw-db")
     check_connection(engine, "raw-db")
-    with transaction(engine, "raw-db") as conn:
-        raw.metadata.create_all(conn)
+    create_tables(engine, raw.metadata, "raw-db")
     return engine
+
+
+def _load_pending(
+    engine: Engine, dataset: Dataset, settings: Settings, all_batches: bool, report: Report
+) -> IngestResult:
+    """Load the next pending batch (or all); the caller holds the ingest lock of raw-db."""
+    total = math.ceil(len(dataset.frame) / settings.batch_size)
+    done = _succeeded_batches(engine, dataset, settings)
+    pending = [b for b in range(1, total + 1) if b not in done]
+    result = IngestResult(total_batches=total)
+    if not pending:
+        report(f"all {total} batches are already in raw-db: nothing to do")
+        return result
+    for batch_id in pending if all_batches else pending[:1]:
+        batch = load_batch(engine, dataset, batch_id, settings)
+        result.batches.append(batch)
+        report(batch.line(total))
+    result.pending_after = len(pending) - len(result.batches)
+    return result
 
 
 def ingest(
@@ -242,18 +294,7 @@ def ingest(
     engine = open_raw_db(settings)
     try:
         dataset = dataset or load_dataset(settings)
-        total = math.ceil(len(dataset.frame) / settings.batch_size)
-        done = _succeeded_batches(engine, dataset, settings)
-        pending = [b for b in range(1, total + 1) if b not in done]
-        result = IngestResult(total_batches=total)
-        if not pending:
-            report(f"all {total} batches are already in raw-db: nothing to do")
-            return result
-        for batch_id in pending if all_batches else pending[:1]:
-            batch = load_batch(engine, dataset, batch_id, settings)
-            result.batches.append(batch)
-            report(batch.line(total))
-        result.pending_after = len(pending) - len(result.batches)
-        return result
+        with exclusive(engine, "raw-db", "ingest", report):
+            return _load_pending(engine, dataset, settings, all_batches, report)
     finally:
         engine.dispose()

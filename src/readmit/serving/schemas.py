@@ -7,12 +7,31 @@ ICD-9 codes. Fields that may be missing in the source accept null (or the source
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    create_model,
+    field_validator,
+)
 
 from readmit.features import HISTORY_FIELD
-from readmit.schema import COLUMNS, ICD9_PATTERN, ID_MAX, MISSING, TEXT_PATTERN, Column, Kind
+from readmit.schema import (
+    COLUMNS,
+    ICD9_PATTERN,
+    ID_MAX,
+    MISSING,
+    TEXT_PATTERN,
+    Column,
+    Kind,
+    anchored,
+    check_value,
+)
 
 EXAMPLE: dict[str, Any] = {
     "encounter_id": 149190,
@@ -68,6 +87,23 @@ EXAMPLE: dict[str, Any] = {
 }
 
 
+def _source_rules(column: Column) -> AfterValidator:
+    """The ingest's own check of a text value, so the API accepts exactly what ingest does."""
+
+    def check(value: str) -> str:
+        reason = check_value(column, value)
+        if reason is not None:
+            raise ValueError(reason)
+        return value
+
+    return AfterValidator(check)
+
+
+def _documented(pattern: re.Pattern[str], about: str) -> Any:
+    """The pattern in the JSON Schema; the check itself is `_source_rules`, with its reason."""
+    return Field(description=about, json_schema_extra={"pattern": anchored(pattern)})
+
+
 def _field(column: Column) -> tuple[Any, Any]:
     """The pydantic type and default of one source column."""
     about = column.description or column.source
@@ -77,9 +113,9 @@ def _field(column: Column) -> tuple[Any, Any]:
     elif column.kind is Kind.CATEGORY:
         kind = Annotated[Literal[column.categories], Field(description=about)]
     elif column.kind is Kind.CODE:
-        kind = Annotated[str, Field(pattern=ICD9_PATTERN.pattern, description=about)]
+        kind = Annotated[str, _documented(ICD9_PATTERN, about), _source_rules(column)]
     else:
-        kind = Annotated[str, Field(pattern=TEXT_PATTERN.pattern, description=about)]
+        kind = Annotated[str, _documented(TEXT_PATTERN, about), _source_rules(column)]
     if not column.feature:
         return kind | None, None
     if column.missing_allowed:

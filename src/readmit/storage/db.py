@@ -2,6 +2,10 @@
 
 On PostgreSQL rows travel by COPY; on SQLite, by one executemany. Callers find rows that are
 already there with `existing_keys` first, so the unique index never has to reject a row.
+
+SQLite gets real transactions: pysqlite by itself commits DDL (DROP, CREATE) outside of the
+transaction, so a clean build killed midway would leave empty tables behind. SQLite files
+are in WAL mode, so readers keep seeing the last committed build while a rebuild runs.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from readmit.errors import StorageError
+from readmit.files import private_file
 
 KEY_CHUNK = 5_000
 
@@ -46,15 +52,55 @@ def _hide_user_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL; None for another backend or an in-memory database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """SQLAlchemy's recipe: pysqlite leaves transactions alone and every BEGIN is emitted here."""
+
+    @event.listens_for(engine, "connect")
+    def connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+    @event.listens_for(engine, "begin")
+    def begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
 def make_engine(url: str, name: str, connect_args: dict[str, Any] | None = None) -> Engine:
-    """An engine for `url`; a SQLite file gets its folder created first."""
+    """An engine for `url`; a SQLite file is created private first and gets real transactions."""
     try:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args or {})
+        path = sqlite_path(url)
+        if path is not None:
+            private_file(path)
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args or {})
     except (ArgumentError, NoSuchModuleError) as exc:
         raise StorageError(f"{name}: invalid database URL {url!r}: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(f"{name}: cannot create the database file: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactions(engine)
+    return engine
+
+
+def create_tables(engine: Engine, metadata: sa.MetaData, name: str) -> None:
+    """Create the missing tables of `metadata`; another process creating them at once is fine.
+
+    Two first runs may both find a table missing; the one that creates it second fails. The
+    tables are then there, which a second look confirms.
+    """
+    try:
+        with transaction(engine, name) as conn:
+            metadata.create_all(conn)
+    except StorageError:
+        with transaction(engine, name) as conn:
+            metadata.create_all(conn)
 
 
 def check_connection(engine: Engine, name: str) -> None:

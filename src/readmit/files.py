@@ -1,0 +1,28 @@
+"""Local state holds patient data (SQLite files, the data set cache): owner-only by default.
+
+Folders readmit creates are 0700, its database and cache files 0600, whatever the umask. An
+existing folder is left as it is: it may be one the user chose and shares on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` and any missing parent as folders only their owner may enter."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)  # mkdir's mode is reduced by the umask, never widened
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` (if needed) as a file only its owner may read or write; tighten it if not."""
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+        path.chmod(0o600)
+    return path
