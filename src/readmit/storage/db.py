@@ -60,8 +60,18 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(parsed.database)
 
 
-def _sqlite_transactions(engine: Engine) -> None:
-    """SQLAlchemy's recipe: pysqlite leaves transactions alone and every BEGIN is emitted here."""
+def _sqlite_setup(engine: Engine, path: Path | None, name: str) -> None:
+    """The file is created private on first connect; then SQLAlchemy's recipe for real
+    transactions: pysqlite leaves transactions alone and every BEGIN is emitted here."""
+
+    @event.listens_for(engine, "do_connect")
+    def create_private(*_args: Any) -> None:
+        if path is None:
+            return
+        try:
+            private_file(path)
+        except OSError as exc:
+            raise StorageError(f"{name}: cannot create {path}: {exc.strerror}") from exc
 
     @event.listens_for(engine, "connect")
     def connect(dbapi_connection: Any, _record: Any) -> None:
@@ -74,18 +84,14 @@ def _sqlite_transactions(engine: Engine) -> None:
 
 
 def make_engine(url: str, name: str, connect_args: dict[str, Any] | None = None) -> Engine:
-    """An engine for `url`; a SQLite file is created private first and gets real transactions."""
+    """An engine for `url`; a SQLite file is created private (on first use), in WAL mode and with
+    real transactions."""
     try:
-        path = sqlite_path(url)
-        if path is not None:
-            private_file(path)
         engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args or {})
     except (ArgumentError, NoSuchModuleError) as exc:
         raise StorageError(f"{name}: invalid database URL {url!r}: {exc}") from exc
-    except OSError as exc:
-        raise StorageError(f"{name}: cannot create the database file: {exc}") from exc
     if engine.dialect.name == "sqlite":
-        _sqlite_transactions(engine)
+        _sqlite_setup(engine, sqlite_path(url), name)
     return engine
 
 
