@@ -6,6 +6,7 @@ Archived) for registry views that still show them. Decisions and scores are vers
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,12 +20,14 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from readmit.errors import ReadmitError
+from readmit.registered import ModelRefused, load_checked
 from readmit.settings import Settings
 from readmit.tracking import connect
 
 STAGING = "staging"
 PRODUCTION = "production"
 TAG_PREFIX = "readmit."
+log = logging.getLogger("readmit.registry")
 
 
 class RegistryError(ReadmitError):
@@ -92,11 +95,25 @@ def discard_version(settings: Settings, version: str) -> None:
     client.delete_model_version(settings.model_name, version)
 
 
-def score_version(settings: Settings, version: str, inputs: pd.DataFrame) -> np.ndarray:
-    """Probabilities of a registered version on raw inputs, through the registered model."""
-    uri = f"models:/{settings.model_name}/{version}"
-    model = mlflow.pyfunc.load_model(uri)
-    return np.asarray(model.predict(inputs)["probability"], dtype=np.float64)
+def champion_auc(
+    settings: Settings, version: str, inputs: pd.DataFrame, labels: np.ndarray
+) -> tuple[float | None, str]:
+    """Test ROC-AUC of the @production version, loaded from its plain files (never unpickled).
+
+    A champion that is not a readmit model, whose files are gone or broken, or that cannot
+    score gives (None, why): the candidate then has no comparable champion, instead of every
+    training failing on it. (When the whole store is down, promoting the candidate fails next,
+    because promotion fetches and checks the candidate the same way.)
+    """
+    try:
+        model = load_checked(settings, version)
+        probabilities = np.asarray(model.predict_frame(inputs), dtype=np.float64)
+        return float(roc_auc_score(labels, probabilities)), ""
+    except ModelRefused as exc:
+        return None, f"refused: {exc.reason}"
+    except Exception as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        return None, f"could not be scored: {type(exc).__name__}: {first}"
 
 
 def compare_and_promote(
@@ -111,12 +128,20 @@ def compare_and_promote(
     name = settings.model_name
     current = by_alias(client, name, PRODUCTION)
     production_auc: float | None = None
+    problem = ""
+    if current is not None:
+        production_auc, problem = champion_auc(settings, str(current.version), inputs, labels)
     if current is None:
         promoted, reason = True, "no production model yet"
+    elif production_auc is None:
+        promoted = True
+        reason = f"no comparable champion: production v{current.version} {problem}"
+        log.warning(
+            "champion not comparable",
+            extra={"model_version": version, "production_version": str(current.version),
+                   "reason": problem},
+        )  # fmt: skip
     else:
-        production_auc = float(
-            roc_auc_score(labels, score_version(settings, current.version, inputs))
-        )
         gain = candidate_auc - production_auc
         promoted = gain >= settings.promote_min_delta
         reason = (
@@ -130,6 +155,7 @@ def compare_and_promote(
         "candidate_test_auc": f"{candidate_auc:.6f}",
         "production_test_auc": "" if production_auc is None else f"{production_auc:.6f}",
         "compared_with_version": "" if current is None else str(current.version),
+        "champion_problem": problem,
         "decided_at": _now(),
     }
     for key, value in tags.items():
@@ -147,13 +173,18 @@ def compare_and_promote(
 
 
 def promote(settings: Settings, version: str, reason: str = "manual") -> str | None:
-    """Move @production to `version` and archive the previous one; returns that previous one."""
+    """Move @production to `version` and archive the previous one; returns that previous one.
+
+    The version must first load from its plain files and score its own input example
+    (ModelRefused says why not), so no path puts a model that cannot predict in production.
+    """
     client = client_for(settings)
     name = settings.model_name
     try:
         client.get_model_version(name, version)
     except MlflowException as exc:
         raise RegistryError(f"registry: {name} has no version {version}") from exc
+    load_checked(settings, version)
     previous = by_alias(client, name, PRODUCTION)
     client.set_registered_model_alias(name, PRODUCTION, version)
     _stage(client, name, version, "Production")

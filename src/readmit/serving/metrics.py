@@ -56,7 +56,7 @@ class Metrics:
         # first prediction or failure.
         for predicted in ("readmitted_30d", "not_readmitted"):
             self.predictions.labels(predicted_class=predicted)
-        for step in ("resolve", "load"):
+        for step in ("resolve", "load", "check"):
             self.reload_failures.labels(step=step)
         self.model_test_auc = Gauge(
             "readmit_model_test_roc_auc", "Test ROC-AUC of the model being served", registry=r

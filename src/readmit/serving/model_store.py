@@ -1,22 +1,22 @@
-"""The model being served: resolved from `@production`, loaded off the request path, swapped
-atomically, re-checked in the background.
+"""The model being served: resolved from `@production`, loaded off the request path, checked,
+swapped atomically, re-checked in the background.
 
-A failed load leaves the previous model serving; an unreachable MLflow leaves it serving too.
-Both are counted in /metrics and logged.
+A version is loaded from its plain files and must score its own input example before it is
+swapped in (`readmit.registered`). A refused version, a failed load and an unreachable MLflow
+all leave the previous model serving; each is counted in /metrics, logged, and named in /health.
+A refused version is remembered, so it is not fetched again on every poll.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from readmit.model import MODEL_FILE, ReadmissionModel
+from readmit.model import ReadmissionModel
+from readmit.registered import ModelRefused, load_checked
 from readmit.registry import PRODUCTION
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
@@ -32,7 +32,6 @@ class LoadedModel:
     version: str
     model: ReadmissionModel
     loaded_at: str
-    folder: Path
 
     @property
     def info(self) -> dict[str, Any]:
@@ -40,18 +39,10 @@ class LoadedModel:
 
 
 def load_version(settings: Settings, version: str) -> LoadedModel:
-    """Download one registered version and load its model folder."""
-    import mlflow
-
-    uri = f"models:/{settings.model_name}/{version}"
-    target = Path(tempfile.mkdtemp(prefix=f"readmit-model-{version}-"))
-    folder = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(target)))
-    files = list(folder.rglob(MODEL_FILE))
-    if not files:
-        raise FileNotFoundError(f"{uri} holds no {MODEL_FILE}")
-    model = ReadmissionModel.load(files[0].parent)
+    """Load one registered version, checked; its download is already removed on return."""
+    model = load_checked(settings, version)
     loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
-    return LoadedModel(settings.model_name, version, model, loaded_at, target)
+    return LoadedModel(settings.model_name, version, model, loaded_at)
 
 
 class ModelStore:
@@ -65,6 +56,7 @@ class ModelStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self._refused: dict[str, str] = {}  # version -> why it must not be served
 
     @property
     def current(self) -> LoadedModel | None:
@@ -92,8 +84,15 @@ class ModelStore:
             if current is not None and current.version == version:
                 self.last_error = None
                 return False
+            if version in self._refused:
+                self._refuse(version, self._refused[version])
+                return False
             try:
                 loaded = load_version(self.settings, version)
+            except ModelRefused as exc:
+                self._refused[version] = exc.reason
+                self._refuse(version, exc.reason)
+                return False
             except Exception as exc:
                 self._failed("load", exc)
                 return False
@@ -101,14 +100,19 @@ class ModelStore:
             self.last_error = None
             test_auc = loaded.info.get("test_metrics", {}).get("roc_auc")
             self.metrics.model_loaded(loaded.name, loaded.version, test_auc)
-            if current is not None:
-                # The old model is fully in memory: requests holding it are unaffected.
-                shutil.rmtree(current.folder, ignore_errors=True)
             log.info(
                 "model loaded",
                 extra={"model_version": version, "previous_version": current and current.version},
             )
             return True
+
+    def _refuse(self, version: str, reason: str) -> None:
+        """Counted on every check while @production names it, so the alert keeps firing."""
+        current = self._current
+        keeping = f"still serving v{current.version}" if current else "no model is served"
+        self.last_error = f"v{version} refused ({keeping}): {reason}"
+        self.metrics.reload_failed("check")
+        log.warning("model refused", extra={"model_version": version, "error": reason})
 
     def _failed(self, step: str, exc: Exception) -> None:
         first_line = str(exc).splitlines()[0] if str(exc) else ""
@@ -130,5 +134,3 @@ class ModelStore:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._current is not None:
-            shutil.rmtree(self._current.folder, ignore_errors=True)
