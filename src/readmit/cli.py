@@ -164,8 +164,11 @@ def promote(
 ) -> None:
     """Move @production to a given version (the previous one is archived)."""
     from readmit.registry import promote as promote_version
+    from readmit.repair import repair
 
     settings = Settings()
+    for line in repair(settings):
+        _say(f"repaired: {line}")
     previous = promote_version(settings, version, reason="manual promotion")
     archived = f"; v{previous} archived" if previous else ""
     console.print(f"[green]{settings.model_name} v{version} is @production[/]{archived}")
@@ -176,8 +179,11 @@ def promote(
 def rollback() -> None:
     """Give @production back to the version that held it before."""
     from readmit.registry import rollback as rollback_production
+    from readmit.repair import repair
 
     settings = Settings()
+    for line in repair(settings):
+        _say(f"repaired: {line}")
     old, new = rollback_production(settings)
     console.print(f"[green]{settings.model_name} rolled back[/]: v{old} -> v{new} @production")
 

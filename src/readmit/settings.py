@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     promote_min_delta: float = Field(
         default=0.002, description="ROC-AUC a new version must gain over @production."
     )
+    stale_run_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="A RUNNING training run this old, or whose process is gone, is marked KILLED.",
+    )
     api_host: str = Field(default="127.0.0.1", description="Bind address of `readmit serve`.")
     api_port: int = Field(default=8000, description="Port of `readmit serve`.")
     ui_host: str = Field(default="127.0.0.1", description="Bind address of `readmit ui`.")

@@ -44,6 +44,7 @@ from readmit.pipeline.clean import (
 )
 from readmit.pipeline.ingest import open_raw_db
 from readmit.registry import Decision, compare_and_promote, discard_version, register
+from readmit.repair import owner_tags, repair
 from readmit.settings import Settings
 from readmit.tracking import as_float_dict, configure, git_commit, log_figure, log_model
 
@@ -236,6 +237,8 @@ def train(
     """Train on the latest clean build, log to MLflow, register, and promote if better."""
     clock = time.perf_counter()
     experiment_id = configure(settings)
+    for line in repair(settings):
+        report(f"repaired: {line}")
     data = load_training_data(settings)
     build = data.build
     report(
@@ -247,12 +250,13 @@ def train(
         "readmit.dataset_sha256": ",".join(build.source_sha256),
         "readmit.git_commit": git_commit(),
     }
+    run_tags = {**lineage, **owner_tags()}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{build.build_id}",
-                          tags=lineage) as parent:  # fmt: skip
+                          tags=run_tags) as parent:  # fmt: skip
         outcome = fit_and_evaluate(data, settings.random_seed, max_rounds, bootstrap_rounds, report)
         for candidate in outcome.candidates:
             with mlflow.start_run(experiment_id=experiment_id, run_name=candidate.name,
-                                  nested=True, tags=lineage):  # fmt: skip
+                                  nested=True, tags=run_tags):  # fmt: skip
                 mlflow.log_params(candidate.params)
                 mlflow.log_metrics(
                     {
