@@ -186,7 +186,7 @@ def test_training_completes_and_says_why_when_the_champion_is_broken(
         update={
             "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
             "model_name": "readmission_broken_champion",
-        }  # fmt: skip
+        }
     )
     folder = broken_booster_folder(lightgbm_model, tmp_path)
     broken = register_python_model(settings, ReadmissionPyfunc(), folder, inputs)
