@@ -156,8 +156,6 @@ def test_comparing_with_the_champion_never_unpickles_it(
     with_files = register_python_model(settings, TouchOnUnpickle(marker), folder, inputs)
     marker.unlink(missing_ok=True)  # logging may have loaded it once; from here on, never
 
-    with pytest.raises(ModelRefused, match="not a readmit model: its MLmodel names no"):
-        registry.promote(settings, pickle_only)
     force_production(settings, pickle_only)
     candidate = log_and_register(settings, lightgbm_model, inputs)
     decision = registry.compare_and_promote(settings, candidate, auc, inputs, labels)
@@ -170,6 +168,9 @@ def test_comparing_with_the_champion_never_unpickles_it(
         .tags
     )
     assert "not a readmit model" in tags["readmit.champion_problem"]
+    with pytest.raises(ModelRefused, match="not a readmit model: its MLmodel names no"):
+        registry.promote(settings, pickle_only)
+    assert not marker.exists()
 
     force_production(settings, with_files)  # a readmit model folder beside a crafted pickle
     candidate = log_and_register(settings, lightgbm_model, inputs)
