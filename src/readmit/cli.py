@@ -215,8 +215,8 @@ def outcomes(
 @app.command()
 @fails_cleanly
 def serve() -> None:
-    """Serve the @production model over HTTP (host and port from the settings)."""
-    import uvicorn
+    """Serve the @production model over HTTP (host, port and limits from the settings)."""
+    from readmit.serving.server import build_server
 
     settings = Settings()
     console.print(
@@ -224,14 +224,7 @@ def serve() -> None:
         f"models:/{settings.model_name}@production from {safe_url(settings.resolved_tracking_uri)}",
         highlight=False,
     )
-    uvicorn.run(
-        "readmit.serving.app:app_factory",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        access_log=False,
-        log_level="warning",
-    )
+    build_server(settings).run()
 
 
 @app.command()

@@ -125,6 +125,21 @@ class Settings(BaseSettings):
     )
     max_batch: int = Field(default=10_000, gt=0, description="Most records in one /predict-batch.")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="Largest request body.")
+    max_header_bytes: int = Field(
+        default=32 * 1024, gt=0, description="Largest request line plus headers of the API (431)."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Time an API connection gets to send a request's headers."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Time an API request gets to send its whole body (408)."
+    )
+    keep_alive_seconds: int = Field(
+        default=5, gt=0, description="Idle time before the API closes a keep-alive connection."
+    )
+    max_connections: int = Field(
+        default=1000, gt=0, description="Open API connections; more are closed on accept."
+    )
     log_level: str = Field(default="INFO", description="Level of the JSON logs.")
     stack_postgres_url: str = Field(
         default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",

@@ -1,18 +1,19 @@
 """The prediction API: `create_app(settings)` builds it; routes live in `routes.py`.
 
 The app holds one ModelStore (the served model, refreshed in the background) and one Metrics
-registry. Middleware gives every request an id, a JSON log line, latency and error metrics,
-and refuses bodies larger than READMIT_MAX_BODY_BYTES.
+registry. Middleware gives every request an id, a JSON log line, latency and error metrics;
+`body.BoundedBody` refuses bodies larger than READMIT_MAX_BODY_BYTES or slower than
+READMIT_BODY_TIMEOUT_SECONDS. Connection limits live in `server.py` (the HTTP protocol).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from readmit import __version__
 from readmit.logs import configure_json_logging
 from readmit.monitoring.prediction_log import PredictionLog
+from readmit.serving.body import BoundedBody, public_errors
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import ModelStore
 from readmit.serving.routes import router
@@ -30,6 +32,7 @@ from readmit.settings import Settings
 from readmit.storage.monitor import monitor_engine
 
 log = logging.getLogger("readmit.serving")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _endpoint(scope: Scope) -> str:
@@ -80,42 +83,46 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error)
 
-    app.add_middleware(ObserveMiddleware, metrics=metrics, store=store,
-                       max_body_bytes=settings.max_body_bytes)  # fmt: skip
+    app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes,
+                       timeout=settings.body_timeout_seconds)  # fmt: skip
+    app.add_middleware(ObserveMiddleware, metrics=metrics, store=store)
     return app
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 naming each bad field. The offending input is not echoed: it may hold patient data,
-    and NaN or infinity cannot be written as JSON anyway."""
+    and NaN or infinity cannot be written as JSON anyway. Nor are the names of unknown fields,
+    and the list is capped (`body.public_errors`)."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return JSONResponse({"detail": public_errors(errors)}, status_code=422)
+
+
+def request_id(headers: dict[bytes, bytes]) -> str:
+    """The client's X-Request-ID when it is a short token of safe characters (it is echoed in
+    headers, bodies and logs), otherwise a new one."""
+    given = headers.get(b"x-request-id", b"").decode("latin-1")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 class ObserveMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware: it costs a task and a queue per request).
 
     Gives each request an id (X-Request-ID in and out, also `request.state.request_id`),
-    refuses bodies over the limit with 413, turns unhandled errors into a JSON 500 without a
-    traceback, and records latency, status and a JSON log line with the model version.
+    turns unhandled errors into a JSON 500 without a traceback, and records latency, status
+    and a JSON log line with the model version.
     """
 
-    def __init__(
-        self, app: ASGIApp, metrics: Metrics, store: ModelStore, max_body_bytes: int
-    ) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, store: ModelStore) -> None:
         self.app = app
         self.metrics = metrics
         self.store = store
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        rid = request_id(dict(scope["headers"]))
+        scope.setdefault("state", {})["request_id"] = rid
         endpoint = _endpoint(scope)
         clock = time.perf_counter()
         status = 500
@@ -127,19 +134,15 @@ class ObserveMiddleware:
                 started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode("latin-1"))]  # fmt: skip
+                                      (b"x-request-id", rid.encode("latin-1"))]  # fmt: skip
             await send(message)
 
-        length = headers.get(b"content-length", b"")
         try:
-            if length.isdigit() and int(length) > self.max_body_bytes:
-                await _too_large(int(length), self.max_body_bytes)(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id, "endpoint": endpoint})
+            log.exception("unhandled error", extra={"request_id": rid, "endpoint": endpoint})
             if not started:
-                error = JSONResponse({"detail": "internal error", "request_id": request_id}, 500)
+                error = JSONResponse({"detail": "internal error", "request_id": rid}, 500)
                 await error(scope, receive, send_with_id)
         seconds = time.perf_counter() - clock
         self.metrics.observe_request(endpoint, scope["method"], status, seconds)
@@ -148,7 +151,7 @@ class ObserveMiddleware:
             log.info(
                 "request",
                 extra={
-                    "request_id": request_id,
+                    "request_id": rid,
                     "endpoint": endpoint,
                     "method": scope["method"],
                     "status": status,
@@ -156,19 +159,3 @@ class ObserveMiddleware:
                     "model_version": current.version if current else None,
                 },
             )
-
-
-def _too_large(length: int, limit: int) -> JSONResponse:
-    detail = [
-        {
-            "loc": ["body"],
-            "msg": f"body of {length} bytes exceeds {limit}",
-            "type": "body_too_large",
-        }
-    ]
-    return JSONResponse({"detail": detail}, status_code=413)
-
-
-def app_factory() -> Any:
-    """Entry point for uvicorn's --factory."""
-    return create_app()

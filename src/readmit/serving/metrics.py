@@ -13,6 +13,7 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+CLOSE_REASONS = ("over_limit", "header_timeout", "header_too_large")
 
 
 class Metrics:
@@ -58,6 +59,18 @@ class Metrics:
             self.predictions.labels(predicted_class=predicted)
         for step in ("resolve", "load", "check"):
             self.reload_failures.labels(step=step)
+        self.connections_closed = Counter(
+            "readmit_http_connections_closed_total",
+            "Connections the server closed to protect itself (over_limit: more than "
+            "READMIT_MAX_CONNECTIONS open; header_timeout; header_too_large)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason=reason)
+        self.open_connections = Gauge(
+            "readmit_http_open_connections", "HTTP connections open now", registry=r
+        )
         self.model_test_auc = Gauge(
             "readmit_model_test_roc_auc", "Test ROC-AUC of the model being served", registry=r
         )

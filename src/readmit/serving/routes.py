@@ -1,7 +1,8 @@
 """Routes of the prediction API: thin wrappers over the loaded model.
 
 Endpoints that do CPU work are plain `def`, so FastAPI runs them in its thread pool and the
-event loop stays free.
+event loop stays free; their JSON bodies are parsed and size-checked in that pool too
+(`body.CheckedRoute`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.prediction_log import PredictionLog, Scored
 from readmit.registry import PRODUCTION
 from readmit.schema import COLUMNS, INPUT_FIELDS, MISSING
+from readmit.serving.body import CheckedRoute, public_errors
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import LoadedModel, ModelStore
 from readmit.serving.schemas import (
@@ -41,7 +43,7 @@ from readmit.serving.schemas import (
 )
 from readmit.settings import Settings
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 MODEL_COLUMNS = [*INPUT_FIELDS, HISTORY_FIELD]
 NULLABLE_FIELDS = [c.field for c in COLUMNS if c.feature and c.missing_allowed]
 
@@ -150,19 +152,19 @@ def predict_batch(
     A record that fails validation does not fail the batch: its result carries `error`, naming
     the field and the reason, and no probability. The other records are scored.
     """
-    count = len(body.records)
+    records = body.records
+    if not isinstance(records, list):
+        return _batch_error("Input should be a valid list", "list_type")
+    count = len(records)
     if count == 0 or count > settings.max_batch:
         reason = "no records" if count == 0 else f"{count} records; at most {settings.max_batch}"
-        return JSONResponse(
-            status_code=422,
-            content={"detail": [{"loc": ["body", "records"], "msg": reason, "type": "batch_size"}]},
-        )
-    errors = record_errors(body.records)
+        return _batch_error(reason, "batch_size")
+    errors = record_errors(records)
     valid = [i for i in range(count) if i not in errors]
     model = current.model
     probabilities: list[float] = []
     if valid:
-        scored = [body.records[i] for i in valid]
+        scored = [records[i] for i in valid]
         probabilities = model.predict_frame(model_frame(scored)).tolist()
         metrics.observe_predictions(probabilities, model.threshold)
         _log_scored(prediction_log, request, current, scored, probabilities)
@@ -186,21 +188,34 @@ def predict_batch(
     )
 
 
+def _batch_error(msg: str, kind: str) -> JSONResponse:
+    detail = [{"loc": ["body", "records"], "msg": msg, "type": kind}]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
 BATCH = TypeAdapter(list[Encounter])
+CHUNK = 100  # records per validation call: the GIL is released between calls
+RECORD_ERRORS = 10  # field errors reported per record, then a count of the rest
 
 
-def record_errors(records: list[dict[str, Any]]) -> dict[int, str]:
-    """Per record index, its bad fields and why; one validation pass over the whole batch."""
-    try:
-        BATCH.validate_python(records)
-    except ValidationError as error:
-        found: dict[int, list[str]] = {}
-        for e in error.errors():
-            index, *path = e["loc"]
-            field = ".".join(str(p) for p in path) or "record"
-            found.setdefault(int(index), []).append(f"{field}: {e['msg']}")
-        return {i: "; ".join(messages) for i, messages in found.items()}
-    return {}
+def record_errors(records: list[Any]) -> dict[int, str]:
+    """Per record index, its bad fields and why (unknown fields counted, not named)."""
+    found: dict[int, list[Any]] = {}
+    for start in range(0, len(records), CHUNK):
+        try:
+            BATCH.validate_python(records[start : start + CHUNK])
+        except ValidationError as error:
+            for e in error.errors(include_url=False, include_input=False, include_context=False):
+                index, *path = e["loc"]
+                found.setdefault(start + int(index), []).append({**e, "loc": path})
+    return {i: _record_message(errors) for i, errors in found.items()}
+
+
+def _record_message(errors: list[Any]) -> str:
+    messages = public_errors(errors, limit=RECORD_ERRORS, where=())
+    return "; ".join(
+        f"{'.'.join(str(p) for p in m['loc']) or 'record'}: {m['msg']}" for m in messages
+    )
 
 
 def model_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -244,8 +259,9 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/health", response_model=Health, tags=["service"], responses=NOT_READY)
-def health(store: StoreDep, response: Response) -> Health:
-    """Liveness (the process answers) and readiness (a model is loaded)."""
+async def health(store: StoreDep, response: Response) -> Health:
+    """Liveness (the process answers) and readiness (a model is loaded). `async`: it only
+    reads a reference, and must not queue behind CPU work in the thread pool."""
     current = store.current
     if current is None:
         response.status_code = 503

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SkipValidation,
     StrictInt,
     create_model,
     field_validator,
@@ -172,7 +173,11 @@ class Prediction(BaseModel):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    records: list[dict[str, Any]] = Field(description="Encounters, as for /predict.")
+    # Not validated here: each record is validated on its own, in the thread pool, so one bad
+    # record does not fail the batch and a huge batch does not hold the event loop.
+    records: SkipValidation[list[dict[str, Any]]] = Field(
+        description="Encounters, as for /predict (at most READMIT_MAX_BATCH)."
+    )
 
 
 class RecordResult(BaseModel):

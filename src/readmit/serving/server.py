@@ -1,0 +1,170 @@
+"""The HTTP server of `readmit serve`: uvicorn with the connection limits it lacks.
+
+uvicorn's httptools protocol puts no deadline on a request's headers (a connection that sends
+half a request line stays open for ever), no bound on their size (a 64 MB header line is
+buffered and answered) and no cap on open connections (21,000 idle sockets ran the process out
+of file descriptors). `GuardedHttpTools` adds all three; what it closes is counted in
+/metrics (`readmit_http_connections_closed_total`) and logged. uvicorn's own
+`limit_concurrency` is not used: it answers 503 to every request, including /health, once the
+idle connections reach it, and still keeps them open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from typing import Any, ClassVar
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from readmit.serving.metrics import Metrics
+from readmit.settings import Settings
+
+log = logging.getLogger("readmit.serving.server")
+WARN_EVERY_SECONDS = 10.0
+FILES_RESERVED = 64  # open files the process needs besides its connections
+
+
+def _reply(status: str) -> bytes:
+    return f"HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode("ascii")
+
+
+REPLIES = {
+    "over_limit": _reply("503 Service Unavailable"),
+    "header_timeout": _reply("408 Request Timeout"),
+    "header_too_large": _reply("431 Request Header Fields Too Large"),
+}
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """httptools protocol with a header deadline, a header size limit and a connection cap.
+
+    A request is "awaiting headers" from the connection's first byte (or the end of the
+    previous request) until its headers are complete; that phase must end within
+    `header_timeout` seconds and `max_header_bytes` bytes (plus at most one read chunk).
+    Idle keep-alive connections are closed by uvicorn's `timeout_keep_alive`.
+    """
+
+    settings: ClassVar[Settings]
+    metrics: ClassVar[Metrics]
+    warned: ClassVar[dict[str, float]] = {}
+    closed: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.awaiting_headers = True
+        self.header_bytes = 0
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.metrics.open_connections.set(len(self.connections))
+        if len(self.connections) > self.settings.max_connections:
+            self.refuse("over_limit")
+            return
+        self.header_timer = self.loop.call_later(
+            self.settings.header_timeout_seconds, self.refuse, "header_timeout"
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cancel_header_timer()
+        super().connection_lost(exc)
+        self.metrics.open_connections.set(len(self.connections))
+
+    def data_received(self, data: bytes) -> None:
+        before = self.awaiting_headers
+        super().data_received(data)
+        if before and self.awaiting_headers and not self.transport.is_closing():
+            self.header_bytes += len(data)
+            if self.header_bytes > self.settings.max_header_bytes:
+                self.refuse("header_too_large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.awaiting_headers = True
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_later(
+                self.settings.header_timeout_seconds, self.refuse, "header_timeout"
+            )
+
+    def on_headers_complete(self) -> None:
+        self.awaiting_headers = False
+        self.header_bytes = 0
+        self.cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.awaiting_headers = True  # what comes next is the next request's headers
+
+    def cancel_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def refuse(self, reason: str) -> None:
+        """Answer with the status of `reason` and close; counted, and logged at most every
+        WARN_EVERY_SECONDS per reason (a flood must not flood the logs too)."""
+        self.header_timer = None
+        if self.transport.is_closing():
+            return
+        self.metrics.connections_closed.labels(reason=reason).inc()
+        self.closed[reason] = self.closed.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self.warned.get(reason, 0.0) >= WARN_EVERY_SECONDS:
+            self.warned[reason] = now
+            log.warning(
+                "closing connections: %s", reason,
+                extra={"reason": reason, "closed_so_far": self.closed[reason],
+                       "open_connections": len(self.connections)},
+            )  # fmt: skip
+        if reason != "header_timeout" or self.header_bytes:  # a silent client gets no answer
+            self.transport.write(REPLIES[reason])
+        self.transport.close()
+
+
+def guarded_protocol(settings: Settings, metrics: Metrics) -> type[GuardedHttpTools]:
+    """A protocol class bound to these settings and metrics (uvicorn instantiates it)."""
+    return type(
+        "GuardedHttpTools",
+        (GuardedHttpTools,),
+        {"settings": settings, "metrics": metrics, "warned": {}, "closed": {}},
+    )
+
+
+def fitted_to_open_files(settings: Settings) -> Settings:
+    """READMIT_MAX_CONNECTIONS lowered to what the open-file limit allows: past it, accept()
+    fails and every client, /health included, gets nothing."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    allowed = soft - FILES_RESERVED
+    if soft == resource.RLIM_INFINITY or settings.max_connections <= allowed:
+        return settings
+    allowed = max(allowed, 1)
+    log.warning(
+        "READMIT_MAX_CONNECTIONS lowered to fit the open-file limit",
+        extra={"max_connections": settings.max_connections, "open_file_limit": soft,
+               "lowered_to": allowed},
+    )  # fmt: skip
+    return settings.model_copy(update={"max_connections": allowed})
+
+
+def build_server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Server:
+    """The uvicorn server of `readmit serve` for `app` (default: `create_app(settings)`)."""
+    from readmit.serving.app import create_app
+
+    app = app or create_app(settings)
+    settings = fitted_to_open_files(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        http=guarded_protocol(settings, app.state.metrics),
+        timeout_keep_alive=settings.keep_alive_seconds,
+        access_log=False,
+        log_level="warning",
+    )
+    return uvicorn.Server(config)
