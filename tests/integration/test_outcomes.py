@@ -92,7 +92,7 @@ def test_outcomes_need_the_api_key(registered, tmp_path):
         ({"encounter_id": -3, "readmitted": "NO"}, "encounter_id", "greater_than_equal"),
         ({"encounter_id": "7", "readmitted": "NO"}, "encounter_id", "int_type"),
         ({"readmitted": "NO"}, "encounter_id", "missing"),
-        ({"encounter_id": 2, "readmitted": "NO", "extra": 1}, "extra", "extra_forbidden"),
+        ({"encounter_id": 2, "readmitted": "NO", "secret": 1}, None, "extra_forbidden"),
     ],
 )
 def test_a_bad_outcome_is_refused_by_index_and_field_and_nothing_is_stored(
@@ -104,7 +104,8 @@ def test_a_bad_outcome_is_refused_by_index_and_field_and_nothing_is_stored(
         response = client.post("/outcomes", json=body, headers=AUTH)
         assert response.status_code == 422
         (error,) = response.json()["detail"]
-        assert error["loc"] == ["body", "outcomes", 1, field] and error["type"] == type_
+        where = ["body", "outcomes", 1] + ([field] if field else [])  # unknown keys: not named
+        assert error["loc"] == where and error["type"] == type_ and "secret" not in response.text
         assert counts(post(client, [(5, "NO")])) == (1, 1, 0, 0, 1)
     assert stored(url) == {5: "NO"}
 
