@@ -21,7 +21,7 @@ from readmit.errors import StorageError
 from readmit.explain import field_contributions
 from readmit.features import HISTORY_FIELD
 from readmit.monitoring.outcomes import record_outcomes
-from readmit.monitoring.prediction_log import PredictionLog, Scored
+from readmit.monitoring.prediction_log import PredictionLog
 from readmit.registry import PRODUCTION
 from readmit.schema import COLUMNS, INPUT_FIELDS, MISSING
 from readmit.serving.body import CheckedRoute, public_errors
@@ -104,8 +104,8 @@ def _log_scored(
     """Hand the scored records to the prediction log (queued; written off the request path)."""
     if prediction_log is not None and records:
         model = (current.name, current.version, PRODUCTION)
-        prediction_log.add(Scored.now(_request_id(request), model, current.model.threshold,
-                                      records, probabilities))  # fmt: skip
+        prediction_log.record(_request_id(request), model, current.model.threshold, records,
+                              probabilities)  # fmt: skip
 
 
 @router.post("/predict", response_model=Prediction, tags=["predictions"])
@@ -120,7 +120,7 @@ def predict(
     model = current.model
     probability = model.predict_record(encounter.model_input())
     metrics.observe_predictions([probability], model.threshold)
-    _log_scored(prediction_log, request, current, [encounter.model_dump()], [probability])
+    _log_scored(prediction_log, request, current, [dict(encounter.__dict__)], [probability])
     return Prediction(
         probability=probability,
         readmitted_30d=probability >= model.threshold,
