@@ -154,15 +154,16 @@ def exchange(url: str, head: bytes, pieces: Iterable[bytes]) -> Outcome:
                 sock.sendall(piece)
             except OSError:
                 break
-        received = b""
+        first, size = b"", 0
         try:
             while chunk := sock.recv(MB):
-                received += chunk
+                first = first or chunk
+                size += len(chunk)
         except OSError:
             pass
     seconds = time.perf_counter() - clock
-    status = received.split(b"\r\n", 1)[0].decode("latin-1")[9:] or "(connection closed)"
-    return Outcome(status, len(received), seconds)
+    status = first.split(b"\r\n", 1)[0].decode("latin-1")[9:] or "(connection closed)"
+    return Outcome(status, size, seconds)
 
 
 def post(path: str, body: bytes) -> tuple[bytes, Iterator[bytes]]:
