@@ -10,21 +10,25 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from readmit.dataset import Dataset, order_by_encounter
+from readmit.dataset import Dataset, load_dataset, order_by_encounter
 from readmit.pipeline.clean import build_clean, latest_build, read_latest_build
-from readmit.pipeline.ingest import ingest
+from readmit.pipeline.ingest import ingest, load_batch, open_raw_db
 from readmit.pipeline.train import load_training_data
 from readmit.settings import Settings
 from readmit.split import SPLITS
 from readmit.storage.db import make_engine
+from readmit.storage.locks import exclusive
 from tests.synthetic import synthetic_rows
 
 REPO = Path(__file__).resolve().parents[2]
+INGEST = [sys.executable, "-m", "readmit.cli", "ingest"]
+STARTED: list[subprocess.Popen[str]] = []
 PAUSED = "paused after clean_train"
 
 # A real `build_clean` in its own process that stops, its transaction open, right after
@@ -42,6 +46,26 @@ def report(line):
 build_clean(Settings(), report=report)
 print("done", flush=True)
 """
+
+
+@pytest.fixture(autouse=True)
+def no_process_left() -> Iterator[None]:
+    """A test that fails midway leaves none of the processes it started running."""
+    yield
+    for child in STARTED:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    STARTED.clear()
+
+
+def _start(command: list[str], settings: Settings, **kwargs: object) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        command, env=_env(settings), cwd=settings.data_dir, text=True, stdout=subprocess.PIPE,
+        **kwargs,  # type: ignore[call-overload]
+    )  # fmt: skip
+    STARTED.append(child)
+    return child
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -102,10 +126,7 @@ def _assert_whole(settings: Settings, build_id: str) -> None:
 
 
 def _start_pausing_clean(settings: Settings) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CLEAN_PAUSING], env=_env(settings), cwd=settings.data_dir,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    child = _start([sys.executable, "-c", CLEAN_PAUSING], settings, stdin=subprocess.PIPE)
     lines = _lines(child)
     _wait_for(lines, PAUSED)
     return child, lines
@@ -131,15 +152,12 @@ def test_a_reader_sees_the_previous_build_whole_while_a_rebuild_runs(built):
     previous = latest_build(engine).build_id
     engine.dispose()
     child, lines = _start_pausing_clean(built)
-    try:
-        _assert_whole(built, previous)
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        _wait_for(lines, "done")
-        assert child.wait(timeout=60) == 0
-    finally:
-        child.kill()
+    _assert_whole(built, previous)
+    assert child.stdin is not None
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    _wait_for(lines, "done")
+    assert child.wait(timeout=60) == 0
     engine = make_engine(built.resolved_clean_db_url, "clean-db")
     current = latest_build(engine).build_id
     engine.dispose()
@@ -147,23 +165,19 @@ def test_a_reader_sees_the_previous_build_whole_while_a_rebuild_runs(built):
     _assert_whole(built, current)
 
 
-def test_two_ingests_at_once_on_a_fresh_postgres_database_load_two_batches_exactly(
-    pg_database_factory, dataset_uri, tmp_path
-):
-    settings = Settings(data_dir=tmp_path, raw_db_url=pg_database_factory(),
-                        dataset_uri=dataset_uri, batch_size=40_000)  # fmt: skip
-    command = [sys.executable, "-m", "readmit.cli", "ingest"]
-    runs = [
-        subprocess.Popen(
-            command,
-            env=_env(settings),
-            cwd=tmp_path,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(2)
-    ]
+@pytest.fixture(params=["postgres", "sqlite"])
+def fresh_raw_db(request, dataset_uri, tmp_path) -> Settings:
+    """Settings of an empty raw-db (no tables yet) for the real data set in batches of 40,000."""
+    settings = Settings(data_dir=tmp_path, dataset_uri=dataset_uri, batch_size=40_000)
+    if request.param == "postgres":
+        create = request.getfixturevalue("pg_database_factory")
+        settings = settings.model_copy(update={"raw_db_url": create()})
+    return settings
+
+
+def test_two_ingests_at_once_on_a_fresh_database_load_two_batches_exactly(fresh_raw_db):
+    settings = fresh_raw_db
+    runs = [_start(INGEST, settings, stderr=subprocess.STDOUT) for _ in range(2)]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     engine = sa.create_engine(settings.resolved_raw_db_url)
@@ -183,3 +197,24 @@ def test_two_ingests_at_once_on_a_fresh_postgres_database_load_two_batches_exact
         assert batch.rows_read == 40_000 and batch.rows_duplicate == 0
         assert batch.inserted + batch.rows_rejected == 40_000
     assert stored == {b.batch_id: b.inserted for b in batches}
+
+
+def test_an_ingest_waits_for_the_one_running_says_so_then_loads_the_next_batch(fresh_raw_db):
+    settings = fresh_raw_db
+    engine = open_raw_db(settings)
+    try:
+        with exclusive(engine, "raw-db", "ingest", report=print):  # as a running ingest would
+            waiting = _start(INGEST, settings, stderr=subprocess.STDOUT)
+            lines = _lines(waiting)
+            _wait_for(lines, "raw-db: another ingest is running; waiting for it to finish")
+            load_batch(engine, load_dataset(settings), 1, settings)  # the holder's batch
+        assert waiting.wait(timeout=300) == 0
+    finally:
+        engine.dispose()
+    engine = sa.create_engine(settings.resolved_raw_db_url)
+    with engine.connect() as conn:
+        loaded = conn.execute(
+            sa.text("SELECT batch_id, status FROM batch_metadata ORDER BY batch_id")
+        ).all()
+    engine.dispose()
+    assert [tuple(b) for b in loaded] == [(1, "succeeded"), (2, "succeeded")]
