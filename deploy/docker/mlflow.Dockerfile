@@ -20,7 +20,7 @@ WORKDIR /src
 # libraries), which this server never imports.
 COPY requirements.lock ./
 RUN pip install --constraint requirements.lock \
-        mlflow "psycopg[binary]" boto3 typer rich pydantic-settings httpx \
+        "mlflow[auth]" "psycopg[binary]" boto3 typer rich pydantic-settings httpx \
  && pip check
 COPY pyproject.toml README.md ./
 COPY src ./src

@@ -386,7 +386,7 @@ app.add_typer(stack_app, name="stack")
 @fails_cleanly
 def stack_up() -> None:
     """Start every service on 127.0.0.1, wait until all are healthy, print URLs and logins."""
-    from readmit.stack.manager import up
+    from readmit.stack.manager import MLFLOW_USER, up
 
     settings = Settings()
     clock = time.perf_counter()
@@ -397,7 +397,7 @@ def stack_up() -> None:
         ("Airflow", ends.airflow, f"login admin / {keys.airflow_password}"),
         ("API", f"{ends.api}/docs", f"X-API-Key {keys.api_key} for POST /reload-model"),
         ("UI", ends.ui, ""),
-        ("MLflow", ends.mlflow, ""),
+        ("MLflow", ends.mlflow, f"login {MLFLOW_USER} / {keys.mlflow_password}"),
         ("Prometheus", ends.prometheus, ""),
         ("pipeline exporter", f"{ends.exporter}/metrics", ""),
         ("S3 (moto)", ends.s3, f"key {keys.s3_access_key} / secret {keys.s3_secret_key}"),

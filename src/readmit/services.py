@@ -6,6 +6,7 @@ Each process gets its own process group, so stopping it stops every child it sta
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from readmit.errors import ReadmitError
 from readmit.files import private_dir
@@ -133,6 +136,7 @@ def mlflow_server_command(settings: Settings) -> list[str]:
     allowed = (
         ["--allowed-hosts", settings.mlflow_allowed_hosts] if settings.mlflow_allowed_hosts else []
     )
+    auth = ["--app-name", "basic-auth"] if settings.mlflow_auth_db_url else []
     return [
         program("mlflow"), "server",
         "--artifacts-destination", settings.resolved_artifacts_destination,
@@ -140,17 +144,94 @@ def mlflow_server_command(settings: Settings) -> list[str]:
         "--host", settings.mlflow_host,
         "--port", str(settings.mlflow_port),
         "--workers", "1",
+        *auth,
         *allowed,
     ]  # fmt: skip
 
 
 def mlflow_server_env(settings: Settings) -> dict[str, str]:
-    """What `mlflow server` needs in its environment on top of the caller's."""
-    return {
+    """What `mlflow server` needs in its environment on top of the caller's. With
+    authentication on, this also writes the auth config and creates the users' database."""
+    env = {
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_BACKEND_STORE_URI": settings.resolved_backend_store_uri,
     }
+    if settings.mlflow_auth_db_url:
+        env.update(_auth_env(settings, settings.mlflow_auth_db_url))
+    return env
+
+
+AUTH_CONFIG = "mlflow-auth.ini"
+
+
+def _auth_env(settings: Settings, database_url: str) -> dict[str, str]:
+    """MLflow's basic-auth app: config file (0600, it holds the database password), and the
+    admin it creates on first start, who is also the login of readmit's clients."""
+    username = settings.mlflow_tracking_username
+    password = settings.mlflow_tracking_password
+    secret = password.get_secret_value() if password else ""
+    if not username or len(secret) < 12:
+        raise ServiceError(
+            "mlflow: READMIT_MLFLOW_AUTH_DB_URL turns authentication on, which needs "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (12 characters at least) "
+            "for the admin login"
+        )
+    ensure_database(database_url)
+    config = {
+        "default_permission": "NO_PERMISSIONS",
+        "database_uri": database_url,
+        "admin_username": username,
+        "admin_password": secret,
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        # A password check costs a scrypt hash (about 0.1 s of CPU); without this cache every
+        # request of the polling API and exporter pays it. One worker: nothing goes stale.
+        "auth_cache_ttl_seconds": "60",
+    }
+    # configparser reads "%" as interpolation: double it.
+    lines = ["[mlflow]", *(f"{k} = {v.replace('%', '%%')}" for k, v in config.items())]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = (settings.data_dir / AUTH_CONFIG).resolve()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    csrf_key = hashlib.sha256(f"readmit-mlflow-csrf:{secret}".encode()).hexdigest()
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(path), "MLFLOW_FLASK_SERVER_SECRET_KEY": csrf_key}
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database of `url` when it is missing (its login must be allowed to
+    create databases then); a SQLite file is created by its first user."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or not parsed.database or _connects(url):
+        return
+    engine = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            query = sa.text("select 1 from pg_database where datname = :name")
+            if conn.execute(query, {"name": parsed.database}).first() is None:
+                name = conn.dialect.identifier_preparer.quote(parsed.database)
+                conn.execute(sa.text(f"create database {name}"))
+    except sa.exc.DBAPIError as exc:
+        from readmit.storage.db import safe_url
+
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise ServiceError(
+            f"mlflow: cannot create the users' database {safe_url(url)}: {reason}"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+def _connects(url: str) -> bool:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.DBAPIError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def standalone_mlflow_env(settings: Settings) -> dict[str, str]:

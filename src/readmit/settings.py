@@ -6,6 +6,7 @@ Switching from the embedded mode (SQLite files, local MLflow store) to the full 
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -99,6 +100,26 @@ class Settings(BaseSettings):
         default=None,
         description="Host headers the MLflow server accepts besides localhost and private IPs "
         "(comma-separated, e.g. `mlflow,mlflow:5000` behind a service name).",
+    )
+    mlflow_tracking_username: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "READMIT_MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_USERNAME"
+        ),
+        description="Login on an MLflow server with authentication; also the admin user that "
+        "`readmit mlflow-server` creates there.",
+    )
+    mlflow_tracking_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "READMIT_MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD"
+        ),
+        description="Password of that login (12 characters at least).",
+    )
+    mlflow_auth_db_url: str | None = Field(
+        default=None,
+        description="Database of the MLflow server's users: when set, `readmit mlflow-server` "
+        "answers only to logged-in clients (MLflow's basic-auth app).",
     )
     s3_endpoint_url: str | None = Field(
         default=None,
@@ -229,6 +250,17 @@ def settings_problems(exc: ValidationError) -> list[str]:
         message = error["msg"].removeprefix("Value error, ")
         lines.append(message if message.startswith(name) else f"{name}: {message}")
     return lines
+
+
+def export_mlflow_login(settings: Settings) -> None:
+    """Hand the settings' MLflow login to MLflow's client, which reads it from the environment
+    only (a login set in `.env` would otherwise not reach it)."""
+    if settings.mlflow_tracking_username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_tracking_username
+    if settings.mlflow_tracking_password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            settings.mlflow_tracking_password.get_secret_value()
+        )
 
 
 @lru_cache

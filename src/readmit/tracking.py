@@ -25,7 +25,7 @@ from readmit.files import private_dir
 from readmit.model import ReadmissionModel
 from readmit.pyfunc_model import ReadmissionPyfunc
 from readmit.schema import BY_FIELD, INPUT_FIELDS, Kind
-from readmit.settings import Settings
+from readmit.settings import Settings, export_mlflow_login
 from readmit.storage.db import safe_url
 
 MODEL_ARTIFACT = "model"
@@ -45,20 +45,40 @@ def is_remote(uri: str) -> bool:
 
 
 def connect(settings: Settings) -> str:
-    """Point MLflow at the configured store and check a server answers; return its URI."""
+    """Point MLflow at the configured store and check a server answers and accepts the login;
+    return its URI."""
     uri = settings.resolved_tracking_uri
     if is_remote(uri):
-        try:
-            httpx.get(f"{uri.rstrip('/')}/health", timeout=5.0).raise_for_status()
-        except httpx.HTTPError as exc:
-            raise MlflowUnavailable(
-                f"mlflow: tracking server {safe_url(uri)} is unreachable: {exc}"
-            ) from exc
+        export_mlflow_login(settings)
+        _check_server(settings, uri.rstrip("/"))
     else:
         private_dir(settings.data_dir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def _check_server(settings: Settings, uri: str) -> None:
+    password = settings.mlflow_tracking_password
+    login = (
+        (settings.mlflow_tracking_username, password.get_secret_value())
+        if settings.mlflow_tracking_username and password
+        else None
+    )
+    try:
+        httpx.get(f"{uri}/health", timeout=5.0).raise_for_status()
+        probe = httpx.get(f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                          auth=login, timeout=5.0)  # fmt: skip
+    except httpx.HTTPError as exc:
+        raise MlflowUnavailable(
+            f"mlflow: tracking server {safe_url(uri)} is unreachable: {exc}"
+        ) from exc
+    if probe.status_code in (401, 403):
+        given = "refused the login of MLFLOW_TRACKING_USERNAME" if login else "asks for a login"
+        raise MlflowUnavailable(
+            f"mlflow: tracking server {safe_url(uri)} {given} (HTTP {probe.status_code}): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server"
+        )
 
 
 def configure(settings: Settings) -> str:

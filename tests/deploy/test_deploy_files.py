@@ -687,3 +687,67 @@ def test_every_compose_credential_is_in_the_env_example(compose: dict[str, Any])
         if "=" in line and not line.startswith("#")
     }
     assert required and required <= example
+
+
+# ---- MLflow behind a login ------------------------------------------------------------------
+
+MLFLOW_CLIENTS = ("api", "ui", "exporter")
+
+
+def test_compose_mlflow_asks_for_a_login_that_every_client_has(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    server = services["mlflow"]["environment"]
+    users_db = server["READMIT_MLFLOW_AUTH_DB_URL"]
+    assert users_db.startswith("postgresql+psycopg://mlflow:${MLFLOW_DB_PASSWORD:?")
+    assert users_db.endswith("@mlflow-db:5432/mlflow_auth")
+    login = {
+        name: server[name] for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    }
+    assert login["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?")
+    for name in (*MLFLOW_CLIENTS, *checks.AIRFLOW_COMPONENTS):
+        env = services[name]["environment"]
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
+        assert {k: env.get(k) for k in login} == login, name
+        assert "READMIT_MLFLOW_AUTH_DB_URL" not in env, name  # only the server reaches that
+    for name, service in services.items():
+        command = " ".join(str(part) for part in service.get("command") or [])
+        assert "MLFLOW_TRACKING_PASSWORD" not in command, name
+    assert 'mlflow[auth]"' in (DOCKER / "mlflow.Dockerfile").read_text()
+
+
+def _secret_env(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def test_k8s_mlflow_asks_for_a_login_that_every_client_has(
+    overlays: dict[str, list[dict[str, Any]]], airflow_values: dict[str, Any]
+) -> None:
+    for overlay in OVERLAYS:
+        documents = overlays[overlay]
+        workloads = by_kind(documents, "Deployment")
+        secret = next(s for n, s in by_kind(documents, "Secret").items()
+                      if n.startswith("readmit-secrets-"))  # fmt: skip
+        config = next(c for n, c in by_kind(documents, "ConfigMap").items()
+                      if n.startswith("readmit-config-"))  # fmt: skip
+        assert config["data"]["MLFLOW_TRACKING_USERNAME"] == "readmit"
+        assert {"READMIT_MLFLOW_AUTH_DB_URL", "MLFLOW_TRACKING_PASSWORD"} <= set(secret["data"])
+        server = _secret_env(pod_spec(workloads["mlflow"])["containers"][0])
+        assert server["READMIT_MLFLOW_AUTH_DB_URL"][1] == "READMIT_MLFLOW_AUTH_DB_URL"
+        assert server["MLFLOW_TRACKING_PASSWORD"][1] == "MLFLOW_TRACKING_PASSWORD"
+        for name in ("mlflow", *MLFLOW_CLIENTS):
+            container = pod_spec(workloads[name])["containers"][0]
+            password = _secret_env(container)["MLFLOW_TRACKING_PASSWORD"]
+            assert password[0].startswith("readmit-secrets-"), (overlay, name)
+            assert "MLFLOW_TRACKING_PASSWORD" not in " ".join(container.get("command", []))
+    task_env = {s["envName"]: (s["secretName"], s["secretKey"]) for s in airflow_values["secret"]}
+    assert task_env["MLFLOW_TRACKING_PASSWORD"] == (
+        "readmit-airflow-secrets",
+        "MLFLOW_TRACKING_PASSWORD",
+    )
+    for overlay in OVERLAYS:
+        example = _example_keys(overlay, "readmit")
+        assert {"READMIT_MLFLOW_AUTH_DB_URL", "MLFLOW_TRACKING_PASSWORD"} <= example

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,29 +29,52 @@ class MlflowServer:
     backend_uri: str
     s3_endpoint: str
     logs: Path
+    username: str
+    password: str
+    pid: int
+
+
+MLFLOW_USER = "readmit-tests"
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(
     pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServer]:
+    """The server behind MLflow's login, as deployed; its login is in this process's
+    environment (MLFLOW_TRACKING_USERNAME/PASSWORD), where every client and child finds it."""
     logs = tmp_path_factory.mktemp("services")
     backend = create_database(pg_admin_url)
+    users = create_database(pg_admin_url)
     s3 = start_s3_server(free_port(), logs / "s3.log")
+    password = secrets.token_urlsafe(18)
     settings = Settings(
         data_dir=logs,
         mlflow_backend_store_uri=backend,
         mlflow_artifacts_destination="s3://mlflow-artifacts",
         mlflow_port=free_port(),
         s3_endpoint_url=s3.url,
+        mlflow_auth_db_url=users,
+        mlflow_tracking_username=MLFLOW_USER,
+        mlflow_tracking_password=password,
     )
     server = start_mlflow_server(settings, logs / "mlflow.log")
+    login = {"MLFLOW_TRACKING_USERNAME": MLFLOW_USER, "MLFLOW_TRACKING_PASSWORD": password}
+    saved = {name: os.environ.get(name) for name in login}
+    os.environ.update(login)
     try:
-        yield MlflowServer(server.url, backend, s3.url, logs)
+        yield MlflowServer(server.url, backend, s3.url, logs, MLFLOW_USER, password,
+                           server.process.pid)  # fmt: skip
     finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         server.stop()
         s3.stop()
         drop_database(pg_admin_url, backend)
+        drop_database(pg_admin_url, users)
 
 
 @dataclass

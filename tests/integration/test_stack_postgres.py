@@ -48,6 +48,7 @@ def test_private_cluster_starts_holds_the_databases_and_stops(world_readable_dir
             "t_monitor",
             "t_airflow",
             "t_mlflow",
+            "t_mlflow_auth",
         ]
         assert postgres.ensure_databases(url, "t_") == []
         engine = sa.create_engine(postgres.database_urls(url, "t_")["raw"])

@@ -118,8 +118,20 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert sorted(loaded) == list(range(1, total + 1))
 
     # 3. DAGs 2 and 3 run from their Assets until a model trained on every batch is registered.
+    # MLflow answers only to a login: the one stack.env hands every readmit client.
+    mlflow_url = f"http://127.0.0.1:{stack_env['READMIT_MLFLOW_PORT']}"
+    anonymous = httpx.post(f"{mlflow_url}/api/2.0/mlflow/registered-models/create",
+                           json={"name": "intruder"}, timeout=10)  # fmt: skip
+    assert anonymous.status_code == 401
+    client_env = dict(line.split("=", 1) for line in
+                      (data_dir / "stack" / "stack.env").read_text().splitlines())  # fmt: skip
+    assert client_env["MLFLOW_TRACKING_PASSWORD"] == keys["mlflow_password"]
     mlflow = registry.client_for(
-        Settings(mlflow_tracking_uri=f"http://127.0.0.1:{stack_env['READMIT_MLFLOW_PORT']}")
+        Settings(
+            mlflow_tracking_uri=mlflow_url,
+            mlflow_tracking_username=client_env["MLFLOW_TRACKING_USERNAME"],
+            mlflow_tracking_password=client_env["MLFLOW_TRACKING_PASSWORD"],
+        )
     )
     every_batch = ",".join(str(b) for b in range(1, total + 1))
     deadline = time.monotonic() + 600

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 import yaml
+from pydantic import SecretStr
 
 from readmit.errors import ReadmitError
 from readmit.services import mlflow_server_command, mlflow_server_env, port_taken, program
@@ -101,6 +102,10 @@ class Secrets:
     s3_secret_key: str
     postgres_password: str
     pseudonym_key: str
+    mlflow_password: str
+
+
+MLFLOW_USER = "readmit"
 
 
 def load_secrets(paths: Paths, settings: Settings) -> Secrets:
@@ -117,7 +122,7 @@ def load_secrets(paths: Paths, settings: Settings) -> Secrets:
         }
         paths.root.mkdir(parents=True, exist_ok=True)
         _write_private(paths.secrets, json.dumps(stored, indent=1))
-    added = {"postgres_password": 18, "pseudonym_key": 32}  # secrets of later versions
+    added = {"postgres_password": 18, "pseudonym_key": 32, "mlflow_password": 18}  # later versions
     if any(name not in stored for name in added):
         for name, size in added.items():
             stored.setdefault(name, secrets.token_urlsafe(size))
@@ -164,6 +169,8 @@ def client_env(settings: Settings, ends: Endpoints, keys: Secrets) -> dict[str, 
         "READMIT_CLEAN_DB_URL": ends.databases["clean"],
         "READMIT_MONITOR_DB_URL": ends.databases["monitor"],
         "MLFLOW_TRACKING_URI": ends.mlflow,
+        "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
+        "MLFLOW_TRACKING_PASSWORD": keys.mlflow_password,
         "READMIT_MLFLOW_BACKEND_STORE_URI": ends.databases["mlflow"],
         "READMIT_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{s3.BUCKET}",
         "MLFLOW_S3_ENDPOINT_URL": ends.s3,
@@ -476,10 +483,16 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
         if restored:
             report(f"s3: restored {restored} artifact objects from {paths.s3_snapshot}")
 
+    # Behind MLflow's login: its users live in their own database, its config file in the
+    # stack's private folder; every client gets the login from `client_env`.
     server_settings = settings.model_copy(
         update={
+            "data_dir": paths.root,
             "mlflow_backend_store_uri": ends.databases["mlflow"],
             "mlflow_artifacts_destination": f"s3://{s3.BUCKET}",
+            "mlflow_auth_db_url": ends.databases["mlflow_auth"],
+            "mlflow_tracking_username": MLFLOW_USER,
+            "mlflow_tracking_password": SecretStr(keys.mlflow_password),
         }
     )
     command = mlflow_server_command(server_settings)

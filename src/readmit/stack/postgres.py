@@ -17,7 +17,7 @@ from readmit.errors import ReadmitError
 from readmit.services import port_taken
 from readmit.stack.processes import ProcessRecord, launch
 
-DATABASES = ("raw", "clean", "monitor", "airflow", "mlflow")
+DATABASES = ("raw", "clean", "monitor", "airflow", "mlflow", "mlflow_auth")
 
 
 class PostgresError(ReadmitError):

@@ -41,9 +41,11 @@ class Plots:
 
 def tracking_uri() -> str:
     """Where the API's models come from, by the same settings the API reads."""
-    from readmit.settings import Settings
+    from readmit.settings import Settings, export_mlflow_login
 
-    return Settings().resolved_tracking_uri
+    settings = Settings()
+    export_mlflow_login(settings)
+    return settings.resolved_tracking_uri
 
 
 def fetch_plots(run_id: str, uri: str) -> Plots:
