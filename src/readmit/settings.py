@@ -170,7 +170,7 @@ class Settings(BaseSettings):
         default=5433, description="Port of the private cluster `stack up` starts when none answers."
     )
     stack_db_prefix: str = Field(
-        default="", description="Prefix of the stack's databases raw, clean, airflow, mlflow."
+        default="", description="Prefix of the names of the stack's databases."
     )
     s3_port: int = Field(default=9000, description="Port of the stack's S3 server.")
     airflow_port: int = Field(default=8080, description="Port of the stack's Airflow API server.")
