@@ -141,6 +141,13 @@ class Outcome:
     seconds: float
 
 
+def readable(sock: socket.socket) -> bool:
+    """Whether the server sent something or closed (poll: descriptors may exceed 1024)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def exchange(url: str, head: bytes, pieces: Iterable[bytes]) -> Outcome:
     """Sends a raw request, stopping early when the server answers, and reads the answer."""
     host, port = url.removeprefix("http://").split(":")
@@ -148,7 +155,7 @@ def exchange(url: str, head: bytes, pieces: Iterable[bytes]) -> Outcome:
     with socket.create_connection((host, int(port)), timeout=300) as sock:
         sock.sendall(head)
         for piece in pieces:
-            if select.select([sock], [], [], 0)[0]:
+            if readable(sock):
                 break
             try:
                 sock.sendall(piece)
@@ -215,7 +222,7 @@ def hostile(url: str, pid: int, make: Callable[[], tuple[bytes, Iterator[bytes]]
     head, pieces = make()
     with Watch(url, pid) as watch:
         outcome = exchange(url, head, pieces)
-    return (f"{outcome.status[:24]:<24} {outcome.size / MB:8.2f} MB {outcome.seconds:7.2f} s  "
+    return (f"{outcome.status[:24]:<24} {outcome.size / 1024:9.1f} KB {outcome.seconds:7.2f} s  "
             f"RSS {watch.peak_rss / MB:6.0f} MB  /health {watch.answers} ok, "
             f"{watch.failures} failed, slowest {watch.slowest:.2f} s")  # fmt: skip
 
@@ -236,14 +243,18 @@ def flood(url: str, count: int, wait: float) -> str:
                 statuses.append(str(httpx.get(f"{url}/health", timeout=5).status_code))
             except httpx.HTTPError as error:
                 statuses.append(type(error).__name__)
-        open_ = set(sockets)
+        by_fd = {sock.fileno(): sock for sock in sockets}
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        open_ = set(by_fd)
         deadline = time.monotonic() + wait
         while open_ and time.monotonic() < deadline:
-            readable, _, _ = select.select(list(open_)[:1000], [], [], 0.5)
-            for sock in readable:
+            for fd, _ in poller.poll(500):
                 with contextlib.suppress(OSError):
-                    sock.recv(4096)
-                open_.discard(sock)
+                    by_fd[fd].recv(4096)
+                poller.unregister(fd)
+                open_.discard(fd)
         closed = count - len(open_)
         answers = {s: statuses.count(s) for s in sorted(set(statuses))}
         return f"/health during flood {answers}; closed by the server within {wait:g} s: {closed}"
@@ -252,9 +263,11 @@ def flood(url: str, count: int, wait: float) -> str:
             sock.close()
 
 
-def measure(label: str, settings: Settings, src: Path, logs: Path, floods: list[int]) -> None:
+def measure(
+    label: str, settings: Settings, src: Path, logs: Path, floods: list[int], bodies: bool
+) -> None:
     print(f"\n{label} ({src})")
-    for name, make in SCENARIOS:
+    for name, make in SCENARIOS if bodies else []:
         api = start_server(settings, src, logs / f"{label}.log")
         try:
             print(f"  {name:<32} {hostile(api.url, api.process.pid, make)}", flush=True)
@@ -272,16 +285,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--before-ref", help="git revision of the baseline (e.g. main)")
     parser.add_argument("--flood", default="400,2000", help="sizes of partial-header floods")
+    parser.add_argument("--floods-only", action="store_true", help="skip the hostile bodies")
     args = parser.parse_args()
     floods = [int(n) for n in args.flood.split(",") if n]
+    bodies = not args.floods_only
     work = Path(tempfile.mkdtemp(prefix="readmit-abuse-"))
     print(f"training a small model in {work} ...", flush=True)
     settings = small_model(work / "data")
     if args.before_ref:
         (work / "before").mkdir()
         before = extract_src(args.before_ref, work / "before")
-        measure(f"before ({args.before_ref})", settings, before, work, floods)
-    measure("after (this tree)", settings, ROOT / "src", work, floods)
+        measure(f"before ({args.before_ref})", settings, before, work, floods, bodies)
+    measure("after (this tree)", settings, ROOT / "src", work, floods, bodies)
     print(f"\nserver logs in {work}")
     return 0
 
