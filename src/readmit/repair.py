@@ -7,8 +7,9 @@ ever finish them, so `repair` does, before any new lifecycle step:
 - a RUNNING run of the experiment whose process is gone is marked KILLED. Training runs carry
   the host and pid of their process: on the same host the pid is checked; any run older than
   READMIT_STALE_RUN_HOURS counts as gone (other hosts, reused pids);
-- a version whose training run ended (failed, killed) without a decision is tagged
-  `readmit.decision=abandoned`, loses `@staging` and is archived;
+- a version whose training run ended (failed, killed) without a decision, or decided to promote
+  it and ended before the promotion landed, is tagged `readmit.decision=abandoned`, loses
+  `@staging` and is archived;
 - only the `@production` version is in stage Production; others found there are archived.
 """
 
@@ -77,6 +78,16 @@ def _run_status(client: MlflowClient, version: ModelVersion) -> str | None:
         return None
 
 
+def _unfinished(tags: dict[str, str]) -> str | None:
+    """The lifecycle step a version never got past, or None when it is complete."""
+    decision = tags.get(f"{TAG_PREFIX}decision")
+    if decision is None:
+        return "a decision"
+    if decision == "promoted" and f"{TAG_PREFIX}promoted_at" not in tags:
+        return "the promotion landed"
+    return None
+
+
 def repair_versions(client: MlflowClient, settings: Settings) -> list[str]:
     """Archive undecided versions of ended runs; keep stage Production for @production only."""
     name = settings.model_name
@@ -91,10 +102,10 @@ def repair_versions(client: MlflowClient, settings: Settings) -> list[str]:
                 _stage(client, name, number, "Production")
                 done.append(f"v{number} holds @production: stage set to Production")
             continue
-        undecided = f"{TAG_PREFIX}decision" not in version.tags
-        status = _run_status(client, version) if undecided else None
+        unfinished = _unfinished(version.tags)
+        status = _run_status(client, version) if unfinished else None
         if status in ENDED:
-            reason = f"its training run ended {status} before a decision"
+            reason = f"its training run ended {status} before {unfinished}"
             client.set_model_version_tag(name, number, f"{TAG_PREFIX}decision", "abandoned")
             client.set_model_version_tag(name, number, f"{TAG_PREFIX}decision_reason", reason)
             if staging is not None and str(staging.version) == number:

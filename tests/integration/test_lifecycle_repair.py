@@ -28,6 +28,8 @@ KILLED_TRAINING = textwrap.dedent(
 
     if sys.argv[1] == "registered":  # the version exists, nothing is decided yet
         train_module.compare_and_promote = die
+    elif sys.argv[1] == "decided":  # decided to promote, @production not moved yet
+        registry.promote = die
     else:  # @production moved, the previous holder not archived yet
         stage = registry._stage
         def stage_or_die(client, name, version, to):
@@ -61,21 +63,24 @@ def test_the_next_training_repairs_what_killed_trainings_left(small_build, tmp_p
     assert first.decision.promoted
     _kill_training_at("alias_moved", env)
     _kill_training_at("registered", env)
+    _kill_training_at("decided", env)
 
     client = MlflowClient(settings.resolved_tracking_uri)
     name = settings.model_name
     found = client.search_model_versions(f"name='{name}'")
     stages = {str(v.version): v.current_stage for v in found}
-    assert stages == {"1": "Production", "2": "Production", "3": "Staging"}  # the broken state
+    assert stages == {"1": "Production", "2": "Production", "3": "Staging", "4": "Staging"}
     experiment = client.get_experiment_by_name(settings.experiment_name).experiment_id
     running = client.search_runs([experiment], "attributes.status = 'RUNNING'")
-    assert len(running) >= 2  # both killed parents (and the children they had open)
+    assert len(running) >= 3  # the killed parents (and the children they had open)
+    assert client.get_model_version(name, "4").tags["readmit.decision"] == "promoted"
 
     lines: list[str] = []
     after = train(settings, max_rounds=30, bootstrap_rounds=20, report=lines.append)
     repaired = [line for line in lines if line.startswith("repaired: ")]
     assert any("v1 archived" in line for line in repaired), lines
     assert any("v3 abandoned" in line for line in repaired), lines
+    assert any("v4 abandoned" in line for line in repaired), lines
 
     assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
     for run in running:
@@ -91,4 +96,6 @@ def test_the_next_training_repairs_what_killed_trainings_left(small_build, tmp_p
     assert versions["3"].current_stage == "Archived"
     assert versions["3"].tags["readmit.decision"] == "abandoned"
     assert "ended KILLED before a decision" in versions["3"].tags["readmit.decision_reason"]
-    assert "staging" not in client.get_model_version(name, "3").aliases
+    assert versions["4"].current_stage == "Archived"
+    assert versions["4"].tags["readmit.decision"] == "abandoned"
+    assert "before the promotion landed" in versions["4"].tags["readmit.decision_reason"]
