@@ -87,7 +87,7 @@ def start_server(settings: Settings, src: Path, log: Path) -> Service:
         "READMIT_MODEL_POLL_SECONDS": "3600",
         "READMIT_LOG_LEVEL": "WARNING",
     }
-    service = start_api(settings.model_copy(update={"api_port": port}), log, env)
+    service = start_api(settings.model_copy(update={"api_port": port}), log, env, timeout=300)
     for _ in range(300):
         if httpx.get(f"{service.url}/health", timeout=5).status_code == 200:
             return service
