@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The stack's S3 server (node): its packages as pinned in s3server/package-lock.json.
+S3SERVER_STAMP := s3server/node_modules/.installed-stamp
 
 .PHONY: install run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api clean-state
 
@@ -13,7 +15,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install -qq --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(S3SERVER_STAMP): s3server/package.json s3server/package-lock.json
+	npm ci --prefix s3server --no-audit --no-fund --loglevel=error
+	touch $(S3SERVER_STAMP)
+
+install: $(STAMP) $(S3SERVER_STAMP)
 
 # The main job, then the API (foreground) with the UI beside it; Ctrl-C stops both.
 run: install

@@ -312,12 +312,17 @@ def s3_server(
     port: int = typer.Option(9000, help="Port on 127.0.0.1."),
     bucket: str = typer.Option("mlflow-artifacts", help="Bucket to create."),
 ) -> None:
-    """Run a local S3-compatible server (moto, in memory) with the artifact bucket, for testing."""
+    """Run a local S3-compatible server with the artifact bucket, its objects on disk under
+    <data dir>/s3store."""
     from readmit.services import start_s3_server
 
     settings = Settings()
-    service = start_s3_server(port, settings.data_dir / "logs" / "s3.log", bucket)
-    console.print(f"S3 (moto) on {service.url} with bucket {bucket}; Ctrl-C stops it")
+    store = settings.data_dir.resolve() / "s3store"
+    service = start_s3_server(port, settings.data_dir / "logs" / "s3.log", store, bucket)
+    console.print(
+        f"S3 on {service.url} with bucket {bucket}, objects in {store}; Ctrl-C stops it",
+        highlight=False,
+    )
     try:
         service.process.wait()
     except KeyboardInterrupt:
@@ -343,8 +348,8 @@ def pipeline() -> None:
 @app.command()
 @fails_cleanly
 def status() -> None:
-    """Show batches, rows per table and the last clean build."""
-    from readmit.status import collect_status
+    """Show batches, rows per table, the last clean build and the @production model."""
+    from readmit.status import collect_status, production_model
 
     settings = Settings()
     state = collect_status(settings)
@@ -373,6 +378,10 @@ def status() -> None:
             f"rows {b['rows']}, {b['features']} encoded columns",
             highlight=False,
         )
+    model = production_model(settings)
+    colour = {"present": "green", "missing": "red"}.get(model.artifacts, "yellow")
+    console.print(f"model: {model.detail}; artifacts [{colour}]{model.artifacts}[/]",
+                  highlight=False)  # fmt: skip
 
 
 stack_app = typer.Typer(
@@ -400,7 +409,7 @@ def stack_up() -> None:
         ("MLflow", ends.mlflow, f"login {MLFLOW_USER} / {keys.mlflow_password}"),
         ("Prometheus", ends.prometheus, ""),
         ("pipeline exporter", f"{ends.exporter}/metrics", ""),
-        ("S3 (moto)", ends.s3, f"key {keys.s3_access_key} / secret {keys.s3_secret_key}"),
+        ("S3", ends.s3, f"key {keys.s3_access_key} / secret {keys.s3_secret_key}"),
     ] + [(f"PostgreSQL {n}", safe_url(u), "") for n, u in ends.databases.items()]
     took = time.perf_counter() - clock
     console.print(f"[bold green]readmit stack is up[/] in {took:.0f} s", highlight=False)

@@ -101,13 +101,17 @@ class PipelineCollector(Collector):
             ok.add_metric(["clean"], 1.0)
 
     def _model(self, last: GaugeMetricFamily, ok: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
-        from readmit.registry import PRODUCTION, by_alias, client_for
+        from readmit.registry import PRODUCTION, by_alias, client_for, missing_artifacts
 
         version = GaugeMetricFamily(
             "readmit_production_model_version", "Version number of @production"
         )
         auc = GaugeMetricFamily(
             "readmit_production_model_test_roc_auc", "Test ROC-AUC of @production"
+        )
+        present = GaugeMetricFamily(
+            "readmit_production_model_artifacts_present",
+            "1 when the files of @production are in the artifact store, 0 when they are missing",
         )
         by_version = GaugeMetricFamily(
             "readmit_model_version_test_roc_auc", "Test ROC-AUC of each version", labels=["version"]
@@ -133,6 +137,11 @@ class PipelineCollector(Collector):
             log.warning("registry unreadable", extra={"error": str(exc).splitlines()[0]})
             return
         if production is not None:
+            try:
+                gone = missing_artifacts(client, name, str(production.version))
+                present.add_metric([], 0.0 if gone else 1.0)
+            except Exception as exc:
+                log.warning("artifact store unreadable", extra={"error": str(exc).splitlines()[0]})
             version.add_metric([], float(production.version))
             score = production.tags.get("readmit.candidate_test_auc")
             if score:
@@ -144,6 +153,7 @@ class PipelineCollector(Collector):
             ok.add_metric(["train"], 1.0 if runs[0].info.status in ("FINISHED", "RUNNING") else 0.0)
         yield version
         yield auc
+        yield present
         yield by_version
 
 

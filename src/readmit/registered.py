@@ -29,6 +29,14 @@ class ModelUnavailable(ReadmitError):
     """The version's files could not be fetched (registry or artifact store failing)."""
 
 
+class ArtifactsMissing(ModelUnavailable):
+    """The registry names the version, but its files are gone from the artifact store."""
+
+
+def missing_artifacts_message(name: str, version: str, where: str) -> str:
+    return f"the artifacts of {name} v{version} are missing from the artifact store ({where})"
+
+
 class ModelRefused(ReadmitError):
     """The version is not a readmit model, does not load, or cannot score its input example."""
 
@@ -103,6 +111,8 @@ def load_checked(settings: Settings, version: str) -> ReadmissionModel:
             folder = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
         except Exception as exc:
             raise ModelUnavailable(f"registry: cannot fetch {uri}: {_first_line(exc)}") from exc
+        if not (folder / "MLmodel").is_file():  # MLflow downloads nothing without an error
+            raise ArtifactsMissing(missing_artifacts_message(name, version, uri))
         try:
             model, example = read_version_folder(folder)
         except ValueError as exc:

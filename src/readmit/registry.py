@@ -10,6 +10,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 
 import mlflow
 import numpy as np
@@ -20,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from readmit.errors import ReadmitError
-from readmit.registered import ModelRefused, load_checked
+from readmit.registered import ModelRefused, load_checked, missing_artifacts_message
 from readmit.settings import Settings
 from readmit.tracking import connect
 
@@ -67,6 +68,17 @@ def by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def missing_artifacts(client: MlflowClient, name: str, version: str) -> str | None:
+    """Why a registered version cannot be loaded because its files are gone (the registry
+    still names them), or None when its MLmodel is in the artifact store. Raises when the
+    registry or the artifact store cannot be asked."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    uri = client.get_model_version_download_uri(name, version)
+    files = {PurePosixPath(f.path).name for f in get_artifact_repository(uri).list_artifacts()}
+    return None if "MLmodel" in files else missing_artifacts_message(name, version, uri)
 
 
 def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, str]) -> str:

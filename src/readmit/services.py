@@ -1,5 +1,6 @@
 """Start, watch and stop the local server processes: the MLflow tracking server and a local
-S3-compatible server (moto) standing in for MinIO where no MinIO runs.
+S3-compatible server (s3rver over a folder, see s3server/) standing in for MinIO where no
+MinIO runs.
 
 Each process gets its own process group, so stopping it stops every child it started.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,7 +104,7 @@ def _spawn(name: str, command: list[str], env: dict[str, str], log: Path, url: s
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
-    """Credentials and endpoint for a local S3 server (moto accepts any credentials)."""
+    """Credentials and endpoint for a local S3 server."""
     return {
         "MLFLOW_S3_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "readmit-local"),
@@ -111,22 +113,49 @@ def s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
-def start_s3_server(port: int, log: Path, bucket: str = "mlflow-artifacts") -> Service:
-    """moto's S3 server on 127.0.0.1 (in memory), with `bucket` created."""
-    import boto3
+S3_SERVER = Path(__file__).resolve().parents[2] / "s3server"
+S3_HEALTH_PATH = "/_readmit/health"
 
-    url = f"http://127.0.0.1:{port}"
-    service = _spawn("s3", [program("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                     dict(os.environ), log, url)  # fmt: skip
-    wait_healthy(service, "/moto-api/", timeout=30)
-    env = s3_env(url)
-    boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    ).create_bucket(Bucket=bucket)
+
+def s3_server_problem() -> str | None:
+    """Why the local S3 server cannot start here, or None."""
+    if shutil.which("node") is None:
+        return "`node` (Debian package nodejs)"
+    if not (S3_SERVER / "server.js").exists():
+        return f"{S3_SERVER / 'server.js'} (run from a checkout of the repository)"
+    if not (S3_SERVER / "node_modules" / "s3rver").is_dir():
+        return f"the S3 server's packages (`make install`, or `npm ci --prefix {S3_SERVER}`)"
+    return None
+
+
+def s3_server_command(directory: Path, port: int, bucket: str) -> list[str]:
+    """The local S3 server on 127.0.0.1:`port`, keeping `bucket` under `directory` on disk.
+    Its access key pair is read from S3_ACCESS_KEY / S3_SECRET_KEY (see `s3_server_env`)."""
+    # s3rver encrypts its list continuation tokens with DES, which OpenSSL 3 keeps in its
+    # legacy provider: without it, a listing of more than 1000 keys fails.
+    return [
+        "node", "--openssl-legacy-provider", str(S3_SERVER / "server.js"),
+        "--directory", str(directory), "--address", "127.0.0.1",
+        "--port", str(port), "--bucket", bucket,
+    ]  # fmt: skip
+
+
+def s3_server_env(access_key: str, secret_key: str) -> dict[str, str]:
+    return {"S3_ACCESS_KEY": access_key, "S3_SECRET_KEY": secret_key}
+
+
+def start_s3_server(
+    port: int, log: Path, directory: Path, bucket: str = "mlflow-artifacts"
+) -> Service:
+    """The local S3 server with `bucket`, its objects on disk under `directory`."""
+    problem = s3_server_problem()
+    if problem is not None:
+        raise ServiceError(f"cannot start the S3 server: not installed: {problem}")
+    env = s3_env(f"http://127.0.0.1:{port}")
+    keys = s3_server_env(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    command = s3_server_command(directory, port, bucket)
+    service = _spawn("s3", command, {**os.environ, **keys}, log, env["MLFLOW_S3_ENDPOINT_URL"])
+    wait_healthy(service, S3_HEALTH_PATH, timeout=30)
     return service
 
 

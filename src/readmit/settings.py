@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("READMIT_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"),
-        description="S3-compatible endpoint (MinIO, moto) for MLflow artifacts.",
+        description="S3-compatible endpoint (MinIO, the local S3 server) for MLflow artifacts.",
     )
     experiment_name: str = Field(default="readmission", description="MLflow experiment.")
     model_name: str = Field(default="readmission", description="Registered model name.")

@@ -1,4 +1,5 @@
-"""What is in raw-db and clean-db right now: batches, rows per table, the last clean build."""
+"""What is in raw-db and clean-db right now: batches, rows per table, the last clean build;
+and which version is @production, and whether its files are in the artifact store."""
 
 from __future__ import annotations
 
@@ -19,6 +20,38 @@ class Status:
     batches: list[dict[str, Any]] = field(default_factory=list)
     table_rows: dict[str, int] = field(default_factory=dict)
     last_build: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ProductionModel:
+    """`artifacts` is "present", "missing" or "unknown" (the registry or the store did not
+    answer); `detail` says what was found, in one line."""
+
+    name: str
+    version: str | None
+    artifacts: str
+    detail: str
+
+
+def production_model(settings: Settings) -> ProductionModel:
+    """The @production version and whether its artifacts can be had; never raises."""
+    from readmit.registry import PRODUCTION, by_alias, client_for, missing_artifacts
+
+    name = settings.model_name
+    try:
+        client = client_for(settings)
+        holder = by_alias(client, name, PRODUCTION)
+        if holder is None:
+            return ProductionModel(name, None, "unknown", f"no version of {name} is @production")
+        version = str(holder.version)
+        missing = missing_artifacts(client, name, version)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return ProductionModel(name, None, "unknown",
+                               f"registry unreachable: {type(exc).__name__}: {first}")  # fmt: skip
+    if missing is not None:
+        return ProductionModel(name, version, "missing", missing)
+    return ProductionModel(name, version, "present", f"{name} v{version} is @production")
 
 
 def _count(conn: sa.Connection, table: sa.Table) -> int:

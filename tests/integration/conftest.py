@@ -1,4 +1,5 @@
-"""A real MLflow tracking server on a PostgreSQL store with S3 artifacts (moto), per session."""
+"""A real MLflow tracking server on a PostgreSQL store with S3 artifacts (the local S3 server,
+objects on disk), per session."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ class MlflowServer:
     password: str
     pid: int
 
+    @property
+    def s3_store(self) -> Path:
+        """The folder the S3 server keeps its objects in."""
+        return self.logs / "s3store"
+
 
 MLFLOW_USER = "readmit-tests"
 
@@ -46,7 +52,7 @@ def mlflow_server(
     logs = tmp_path_factory.mktemp("services")
     backend = create_database(pg_admin_url)
     users = create_database(pg_admin_url)
-    s3 = start_s3_server(free_port(), logs / "s3.log")
+    s3 = start_s3_server(free_port(), logs / "s3.log", logs / "s3store")
     password = secrets.token_urlsafe(18)
     settings = Settings(
         data_dir=logs,

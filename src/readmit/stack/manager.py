@@ -27,7 +27,16 @@ import yaml
 from pydantic import SecretStr
 
 from readmit.errors import ReadmitError
-from readmit.services import mlflow_server_command, mlflow_server_env, port_taken, program
+from readmit.services import (
+    S3_HEALTH_PATH,
+    mlflow_server_command,
+    mlflow_server_env,
+    port_taken,
+    program,
+    s3_server_command,
+    s3_server_env,
+    s3_server_problem,
+)
 from readmit.settings import Settings
 from readmit.stack import airflow, postgres, processes, s3
 from readmit.storage.db import safe_url
@@ -37,7 +46,6 @@ MARKER = "READMIT_STACK_HOME"
 PROMETHEUS_CONFIG = Path(__file__).resolve().parents[3] / "observability" / "prometheus"
 INSTALL_HINTS = {
     "prometheus": "Debian package prometheus",
-    "moto_server": "`pip install -e '.[stack]'`, or `make install`",
     "airflow": "`pip install -e '.[stack]'`, or `make install`",
     "mlflow": "`make install`",
     "readmit": "`make install`",
@@ -81,7 +89,13 @@ class Paths:
         return self.root / "pgdata"
 
     @property
+    def s3_store(self) -> Path:
+        """The S3 server's objects, on disk (one folder per bucket)."""
+        return self.root / "s3store"
+
+    @property
     def s3_snapshot(self) -> Path:
+        """Where earlier versions saved the in-memory bucket at `stack down`."""
         return self.root / "s3" / s3.BUCKET
 
     @property
@@ -216,6 +230,22 @@ def _api_health(url: str) -> tuple[bool, str]:
     return False, f"HTTP {reply.status_code}"
 
 
+def _s3_health(url: str) -> tuple[bool, str]:
+    """The S3 server answers, and the folder that holds its objects is there."""
+    reply = _get(url + S3_HEALTH_PATH)
+    if reply is None:
+        return False, "not answering"
+    try:
+        store = Path(reply.json()["directory"])
+    except (ValueError, KeyError, TypeError):
+        return False, f"HTTP {reply.status_code}, not the stack's S3 server"
+    if reply.status_code != 200:
+        return False, f"HTTP {reply.status_code}"
+    if not (store / s3.BUCKET).is_dir():
+        return False, f"bucket folder {store / s3.BUCKET} is missing"
+    return True, f"objects on disk in {store} ({s3.usage(store).describe()})"
+
+
 def _airflow_component(url: str, key: str) -> tuple[bool, str]:
     reply = _get(f"{url}/api/v2/monitor/health")
     if reply is None or reply.status_code != 200:
@@ -233,7 +263,7 @@ def checks(ends: Endpoints) -> dict[str, Callable[[], tuple[bool, str]]]:
 
     return {
         "postgres": pg,
-        "s3": lambda: _http_ok(f"{ends.s3}/moto-api/"),
+        "s3": lambda: _s3_health(ends.s3),
         "mlflow": lambda: _http_ok(f"{ends.mlflow}/health"),
         "airflow-api-server": lambda: _http_ok(f"{ends.airflow}/api/v2/monitor/health"),
         "airflow-scheduler": lambda: _airflow_component(ends.airflow, "scheduler"),
@@ -289,6 +319,9 @@ def _check_programs(paths: Paths) -> None:
     missing = [
         f"`{p}` ({INSTALL_HINTS[p]})" for p in INSTALL_HINTS if shutil.which(program(p)) is None
     ]
+    s3_problem = s3_server_problem()
+    if s3_problem is not None:
+        missing.append(s3_problem)
     for needed in (airflow.dags_folder(), PROMETHEUS_CONFIG / "prometheus.yml"):
         if not needed.exists():
             missing.append(f"{needed} (run the stack from a checkout of the repository)")
@@ -472,16 +505,14 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
     if created:
         report(f"postgres: created databases {', '.join(created)}")
 
-    _launch(
-        stack, "s3", [program("moto_server"), "-H", "127.0.0.1", "-p", str(settings.s3_port)], {}
-    )
+    command = s3_server_command(paths.s3_store, settings.s3_port, s3.BUCKET)
+    _launch(stack, "s3", command, s3_server_env(keys.s3_access_key, keys.s3_secret_key))
     _wait(stack, ["s3"], 60, report)
-    if "s3" in stack.launched:
+    if paths.s3_snapshot.is_dir():
         store = s3.client(ends.s3, keys.s3_access_key, keys.s3_secret_key)
-        s3.ensure_bucket(store)
-        restored = s3.load_bucket(store, paths.s3_snapshot)
-        if restored:
-            report(f"s3: restored {restored} artifact objects from {paths.s3_snapshot}")
+        imported = s3.import_snapshot(store, paths.s3_snapshot)
+        report(f"s3: imported {imported} objects saved by an earlier version from "
+               f"{paths.s3_snapshot}")  # fmt: skip
 
     # Behind MLflow's login: its users live in their own database, its config file in the
     # stack's private folder; every client gets the login from `client_env`.
@@ -545,18 +576,17 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
 def down(settings: Settings, report: Report) -> list[str]:
     """Stop every process the stack started; returns the names stopped.
 
-    The services go newest first, S3 and PostgreSQL last: the bucket is saved once nothing
-    writes to it any more, and when it cannot be saved the S3 server is left running (with
-    an error) rather than losing the artifacts.
+    The services go newest first, S3 and PostgreSQL last, once nothing writes to them. The S3
+    server has every object on disk already: stopping it loses nothing.
     """
     paths = paths_for(settings)
     if not paths.run.exists():
         return []
     with _exclusive(paths):
-        return _down(settings, paths, report)
+        return _down(paths, report)
 
 
-def _down(settings: Settings, paths: Paths, report: Report) -> list[str]:
+def _down(paths: Paths, report: Report) -> list[str]:
     stopped, stuck = [], []
 
     def stop(rec: processes.ProcessRecord) -> None:
@@ -572,9 +602,6 @@ def _down(settings: Settings, paths: Paths, report: Report) -> list[str]:
     for rec in reversed(recorded):
         if rec.name not in last:
             stop(rec)
-    s3_rec = processes.record(paths.run, "s3")
-    if s3_rec is not None and s3_rec.running:
-        _save_bucket(settings, paths, report)
     for name in last:
         final = processes.record(paths.run, name)
         if final is not None:
@@ -590,22 +617,6 @@ def _down(settings: Settings, paths: Paths, report: Report) -> list[str]:
     if stuck:
         raise StackError(f"could not stop {', '.join(stuck)}")
     return stopped
-
-
-def _save_bucket(settings: Settings, paths: Paths, report: Report) -> None:
-    """Save the artifact bucket from the S3 server `up` started (its port is in state.json)."""
-    keys = load_secrets(paths, settings)
-    state = json.loads(paths.state.read_text()) if paths.state.exists() else {}
-    endpoint = state.get("s3", f"http://127.0.0.1:{settings.s3_port}")
-    try:
-        store = s3.client(endpoint, keys.s3_access_key, keys.s3_secret_key)
-        saved = s3.save_bucket(store, paths.s3_snapshot)
-    except Exception as exc:
-        raise StackError(
-            f"s3: could not save the bucket from {endpoint} ({type(exc).__name__}: {exc}); the "
-            "S3 server is left running so no artifact is lost"
-        ) from None
-    report(f"s3: saved {saved} artifact objects to {paths.s3_snapshot}")
 
 
 def stragglers(paths: Paths) -> list[int]:

@@ -1,17 +1,22 @@
-"""The stack's S3 bucket across restarts.
+"""The stack's S3 bucket on disk.
 
-The local S3 server (moto) keeps objects in memory. So that `stack down` / `stack up` keeps
-the MLflow artifacts that the registry in PostgreSQL points to, `down` saves the bucket to a
-folder under the data dir and `up` loads it back.
+The stack's S3 server (s3server/server.js) keeps each object as files under
+<data dir>/stack/s3store/<bucket>/ and answers a write only once it is fsynced there, so the
+MLflow artifacts that the registry in PostgreSQL points to survive any stop: a clean
+`stack down`, a crash, a kill -9, an OOM kill or a power cut.
+
+Earlier versions kept the bucket in memory and saved it to <data dir>/stack/s3/<bucket>/ at
+`stack down`; `import_snapshot` brings such a folder into the store once.
 """
 
 from __future__ import annotations
 
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BUCKET = "mlflow-artifacts"
+OBJECT_SUFFIX = "._S3rver_object"
 
 
 def client(endpoint: str, access_key: str, secret_key: str) -> Any:
@@ -26,29 +31,6 @@ def client(endpoint: str, access_key: str, secret_key: str) -> Any:
     )
 
 
-def ensure_bucket(s3: Any, bucket: str = BUCKET) -> None:
-    names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    if bucket not in names:
-        s3.create_bucket(Bucket=bucket)
-
-
-def save_bucket(s3: Any, folder: Path, bucket: str = BUCKET) -> int:
-    """Write every object under `folder` (replaced whole, never half-written); returns count."""
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    count = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", []):
-            target = staging / item["Key"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, item["Key"], str(target))
-            count += 1
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return count
-
-
 def load_bucket(s3: Any, folder: Path, bucket: str = BUCKET) -> int:
     """Upload every file under `folder` to `bucket` under its relative path; returns count."""
     if not folder.is_dir():
@@ -58,3 +40,33 @@ def load_bucket(s3: Any, folder: Path, bucket: str = BUCKET) -> int:
         s3.upload_file(str(path), bucket, path.relative_to(folder).as_posix())
         count += 1
     return count
+
+
+def import_snapshot(s3: Any, snapshot: Path, bucket: str = BUCKET) -> int:
+    """Upload a bucket saved by an earlier version, then rename its folder to
+    `<name>.imported` (kept, never deleted) so it is imported once; returns the count."""
+    if not snapshot.is_dir():
+        return 0
+    count = load_bucket(s3, snapshot, bucket)
+    snapshot.rename(snapshot.with_name(snapshot.name + ".imported"))
+    return count
+
+
+@dataclass(frozen=True)
+class Usage:
+    objects: int
+    size: int
+
+    def describe(self) -> str:
+        return f"{self.objects} objects, {self.size / 2**20:.1f} MiB"
+
+
+def usage(store: Path, bucket: str = BUCKET) -> Usage:
+    """How many objects, and how many bytes, `bucket` holds in the store folder."""
+    objects = size = 0
+    folder = store / bucket
+    if folder.is_dir():
+        for path in folder.rglob("*" + OBJECT_SUFFIX):
+            objects += 1
+            size += path.stat().st_size
+    return Usage(objects, size)
