@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The stack's S3 server (node): its packages as pinned in s3server/package-lock.json.
 S3SERVER_STAMP := s3server/node_modules/.installed-stamp
 
-.PHONY: install run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api clean-state
+.PHONY: install s3server-deps run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api bench-s3 clean-state
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,9 @@ $(S3SERVER_STAMP): s3server/package.json s3server/package-lock.json
 	npm ci --prefix s3server --no-audit --no-fund --loglevel=error
 	touch $(S3SERVER_STAMP)
 
-install: $(STAMP) $(S3SERVER_STAMP)
+install: $(STAMP)
+
+s3server-deps: $(S3SERVER_STAMP)
 
 # The main job, then the API (foreground) with the UI beside it; Ctrl-C stops both.
 run: install
@@ -30,13 +32,13 @@ ui: install
 	$(BIN)/readmit ui
 
 # The full stack on this machine (PostgreSQL, S3, MLflow, Airflow, API, UI, Prometheus).
-stack-up: install
+stack-up: install s3server-deps
 	$(BIN)/readmit stack up
 
 stack-down: install
 	$(BIN)/readmit stack down
 
-test: install
+test: install s3server-deps
 	$(BIN)/pytest
 
 lint: install
@@ -59,6 +61,9 @@ bench-api: install
 
 bench-model: install
 	$(BIN)/python bench/model_quality.py
+
+bench-s3: install s3server-deps
+	$(BIN)/python bench/s3_store.py
 
 clean-state:
 	rm -rf .readmit

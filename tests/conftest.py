@@ -25,6 +25,16 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def s3_server_installed() -> None:
+    """The local S3 server (node and s3server/'s packages) can run here."""
+    from readmit.services import s3_server_problem
+
+    problem = s3_server_problem()
+    if problem is not None:
+        _unavailable(f"the local S3 server is not installed: {problem}")
+
+
+@pytest.fixture(scope="session")
 def dataset_uri() -> str:
     uri = os.environ.get("READMIT_DATASET_URI") or (str(SHARED_ZIP) if SHARED_ZIP.exists() else "")
     if not uri or not Path(uri).exists():

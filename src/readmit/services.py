@@ -124,7 +124,7 @@ def s3_server_problem() -> str | None:
     if not (S3_SERVER / "server.js").exists():
         return f"{S3_SERVER / 'server.js'} (run from a checkout of the repository)"
     if not (S3_SERVER / "node_modules" / "s3rver").is_dir():
-        return f"the S3 server's packages (`make install`, or `npm ci --prefix {S3_SERVER}`)"
+        return f"the S3 server's packages (`make s3server-deps`, or `npm ci --prefix {S3_SERVER}`)"
     return None
 
 

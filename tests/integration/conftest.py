@@ -45,7 +45,7 @@ MLFLOW_USER = "readmit-tests"
 
 @pytest.fixture(scope="session")
 def mlflow_server(
-    pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory
+    pg_admin_url: str, s3_server_installed: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServer]:
     """The server behind MLflow's login, as deployed; its login is in this process's
     environment (MLFLOW_TRACKING_USERNAME/PASSWORD), where every client and child finds it."""

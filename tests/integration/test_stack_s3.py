@@ -9,11 +9,13 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from boto3.s3.transfer import TransferConfig
 
 from readmit.services import Service, free_port, s3_env, start_s3_server
 from readmit.stack import s3
 
+pytestmark = pytest.mark.usefixtures("s3_server_installed")
 MULTIPART = TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20)
 
 

@@ -100,6 +100,10 @@ class AirflowClient:
     def dag(self, dag_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/dags/{dag_id}"))
 
+    def pause(self, dag_id: str) -> None:
+        """No new runs of the DAG (scheduled or asset-triggered) until it is unpaused."""
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
     def trigger(self, dag_id: str) -> str:
         run = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
         return str(run["dag_run_id"])

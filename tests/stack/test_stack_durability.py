@@ -1,0 +1,198 @@
+"""A stack killed with kill -9 (no `stack down`) keeps every model artifact: after `stack up`
+the API serves the same @production version, and each version's files download byte for
+byte as before — after the first training and again after a second one.
+
+Every port is a free one and the databases carry a test prefix, so a stack the user runs on
+the default ports is not touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from readmit import registry
+from readmit.services import free_port
+from readmit.settings import Settings
+from readmit.stack import manager, postgres, processes
+from readmit.stack.airflow import AirflowClient
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+READMIT = str(Path(sys.executable).parent / "readmit")
+DAGS = ["1_raw_batch_ingest_15k", "2_clean_build", "3_train_and_register"]
+INGEST_TASK = "ingest_next_batch"
+ACTIVE = ("queued", "running", "restarting")
+
+
+# Few boosting and bootstrap rounds: the test is about where the artifacts go, not the model.
+TRAIN = ("from readmit.pipeline.train import train; from readmit.settings import Settings; "
+         "train(Settings(), max_rounds=40, bootstrap_rounds=50)")  # fmt: skip
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([READMIT, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def _train(env: dict[str, str]) -> None:
+    """One training run in a process of its own, through the stack's MLflow, S3, PostgreSQL."""
+    done = subprocess.run([sys.executable, "-c", TRAIN], env=env, capture_output=True,
+                          text=True, timeout=1200)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.TempPathFactory):
+    prefix = f"readmit_kill_{secrets.token_hex(3)}_"
+    ports = {name: str(free_port()) for name in
+             ("API", "UI", "MLFLOW", "S3", "AIRFLOW", "EXPORTER", "PROMETHEUS")}  # fmt: skip
+    env = {
+        **os.environ,
+        "READMIT_DATA_DIR": str(tmp_path_factory.mktemp("kill-stack")),
+        "READMIT_DATASET_URI": dataset_uri,
+        "READMIT_STACK_POSTGRES_URL": pg_admin_url,
+        "READMIT_STACK_DB_PREFIX": prefix,
+        "READMIT_MODEL_POLL_SECONDS": "2",
+        **{f"READMIT_{name}_PORT": port for name, port in ports.items()},
+    }
+    yield env
+    if processes.records(Path(env["READMIT_DATA_DIR"]) / "stack" / "run"):
+        _cli(env, "stack", "down", timeout=300)
+    postgres.drop_databases(pg_admin_url, prefix)
+
+
+def _paths(env: dict[str, str]) -> manager.Paths:
+    return manager.paths_for(Settings(data_dir=Path(env["READMIT_DATA_DIR"])))
+
+
+def _up(env: dict[str, str]) -> None:
+    up = _cli(env, "stack", "up", timeout=600)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+
+
+def _client_env(env: dict[str, str]) -> dict[str, str]:
+    """What `readmit` commands need to work against the stack, from its stack.env."""
+    lines = _paths(env).env_file.read_text().splitlines()
+    return {**env, **dict(line.split("=", 1) for line in lines if "=" in line)}
+
+
+def _kill_9_everything(env: dict[str, str]) -> None:
+    """SIGKILL every process group the stack recorded and every process it started."""
+    paths = _paths(env)
+    groups = [r.pid for r in processes.records(paths.run) if r.running]
+    assert groups
+    for pid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    for pid in manager.stragglers(paths):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(processes.alive(pid) for pid in groups) or manager.stragglers(paths):
+        assert time.monotonic() < deadline, "stack processes outlived SIGKILL"
+        time.sleep(0.2)
+
+
+def _artifacts(env: dict[str, str], tmp: Path) -> dict[str, dict[str, str]]:
+    """Version -> {file: sha256} of every registered version, downloaded through MLflow."""
+    tracking = f"http://127.0.0.1:{env['READMIT_MLFLOW_PORT']}"
+    client = registry.client_for(Settings(mlflow_tracking_uri=tracking))
+    found = {}
+    for version in client.search_model_versions("name = 'readmission'"):
+        target = tmp / f"v{version.version}-{time.monotonic_ns()}"
+        folder = Path(mlflow.artifacts.download_artifacts(
+            f"models:/readmission/{version.version}", dst_path=str(target),
+            tracking_uri=tracking))  # fmt: skip
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        found[str(version.version)] = {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files
+        }
+    return found
+
+
+def _production(env: dict[str, str]) -> str:
+    tracking = f"http://127.0.0.1:{env['READMIT_MLFLOW_PORT']}"
+    client = registry.client_for(Settings(mlflow_tracking_uri=tracking))
+    holder = registry.by_alias(client, "readmission", registry.PRODUCTION)
+    assert holder is not None
+    return str(holder.version)
+
+
+def _served(env: dict[str, str], version: str, timeout: float = 120) -> None:
+    api = f"http://127.0.0.1:{env['READMIT_API_PORT']}"
+    deadline = time.monotonic() + timeout
+    health = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            health = httpx.get(f"{api}/health", timeout=5)
+            if health.status_code == 200 and health.json()["model"]["version"] == version:
+                return
+        time.sleep(1)
+    pytest.fail(f"the API never served v{version}: {health and health.text}")
+
+
+def _wait_for_running_tasks(airflow: AirflowClient, timeout: float = 300) -> None:
+    """A paused DAG starts no task, but one already started runs on: let it finish."""
+    deadline = time.monotonic() + timeout
+    for run in airflow.runs(DAGS[0]):
+        while airflow.task_state(DAGS[0], run["dag_run_id"], INGEST_TASK) in ACTIVE:
+            assert time.monotonic() < deadline, f"{run['dag_run_id']} still running"
+            time.sleep(1)
+
+
+def _check_after_kill(env: dict[str, str], before: dict, production: str, tmp: Path) -> None:
+    _kill_9_everything(env)
+    _up(env)
+    settings = Settings(data_dir=Path(env["READMIT_DATA_DIR"]), s3_port=int(env["READMIT_S3_PORT"]))
+    s3 = next(s for s in manager.status(settings) if s.name == "s3")
+    assert s3.healthy and f"objects on disk in {_paths(env).s3_store}" in s3.detail, s3
+    _served(env, production)
+    assert _production(env) == production
+    assert _artifacts(env, tmp) == before
+
+
+def test_artifacts_survive_a_kill_9_of_every_stack_process(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    clock = time.monotonic()
+    _up(stack_env)
+    keys = json.loads(_paths(stack_env).secrets.read_text())
+    airflow = AirflowClient(f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin",
+                            keys["airflow_password"])  # fmt: skip
+    airflow.wait_for_dags(DAGS, timeout=120)
+    for dag in DAGS:  # the test trains itself, through the stack's MLflow and S3
+        airflow.pause(dag)
+    _wait_for_running_tasks(airflow)
+    airflow.close()
+
+    client = _client_env(stack_env)
+    for step in (("ingest", "--all"), ("clean",)):
+        done = _cli(client, *step)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _train(client)
+    production = _production(stack_env)
+    _served(stack_env, production)
+    first = _artifacts(stack_env, tmp_path)
+    assert first[production], "the production version has no files"
+    _check_after_kill(stack_env, first, production, tmp_path)
+
+    _train(client)
+    second = _artifacts(stack_env, tmp_path)
+    assert len(second) == len(first) + 1
+    production = _production(stack_env)
+    _served(stack_env, production)
+    _check_after_kill(stack_env, second, production, tmp_path)
+    print(f"stack kill -9 durability: {time.monotonic() - clock:.0f} s")
