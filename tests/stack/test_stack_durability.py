@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
 from readmit import registry
 from readmit.services import free_port
@@ -105,10 +106,20 @@ def _kill_9_everything(env: dict[str, str]) -> None:
         time.sleep(0.2)
 
 
+def _registry(env: dict[str, str]) -> tuple[str, MlflowClient]:
+    """The stack's MLflow URL, and a client logged in as the stack's services are."""
+    client_env = _client_env(env)
+    settings = Settings(
+        mlflow_tracking_uri=client_env["MLFLOW_TRACKING_URI"],
+        mlflow_tracking_username=client_env["MLFLOW_TRACKING_USERNAME"],
+        mlflow_tracking_password=client_env["MLFLOW_TRACKING_PASSWORD"],
+    )
+    return client_env["MLFLOW_TRACKING_URI"], registry.client_for(settings)
+
+
 def _artifacts(env: dict[str, str], tmp: Path) -> dict[str, dict[str, str]]:
     """Version -> {file: sha256} of every registered version, downloaded through MLflow."""
-    tracking = f"http://127.0.0.1:{env['READMIT_MLFLOW_PORT']}"
-    client = registry.client_for(Settings(mlflow_tracking_uri=tracking))
+    tracking, client = _registry(env)
     found = {}
     for version in client.search_model_versions("name = 'readmission'"):
         target = tmp / f"v{version.version}-{time.monotonic_ns()}"
@@ -124,8 +135,7 @@ def _artifacts(env: dict[str, str], tmp: Path) -> dict[str, dict[str, str]]:
 
 
 def _production(env: dict[str, str]) -> str:
-    tracking = f"http://127.0.0.1:{env['READMIT_MLFLOW_PORT']}"
-    client = registry.client_for(Settings(mlflow_tracking_uri=tracking))
+    _, client = _registry(env)
     holder = registry.by_alias(client, "readmission", registry.PRODUCTION)
     assert holder is not None
     return str(holder.version)
