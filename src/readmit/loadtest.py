@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -73,6 +74,11 @@ def write_payloads(settings: Settings, target: Path, limit: int = 2000) -> Path 
     return target
 
 
+def figure(text: str) -> float:
+    """A number of Locust's CSV; "N/A" (no request finished in time) is NaN, not a crash."""
+    return math.nan if text.strip() == "N/A" else float(text)
+
+
 def read_stats(csv_path: Path) -> dict[str, str]:
     """The "Aggregated" row of Locust's *_stats.csv."""
     if not csv_path.exists():
@@ -109,9 +115,9 @@ def run(
     return LoadTestResult(
         requests=int(stats["Request Count"]),
         failures=int(stats["Failure Count"]),
-        rps=float(stats["Requests/s"]),
-        p50_ms=float(stats["50%"]),
-        p95_ms=float(stats["95%"]),
-        p99_ms=float(stats["99%"]),
+        rps=figure(stats["Requests/s"]),
+        p50_ms=figure(stats["50%"]),
+        p95_ms=figure(stats["95%"]),
+        p99_ms=figure(stats["99%"]),
         report_dir=report_dir,
     )

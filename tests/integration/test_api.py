@@ -13,7 +13,10 @@ from readmit.serving import model_store
 from readmit.serving.app import create_app
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
-from tests.models import API_KEY, log_and_register, records
+from readmit.tracking import connect
+from tests.integration.conftest import Served
+from tests.models import API_KEY, MODEL_INPUTS, log_and_register, records
+from tests.scraped import samples, total, value
 
 
 def test_health_is_ready_with_the_production_version(served):
@@ -37,6 +40,7 @@ def test_predict_returns_the_models_probability(served):
 
 
 def test_the_fast_path_equals_the_registered_models_own_predict_on_thousands_of_rows(served):
+    connect(served.settings)  # tracking and registry URIs: other tests may have moved them
     pyfunc = mlflow.pyfunc.load_model(registry.production_uri(served.settings))
     expected = pyfunc.predict(served.inputs)["probability"].to_numpy()
     loaded = served.client.app.state.store.current.model
@@ -89,16 +93,30 @@ def test_model_info(served):
 
 
 def test_metrics_count_requests_predictions_and_the_model(served):
+    before = samples(served.client.get("/metrics").text)
     served.client.post("/predict", json=EXAMPLE)
     served.client.post("/predict", json={**EXAMPLE, "age": "old"})
-    text = served.client.get("/metrics").text
-    assert 'readmit_http_requests_total{endpoint="/predict",method="POST",status="200"}' in text
-    assert 'readmit_http_errors_total{endpoint="/predict",status="422"}' in text
-    assert 'readmit_http_request_duration_seconds_bucket{endpoint="/predict",le="0.1"}' in text
-    assert "readmit_predictions_total{predicted_class=" in text
-    assert "readmit_prediction_probability_bucket" in text
-    assert 'readmit_model_info{name="readmission",version="1"} 1.0' in text
-    assert "readmit_model_loaded 1.0" in text and "readmit_model_test_roc_auc 0.66" in text
+    after = samples(served.client.get("/metrics").text)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert (
+        grew("readmit_http_requests_total", endpoint="/predict", method="POST", status="200") == 1
+    )
+    assert (
+        grew("readmit_http_requests_total", endpoint="/predict", method="POST", status="422") == 1
+    )
+    assert grew("readmit_http_errors_total", endpoint="/predict", status="422") == 1
+    assert grew("readmit_http_errors_total", endpoint="/predict", status="200") == 0
+    assert grew("readmit_http_request_duration_seconds_count", endpoint="/predict") == 2
+    assert (
+        total(after, "readmit_predictions_total") - total(before, "readmit_predictions_total") == 1
+    )
+    assert grew("readmit_prediction_probability_count") == 1
+    assert value(after, "readmit_model_info", name="readmission", version="1") == 1.0
+    assert value(after, "readmit_model_loaded") == 1.0
+    assert value(after, "readmit_model_test_roc_auc") == 0.66
 
 
 def test_reload_needs_the_api_key(served):
@@ -108,9 +126,22 @@ def test_reload_needs_the_api_key(served):
     assert ok.status_code == 200 and ok.json()["changed"] is False
 
 
+@pytest.fixture
+def own_served(small_data, lightgbm_model, tmp_path):
+    """An API of its own, for a test that promotes another version (the shared one stays at
+    version 1)."""
+    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                        api_key=API_KEY, model_poll_seconds=3600)  # fmt: skip
+    inputs = small_data.test_inputs[MODEL_INPUTS]
+    registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
+    with TestClient(create_app(settings)) as client:
+        yield Served(settings, client, lightgbm_model, inputs)
+
+
 def test_a_failed_load_keeps_the_old_model_serving_and_is_counted(
-    served, lightgbm_model, monkeypatch
+    own_served, lightgbm_model, monkeypatch
 ):
+    served = own_served
     new_version = log_and_register(served.settings, lightgbm_model, served.inputs)
     registry.promote(served.settings, new_version)
 
@@ -121,9 +152,8 @@ def test_a_failed_load_keeps_the_old_model_serving_and_is_counted(
     result = served.client.post("/reload-model", headers={"X-API-Key": API_KEY}).json()
     assert result["changed"] is False and "disk full" in result["detail"]
     assert served.client.post("/predict", json=EXAMPLE).json()["model"]["version"] == "1"
-    assert (
-        'readmit_model_reload_failures_total{step="load"} 1.0' in served.client.get("/metrics").text
-    )
+    scraped = samples(served.client.get("/metrics").text)
+    assert value(scraped, "readmit_model_reload_failures_total", step="load") == 1
     monkeypatch.undo()
     result = served.client.post("/reload-model", headers={"X-API-Key": API_KEY}).json()
     assert result["changed"] is True and result["model"]["version"] == new_version

@@ -14,6 +14,7 @@ from readmit.services import free_port, start_api, start_mlflow_server
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
 from tests.models import MODEL_INPUTS, log_and_register
+from tests.scraped import samples, value
 
 
 def _api_env(settings: Settings, tracking_uri: str, model_name: str, port: int) -> dict[str, str]:
@@ -51,7 +52,7 @@ class Traffic:
         self._thread.join(10)
 
 
-def test_a_promoted_version_is_served_within_the_poll_interval_without_failed_requests(
+def test_a_promoted_version_is_swapped_in_under_traffic_without_failed_requests(
     mlflow_server, small_data, lightgbm_model, tmp_path
 ):
     settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=mlflow_server.tracking_uri,
@@ -67,20 +68,22 @@ def test_a_promoted_version_is_served_within_the_poll_interval_without_failed_re
         with Traffic(api.url) as traffic:
             time.sleep(1)
             registry.promote(settings, second)
-            promoted_at = time.monotonic()
-            while time.monotonic() - promoted_at < 30 and (
+            # A bound against hanging only; how fast the switch is, bench/reload.py measures.
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and (
                 not traffic.versions or traffic.versions[-1] != second
             ):
                 time.sleep(0.1)
-            switch_seconds = time.monotonic() - promoted_at
-            time.sleep(0.5)
+            served_second = len(traffic.versions)
+            while len(traffic.versions) < served_second + 20 and time.monotonic() < deadline:
+                time.sleep(0.1)  # some answers after the switch, to see it does not go back
         assert set(traffic.statuses) == {200}, traffic.statuses
-        assert traffic.versions[0] == first and traffic.versions[-1] == second
+        assert traffic.versions[0] == first and traffic.versions[-1] == second, "no switch"
         flips = sum(
             1 for a, b in zip(traffic.versions, traffic.versions[1:], strict=False) if a != b
         )
         assert flips == 1  # one atomic swap, never back
-        assert switch_seconds < 15, switch_seconds  # poll every 1 s, plus the download
+        assert httpx.get(f"{api.url}/health").json()["model"]["version"] == second
     finally:
         api.stop()
     assert api.process.poll() is not None
@@ -105,17 +108,21 @@ def test_the_api_keeps_answering_when_mlflow_stops(small_data, lightgbm_model, t
     try:
         mlflow.stop()
         with Traffic(api.url) as traffic:
-            time.sleep(4)  # several polls fail meanwhile
-        assert set(traffic.statuses) == {200} and traffic.statuses[200] > 10
+            deadline = time.monotonic() + 120  # a bound against hanging only
+            while _resolve_failures(api.url) < 2 and time.monotonic() < deadline:
+                time.sleep(0.5)  # traffic goes on while polls fail
+        assert _resolve_failures(api.url) >= 2
+        assert set(traffic.statuses) == {200} and traffic.statuses[200] > 0
         health = httpx.get(f"{api.url}/health").json()
         assert health["ready"] and "resolve failed" in health["detail"]
-        metrics = httpx.get(f"{api.url}/metrics").text
-        prefix = 'readmit_model_reload_failures_total{step="resolve"}'
-        line = next(row for row in metrics.splitlines() if row.startswith(prefix))
-        assert float(line.split()[-1]) >= 2
     finally:
         api.stop()
         mlflow.stop()
+
+
+def _resolve_failures(url: str) -> float:
+    scraped = samples(httpx.get(f"{url}/metrics").text)
+    return value(scraped, "readmit_model_reload_failures_total", step="resolve")
 
 
 @pytest.fixture(autouse=True)

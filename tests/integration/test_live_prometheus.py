@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,6 +33,26 @@ def prometheus_binary() -> str:
             pytest.fail("prometheus is not installed (Debian package prometheus)")
         pytest.skip("prometheus is not installed")
     return found
+
+
+SHORT_FOR_SECONDS = 3
+SPEED_ALERTS = {"ReadmitHighLatencyP95"}
+
+
+def short_for_rules(folder: Path) -> list[Path]:
+    """The project's rule files with every alert's `for:` cut to a few seconds, so the test
+    can wait past it and see which alerts would fire."""
+    folder.mkdir()
+    written = []
+    for path in rule_files():
+        document = yaml.safe_load(path.read_text())
+        for group in document["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    rule["for"] = f"{SHORT_FOR_SECONDS}s"
+        written.append(folder / path.name)
+        written[-1].write_text(yaml.safe_dump(document))
+    return written
 
 
 def _traffic(url: str, bodies: list[dict]) -> None:
@@ -62,7 +83,7 @@ def test_every_dashboard_query_and_rule_works_on_live_data(
         services.append(start_exporter("127.0.0.1", exporter_port, tmp_path / "exporter.log", env))
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(path) for path in rule_files()],
+            "rule_files": [str(path) for path in short_for_rules(tmp_path / "rules")],
             "scrape_configs": [
                 {
                     "job_name": "readmit-api",
@@ -106,8 +127,18 @@ def test_every_dashboard_query_and_rule_works_on_live_data(
         assert all(rule["health"] == "ok" for rule in loaded), [
             r for r in loaded if r["health"] != "ok"
         ]
-        firing = [r["name"] for r in loaded if r["type"] == "alerting" and r["state"] != "inactive"]
-        assert firing == [], firing  # a healthy system under light load raises no alert
+        # Every alert's `for:` is SHORT_FOR here; after it, a healthy system fires none. The
+        # latency alert is left out: whether p95 stays under 500 ms depends on this machine,
+        # a figure for bench/, not a behaviour.
+        time.sleep(SHORT_FOR_SECONDS + 3)
+        groups = httpx.get(f"{prometheus.url}/api/v1/rules").json()["data"]["groups"]
+        alerts = {
+            r["name"]: r["state"] for g in groups for r in g["rules"] if r["type"] == "alerting"
+        }
+        print("alert states:", alerts)
+        assert set(alerts) == {str(r["alert"]) for r in rules() if "alert" in r}
+        firing = [name for name, state in alerts.items() if state == "firing"]
+        assert [name for name in firing if name not in SPEED_ALERTS] == [], alerts
     finally:
         for service in reversed(services):
             service.stop()

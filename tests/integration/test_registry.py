@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,12 +25,13 @@ from tests.models import log_and_register
 MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def settings(mlflow_server, small_build):
+    """A model name of its own per test: no test sees versions another one registered."""
     return small_build.settings.model_copy(
         update={
             "mlflow_tracking_uri": mlflow_server.tracking_uri,
-            "model_name": "readmission_lifecycle",
+            "model_name": f"readmission_{secrets.token_hex(4)}",
         }
     )
 
@@ -97,7 +99,8 @@ def test_the_registry_lifecycle(settings, models, small_data):
     assert state[v1] == ("Production", ["production"]) and state[v3] == ("Archived", [])
 
     with pytest.raises(
-        registry.RegistryError, match="no version of readmission_lifecycle was in production before"
+        registry.RegistryError,
+        match=f"no version of {settings.model_name} was in production before",
     ):
         registry.rollback(settings)  # v3 was rolled back: it is not a target
 
@@ -108,9 +111,9 @@ def test_the_registry_lifecycle(settings, models, small_data):
 
 
 def test_promote_and_rollback_from_the_cli(settings, models, small_data, mlflow_server):
-    env = {"MLFLOW_TRACKING_URI": mlflow_server.tracking_uri, "READMIT_MODEL_NAME": "readmission_cli",
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.tracking_uri, "READMIT_MODEL_NAME": settings.model_name,
            "READMIT_DATA_DIR": str(settings.data_dir)}  # fmt: skip
-    cli_settings = settings.model_copy(update={"model_name": "readmission_cli"})
+    cli_settings = settings
     inputs = small_data.test_inputs[MODEL_INPUTS]
     a = log_and_register(cli_settings, models["weak"], inputs)
     b = log_and_register(cli_settings, models["full"], inputs)
@@ -131,9 +134,9 @@ def test_shap_tree_explainer_works_on_a_registered_xgboost_model(settings, small
     xv, yv = small_data.encoded("validation"), small_data.labels("validation")
     estimator, _, _ = fit_xgboost(x, y, xv, yv, seed=0, max_rounds=60)
     model = ReadmissionModel(small_data.build.transform, estimator, Calibration(), 0.5)
-    xgb_settings = settings.model_copy(update={"model_name": "readmission_xgb"})
-    version = log_and_register(xgb_settings, model, small_data.test_inputs[MODEL_INPUTS])
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/readmission_xgb/{version}"))
+    version = log_and_register(settings, model, small_data.test_inputs[MODEL_INPUTS])
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{settings.model_name}/{version}",
+                                                      tracking_uri=settings.resolved_tracking_uri))  # fmt: skip
     loaded = ReadmissionModel.load(next(folder.rglob(MODEL_FILE)).parent)
     sample = small_data.encoded("test")[:200]
     explainer = shap.TreeExplainer(loaded.estimator.booster)

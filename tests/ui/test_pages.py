@@ -13,6 +13,7 @@ from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import exact, percent, risk_band
 from readmit.ui.views.explain import UP
 from readmit.ui.views.predict import PROBABILITY
+from tests.scraped import samples
 from tests.ui.pages import assert_clean, captions, click, errors, metrics, open_page
 
 PAGES = ["Single prediction", "Batch", "Explanation", "Model", "Service"]
@@ -41,33 +42,61 @@ def test_the_example_patient_shows_the_api_probability_band_threshold_and_versio
     assert app.session_state["patient"] == forms.to_record(forms.example_values())
 
 
+def _api_calls(api_url: str, endpoint: str) -> float:
+    """Requests the API has answered on one endpoint, by its own /metrics."""
+    scraped = samples(httpx.get(f"{api_url}/metrics", timeout=30).text)
+    return sum(
+        v
+        for (name, labels), v in scraped.items()
+        if name == "readmit_http_requests_total" and ("endpoint", endpoint) in labels
+    )
+
+
 def test_a_typed_code_is_sent_and_a_bad_one_is_refused_before_sending(ui_env):
     # AppTest cannot type into a selectbox; a typed value arrives in session state the same way.
     app = open_page(**{"patient.diag_1": "V58.1"})
     assert app.selectbox(key="patient.diag_1").value == "V58.1"
+    sent = _api_calls(ui_env.api_url, "/predict")
     click(app, "Predict")
     assert not errors(app) and PROBABILITY in metrics(app)
     assert app.session_state["patient"]["diag_1"] == "V58.1"
+    assert _api_calls(ui_env.api_url, "/predict") == sent + 1
     app = open_page(**{"patient.diag_1": "not-a-code"})
+    sent = _api_calls(ui_env.api_url, "/predict")
     click(app, "Predict")
     assert any("Primary diagnosis (ICD-9)" in e for e in errors(app))
     assert_clean(app)
+    assert _api_calls(ui_env.api_url, "/predict") == sent  # the API received nothing
+
+
+def _explained(api_url: str, record: dict, top: int) -> dict:
+    response = httpx.post(f"{api_url}/explain", params={"top": top}, json=record, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _assert_table_is(app, expected: dict) -> None:
+    """The page's table row by row: the API's fields in its order, their labels, their values."""
+    table = app.dataframe[0].value
+    fields = [c["field"] for c in expected["contributions"]]
+    assert list(table["API name"]) == fields
+    assert list(table["Field"]) == [forms.label(f) for f in fields]
+    assert list(table["Contribution"]) == [c["contribution"] for c in expected["contributions"]]
 
 
 def test_the_explanation_plots_the_signed_contributions_of_the_current_patient(ui_env):
-    expected = httpx.post(f"{ui_env.api_url}/explain", params={"top": 10}, json=EXAMPLE,
-                          timeout=30).json()  # fmt: skip
     app = _predicted_example(ui_env)
     app.sidebar.radio(key="page").set_value("Explanation").run()
     assert_clean(app)
     assert not errors(app)
+    # The record the page explains is the one predicted; the API explains it independently.
+    expected = _explained(ui_env.api_url, app.session_state["patient"], top=10)
     shown = metrics(app)
     assert shown["Base value (log-odds)"] == f"{expected['base_value']:+.3f}"
+    assert shown["This patient (log-odds)"] == f"{expected['margin']:+.3f}"
     assert shown[PROBABILITY] == percent(expected["probability"])
     assert len(app.get("vega_lite_chart")) == 1
-    table = app.dataframe[0].value
-    assert list(table["API name"]) == [c["field"] for c in expected["contributions"]]
-    assert list(table["Field"]) == [forms.label(c["field"]) for c in expected["contributions"]]
+    _assert_table_is(app, expected)
     assert "HbA1c result" in forms.label("a1cresult")
     assert any("Red bars push towards a readmission" in c for c in captions(app))
     assert UP == "raises the risk"
@@ -78,7 +107,9 @@ def test_the_explanation_without_a_prediction_explains_the_form_values(ui_env):
     assert_clean(app)
     assert any("No prediction yet" in i.value for i in app.info)
     app.slider(key="explain_top").set_value(5).run()
-    assert len(app.dataframe[0].value) == 5
+    expected = _explained(ui_env.api_url, forms.to_record(forms.default_values()), top=5)
+    assert len(expected["contributions"]) == 5
+    _assert_table_is(app, expected)
 
 
 def test_the_model_page_shows_model_info_metrics_and_the_run_plots(ui_env):
