@@ -38,7 +38,7 @@ CONFIG = TransferConfig()  # boto3's defaults: multipart above 8 MiB, as MLflow 
 def model_folder(root: Path) -> Path:
     """Files shaped like one registered model: MLmodel, environment files, the fitted model."""
     folder = root / "model"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     sizes = {"MLmodel": 600, "conda.yaml": 300, "python_env.yaml": 200,
              "requirements.txt": 400, "input_example.json": 4_000,
              "serving_input_example.json": 4_000, "model/model.joblib": 6 * 2**20,
