@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from readmit.errors import DatasetError
 from readmit.files import private_dir, private_file
-from readmit.schema import COLUMNS, INTEGER_FIELDS, SOURCE_NAMES
+from readmit.schema import FIELD_OF_SOURCE, INTEGER_FIELDS, SOURCE_NAMES
 from readmit.settings import Settings
 
 CSV_NAME = "diabetic_data.csv"
@@ -222,7 +222,7 @@ def order_by_encounter(frame: pd.DataFrame) -> pd.DataFrame:
 
 def typed_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Validated source rows with field names (as in the databases); integers as integers."""
-    typed = frame.rename(columns={c.source: c.field for c in COLUMNS})
+    typed = frame.rename(columns=FIELD_OF_SOURCE)
     for name in INTEGER_FIELDS:
         typed[name] = typed[name].astype("int64")
     return typed

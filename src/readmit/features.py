@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from readmit.schema import MEDICATION_FIELDS, MISSING
+from readmit.schema import BY_FIELD, MEDICATION_FIELDS, is_missing
 
 # Encounters that end in death or hospice cannot be readmitted: they leave the data.
 DROPPED_DISPOSITIONS = frozenset({"11", "13", "14", "19", "20", "21"})
@@ -64,18 +64,30 @@ OTHER_TOKEN = "__other__"
 
 
 def category(value: Any) -> str | None:
-    """A categorical source value; the '?' marker and 'Unknown/Invalid' become missing."""
-    if value is None or value == MISSING or value == "Unknown/Invalid":
+    """A categorical source value; any missing marker and 'Unknown/Invalid' become missing."""
+    if is_missing(value) or value == "Unknown/Invalid":
         return None
     return str(value)
 
 
+def field_category(field_name: str, value: Any) -> str | None:
+    """A categorical field's value: a missing lab result is the data set's 'None' (not taken)."""
+    if is_missing(value):
+        return BY_FIELD[field_name].missing_as
+    return category(value)
+
+
 def admission_code(field_name: str, value: Any) -> str | None:
     """Admission and discharge codes are categories, with their 'unknown' codes missing."""
-    if value is None or value == MISSING:
+    if is_missing(value):
         return None
     code = str(int(value))
     return None if code in UNKNOWN_CODES[field_name] else code
+
+
+def history_count(value: Any) -> int:
+    """Earlier encounters of the patient; a caller that cannot count them sends nothing (0)."""
+    return 0 if is_missing(value) else int(value)
 
 
 def age_years(bracket: str) -> int:
@@ -84,9 +96,18 @@ def age_years(bracket: str) -> int:
     return (int(low) + int(high)) // 2
 
 
+def diagnosis_code(value: Any) -> str | None:
+    """A diagnosis code as its text: pandas reads an all-numeric column as floats (428.0)."""
+    if is_missing(value):
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def icd9_group(code: Any) -> str | None:
     """ICD-9 code to the clinical groups of Strack et al. (2014)."""
-    text = category(code)
+    text = diagnosis_code(code)
     if text is None:
         return None
     if text.startswith(("V", "E")):
@@ -113,7 +134,7 @@ _ICD9_RANGES = (
 
 def icd9_code3(code: Any) -> str | None:
     """The 3-character ICD-9 category ('428.0' -> '428', 'V45.1' -> 'V45')."""
-    text = category(code)
+    text = diagnosis_code(code)
     return None if text is None else text.split(".")[0]
 
 
@@ -133,12 +154,12 @@ def clean_record(raw: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"age_years": age_years(raw["age"])}
     for name in COUNT_FIELDS:
         out[name] = int(raw[name])
-    out[HISTORY_FIELD] = int(raw.get(HISTORY_FIELD) or 0)
+    out[HISTORY_FIELD] = history_count(raw.get(HISTORY_FIELD))
     meds = [raw[m] for m in MEDICATION_FIELDS]
     out["meds_active"] = sum(v != "No" for v in meds)
     out["meds_changed"] = sum(v in ("Up", "Down") for v in meds)
     for name in PLAIN_CATEGORY_FIELDS:
-        out[name] = category(raw[name])
+        out[name] = field_category(name, raw[name])
     for name in CODE_FIELDS:
         out[name] = admission_code(name, raw[name])
     for name in DIAG_FIELDS:
@@ -148,10 +169,17 @@ def clean_record(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _per_value(series: pd.Series, rule: Any) -> pd.Series:
-    """Apply a one-value rule to each distinct value once: fast, and identical to the rule."""
-    lookup = {value: rule(value) for value in series.unique()}
-    mapped = series.map(lookup)
-    return mapped.astype(object).where(mapped.notna(), None)
+    """Apply a one-value rule to each distinct value once: fast, and identical to the rule.
+
+    pandas' own missing values (None, NaN, pd.NA, NaT) share one code and get `rule(None)`.
+    """
+    codes, distinct = pd.factorize(series, use_na_sentinel=True)
+    results = np.empty(len(distinct) + 1, dtype=object)  # the last one for code -1 (NA)
+    for code, value in enumerate(distinct):
+        results[code] = rule(value)
+    if (codes < 0).any():
+        results[-1] = rule(None)
+    return pd.Series(results[codes], index=series.index, dtype=object)
 
 
 def prior_encounter_counts(raw: pd.DataFrame) -> pd.Series:
@@ -174,12 +202,12 @@ def clean_features(raw: pd.DataFrame) -> pd.DataFrame:
     for name in COUNT_FIELDS:
         out[name] = raw[name].astype("int64")
     history = raw[HISTORY_FIELD] if HISTORY_FIELD in raw else pd.Series(0, index=raw.index)
-    out[HISTORY_FIELD] = history.fillna(0).astype("int64")
+    out[HISTORY_FIELD] = _per_value(history, history_count).astype("int64")
     meds = raw[list(MEDICATION_FIELDS)]
     out["meds_active"] = (meds != "No").sum(axis=1).astype("int64")
     out["meds_changed"] = meds.isin(["Up", "Down"]).sum(axis=1).astype("int64")
     for name in PLAIN_CATEGORY_FIELDS:
-        out[name] = _per_value(raw[name], category)
+        out[name] = _per_value(raw[name], lambda v, n=name: field_category(n, v))
     for name in CODE_FIELDS:
         out[name] = _per_value(raw[name], lambda v, n=name: admission_code(n, v))
     for name in DIAG_FIELDS:

@@ -6,9 +6,13 @@ inputs and the API's request model are all derived from `COLUMNS`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+import pandas as pd
 
 
 class Kind(StrEnum):
@@ -20,7 +24,7 @@ class Kind(StrEnum):
     TEXT = "text"  # free text from an open vocabulary (payer, specialty)
 
 
-MISSING = "?"
+MISSING = "?"  # how the source writes a missing value
 ID_MAX = 2**63 - 1  # identifiers are stored as BIGINT
 # Whole-value patterns, applied with fullmatch (a `$` anchor would accept a trailing newline).
 # ASCII classes only: `\d` would also match Arabic-Indic, full-width and other digits.
@@ -39,6 +43,28 @@ WEIGHT_BRACKETS = (
 )  # fmt: skip
 
 
+def is_missing(value: Any) -> bool:
+    """Whether `value` stands for a missing value, in any field and on every path.
+
+    The source writes "?"; JSON and Python give None; pandas gives float NaN (object and float
+    columns), pd.NA (nullable dtypes) or NaT. Everything else is a value, checked by its column.
+    """
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value == MISSING
+    if isinstance(value, int):  # the common case, and bool: never missing
+        return False
+    if isinstance(value, float):
+        return math.isnan(value)
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+
+
+def field_name(name: str) -> str:
+    """The API's name for a data set column: lower case, '-' to '_' (A1Cresult -> a1cresult)."""
+    return name.lower().replace("-", "_")
+
+
 @dataclass(frozen=True)
 class Column:
     """One source column. `field` is its identifier in databases, Python and JSON."""
@@ -50,10 +76,16 @@ class Column:
     feature: bool = True
     maximum: int = 100_000  # the largest plausible value of an integer column
     description: str = ""
+    missing_as: str | None = None  # the category a missing value stands for, if any
 
     @property
     def field(self) -> str:
-        return self.source.lower().replace("-", "_")
+        return field_name(self.source)
+
+    @property
+    def nullable(self) -> bool:
+        """Whether a record may leave this field missing (None, "?", NaN, ...)."""
+        return self.missing_allowed or self.missing_as is not None
 
 
 def _med(name: str) -> Column:
@@ -96,8 +128,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("diag_2", Kind.CODE, missing_allowed=True, description="Secondary diagnosis"),
     Column("diag_3", Kind.CODE, missing_allowed=True, description="Additional diagnosis"),
     Column("number_diagnoses", Kind.INTEGER),
-    Column("max_glu_serum", Kind.CATEGORY, ("None", "Norm", ">200", ">300")),
-    Column("A1Cresult", Kind.CATEGORY, ("None", "Norm", ">7", ">8")),
+    # The data set writes "None" for a test that was not taken: a missing result is the same,
+    # which is also what pandas makes of "None" when it reads the CSV with its defaults.
+    Column(
+        "max_glu_serum",
+        Kind.CATEGORY,
+        ("None", "Norm", ">200", ">300"),
+        missing_as="None",
+        description="Glucose serum test result ('None': not taken)",
+    ),
+    Column(
+        "A1Cresult",
+        Kind.CATEGORY,
+        ("None", "Norm", ">7", ">8"),
+        missing_as="None",
+        description="HbA1c test result ('None': not taken)",
+    ),
     *(_med(m) for m in MEDICATIONS),
     Column("change", Kind.CATEGORY, ("No", "Ch"), description="Any diabetic medication change"),
     Column("diabetesMed", Kind.CATEGORY, ("No", "Yes")),
@@ -107,6 +153,11 @@ COLUMNS: tuple[Column, ...] = (
 SOURCE_NAMES: tuple[str, ...] = tuple(c.source for c in COLUMNS)
 FIELDS: tuple[str, ...] = tuple(c.field for c in COLUMNS)
 BY_FIELD: dict[str, Column] = {c.field: c for c in COLUMNS}
+# The column-name mapping: the data set's names <-> the API's field names.
+FIELD_OF_SOURCE: dict[str, str] = {c.source: c.field for c in COLUMNS}
+SOURCE_OF_FIELD: dict[str, str] = {c.field: c.source for c in COLUMNS}
+# Every name a column goes by (its source name and its field name), to its field.
+FIELD_OF_NAME: dict[str, str] = {**FIELD_OF_SOURCE, **{c.field: c.field for c in COLUMNS}}
 INPUT_FIELDS: tuple[str, ...] = tuple(c.field for c in COLUMNS if c.feature)
 INTEGER_FIELDS: tuple[str, ...] = tuple(c.field for c in COLUMNS if c.kind is Kind.INTEGER)
 MEDICATION_FIELDS: tuple[str, ...] = tuple(_med(m).field for m in MEDICATIONS)
@@ -125,10 +176,10 @@ def check_value(column: Column, value: str) -> str | None:
     The one rule set for ingest and the API: ASCII digits only, whole-value matches, and no
     control characters anywhere (a NUL or newline would be stored truncated or split).
     """
+    if is_missing(value):
+        return None if column.nullable else f"missing value {value!r} not allowed"
     if CONTROL_CHARACTERS.search(value):
         return f"{value!r} contains a control character"
-    if value == MISSING:
-        return None if column.missing_allowed else "missing value '?' not allowed"
     if column.kind is Kind.INTEGER:
         if not INTEGER_PATTERN.fullmatch(value):
             return f"{value!r} is not a non-negative integer (ASCII digits)"

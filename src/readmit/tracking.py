@@ -17,14 +17,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types.schema import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
 
 from readmit.errors import ReadmitError
 from readmit.features import HISTORY_FIELD
 from readmit.files import private_dir
+from readmit.inputs import HISTORY_COLUMN
 from readmit.model import ReadmissionModel
 from readmit.pyfunc_model import ReadmissionPyfunc
-from readmit.schema import BY_FIELD, INPUT_FIELDS, Kind
+from readmit.schema import BY_FIELD, INPUT_FIELDS, Column, Kind
 from readmit.settings import Settings, export_mlflow_login
 from readmit.storage.db import safe_url
 
@@ -109,17 +110,51 @@ def git_commit() -> str:
 
 
 def input_schema() -> Schema:
-    """The raw fields of one encounter, as the API receives them."""
-    specs: list[ColSpec | TensorSpec] = [
-        ColSpec("long" if BY_FIELD[name].kind is Kind.INTEGER else "string", name)
-        for name in INPUT_FIELDS
-    ]
-    specs.append(ColSpec("long", HISTORY_FIELD, required=False))
+    """The raw fields of one encounter, under the API's names and the data set's own.
+
+    Every column is typed Any: pandas gives a number column as int64, or as float64 once it
+    holds a NaN, and a text column holding only missing values as float64, none of which
+    MLflow's typed columns take. The model checks each value itself (`readmit.inputs`) and
+    the field's kind and values are in the model's metadata (`input_fields`). A field whose
+    data set name differs (A1Cresult, diabetesMed, glyburide-metformin, ...) is optional under
+    both names, for MLflow drops columns its signature does not name; the model says which
+    required column is absent.
+    """
+    specs: list[ColSpec | TensorSpec] = []
+    for name in INPUT_FIELDS:
+        source = BY_FIELD[name].source
+        if source == name:
+            specs.append(ColSpec(AnyType(), name))
+        else:
+            specs += [ColSpec(AnyType(), name, required=False),
+                      ColSpec(AnyType(), source, required=False)]  # fmt: skip
+    specs.append(ColSpec(AnyType(), HISTORY_FIELD, required=False))
     return Schema(specs)
 
 
 def signature() -> ModelSignature:
     return ModelSignature(inputs=input_schema(), outputs=Schema([ColSpec("double", "probability")]))
+
+
+def _described(column: Column) -> dict[str, Any]:
+    about: dict[str, Any] = {"source": column.source, "kind": str(column.kind),
+                             "nullable": column.nullable}  # fmt: skip
+    if column.categories:
+        about["categories"] = list(column.categories)
+    if column.missing_as is not None:
+        about["missing_as"] = column.missing_as
+    if column.kind is Kind.INTEGER:
+        about["maximum"] = column.maximum
+    if column.description:
+        about["description"] = column.description
+    return about
+
+
+def input_fields() -> dict[str, dict[str, Any]]:
+    """What each input field takes, for the registered model's metadata."""
+    fields = {name: _described(BY_FIELD[name]) for name in INPUT_FIELDS}
+    fields[HISTORY_FIELD] = _described(HISTORY_COLUMN)
+    return fields
 
 
 def log_model(model: ReadmissionModel, input_example: pd.DataFrame) -> Any:
@@ -133,6 +168,7 @@ def log_model(model: ReadmissionModel, input_example: pd.DataFrame) -> Any:
             code_paths=[str(Path(__file__).parent)],
             signature=signature(),
             input_example=input_example,
+            metadata={"input_fields": input_fields()},
             pip_requirements=_requirements(),
         )
 

@@ -45,7 +45,7 @@ from readmit.settings import Settings
 
 router = APIRouter(route_class=CheckedRoute)
 MODEL_COLUMNS = [*INPUT_FIELDS, HISTORY_FIELD]
-NULLABLE_FIELDS = [c.field for c in COLUMNS if c.feature and c.missing_allowed]
+NULLABLE_FIELDS = [c.field for c in COLUMNS if c.feature and c.nullable]
 
 
 # Dependencies are `async def`: they only read app state, and a plain `def` would cost a

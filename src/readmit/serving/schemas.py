@@ -2,7 +2,8 @@
 
 `Encounter` is built from `readmit.schema.COLUMNS`: integer fields are strict non-negative
 integers, categorical fields accept only their categories, diagnosis codes must look like
-ICD-9 codes. Fields that may be missing in the source accept null (or the source's "?").
+ICD-9 codes. Fields that may be missing accept null or any other missing marker (the source's
+"?", NaN): see `readmit.schema.is_missing`. A missing lab result is the data set's "None".
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import (
 )
 
 from readmit.features import HISTORY_FIELD
+from readmit.inputs import HISTORY_COLUMN, HISTORY_MAX
 from readmit.schema import (
     COLUMNS,
     ICD9_PATTERN,
@@ -32,6 +34,7 @@ from readmit.schema import (
     Kind,
     anchored,
     check_value,
+    is_missing,
 )
 
 EXAMPLE: dict[str, Any] = {
@@ -119,7 +122,7 @@ def _field(column: Column) -> tuple[Any, Any]:
         kind = Annotated[str, _documented(TEXT_PATTERN, about), _source_rules(column)]
     if not column.feature:
         return kind | None, None
-    if column.missing_allowed:
+    if column.nullable:
         return kind | None, ...
     return kind, ...
 
@@ -130,8 +133,8 @@ class _EncounterBase(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _missing_marker(cls, value: Any) -> Any:
-        """The source's "?" is accepted for fields that may be missing, as null."""
-        return None if value == MISSING else value
+        """Any missing marker ("?", NaN) is accepted for fields that may be missing, as null."""
+        return None if is_missing(value) else value
 
     def model_input(self) -> dict[str, Any]:
         """The raw record the model takes: missing values back to the source's "?"."""
@@ -143,7 +146,8 @@ _fields: dict[str, Any] = {
     column.field: _field(column) for column in COLUMNS if column.field != "readmitted"
 }
 _fields[HISTORY_FIELD] = (
-    Annotated[StrictInt, Field(ge=0, le=1000, description="Earlier encounters of this patient")],
+    Annotated[StrictInt, Field(ge=0, le=HISTORY_MAX, description=HISTORY_COLUMN.description)]
+    | None,
     0,
 )
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from readmit import schema
 from readmit.features import HISTORY_FIELD
 from readmit.schema import BY_FIELD, INPUT_FIELDS, MISSING, Kind
 from readmit.ui.client import ApiClient, ApiError
@@ -45,8 +46,8 @@ class ParsedBatch:
 
 
 def field_name(column: str) -> str:
-    """The API field a CSV header stands for: the schema's rule (lower case, '-' to '_')."""
-    return column.strip().lower().replace("-", "_")
+    """The API field a CSV header stands for, by the schema's rule (A1Cresult -> a1cresult)."""
+    return schema.field_name(column.strip())
 
 
 def read_csv(data: bytes) -> pd.DataFrame:
