@@ -132,6 +132,28 @@ def test_mlflow_models_predict_scores_the_raw_file(served, test_split_csv, tmp_p
                                atol=1e-12)  # fmt: skip
 
 
+def test_mlflow_models_serve_takes_json_records_under_either_naming(served, test_split_csv):
+    from fastapi.testclient import TestClient
+    from mlflow.pyfunc.scoring_server import init
+
+    path, rows = test_split_csv
+    read = pd.read_csv(path, nrows=30)
+    model = mlflow.pyfunc.load_model(registry.production_uri(served.settings))
+    with TestClient(init(model)) as client:
+        split = json.loads(read.to_json(orient="split", index=False))
+        fields = json.loads(read.rename(columns=FIELD_OF_SOURCE).to_json(orient="records"))
+        bodies = [{"dataframe_split": split}, {"dataframe_records": fields}]
+        answers = [client.post("/invocations", json=body) for body in bodies]
+        bad = client.post("/invocations", json={"dataframe_split": {**split, "columns": [
+            "sex" if c == "gender" else c for c in split["columns"]]}})  # fmt: skip
+    expected = _api(served, _api_records(rows.head(30)))
+    for answer in answers:
+        assert answer.status_code == 200, answer.text[:2000]
+        predicted = [p["probability"] for p in answer.json()["predictions"]]
+        np.testing.assert_allclose(predicted, expected, rtol=0, atol=1e-12)
+    assert bad.status_code == 400 and "gender" in bad.json()["message"]
+
+
 @pytest.mark.parametrize(
     ("dropped", "named"),
     [("A1Cresult", "a1cresult (or A1Cresult)"), ("race", "race"), ("diabetesMed", "diabetesmed")],

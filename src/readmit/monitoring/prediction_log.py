@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from readmit.errors import StorageError
 from readmit.features import HISTORY_FIELD
 from readmit.monitoring.pseudonym import pseudonym, pseudonym_key
-from readmit.schema import INPUT_FIELDS, MISSING
+from readmit.schema import INPUT_FIELDS, is_missing
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
 from readmit.storage import monitor
@@ -91,9 +91,9 @@ def _patient_key(key: bytes, patient_nbr: Any) -> str | None:
 
 def logged_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The model's input fields of a validated record, as /predict's Encounter holds them:
-    the source's "?" as null, an absent `prior_encounters` as 0; identifiers left out."""
+    any missing marker as null, an absent `prior_encounters` as 0; identifiers left out."""
     fields = {name: record.get(name) for name in LOGGED_FIELDS}
-    fields = {k: (None if v == MISSING else v) for k, v in fields.items()}
+    fields = {k: (None if is_missing(v) else v) for k, v in fields.items()}
     if fields[HISTORY_FIELD] is None:
         fields[HISTORY_FIELD] = 0
     return fields
