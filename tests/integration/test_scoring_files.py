@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from readmit import registry
 from readmit.dataset import parse_csv, read_csv_bytes, typed_rows
-from readmit.schema import COLUMNS, FIELD_OF_SOURCE
+from readmit.schema import COLUMNS, FIELD_OF_SOURCE, FIELDS
 from readmit.split import assign_splits
 from tests.models import records
 
@@ -75,7 +75,7 @@ def _api(served, payload: list[dict]) -> np.ndarray:
 
 def _api_records(rows: pd.DataFrame) -> list[dict]:
     """The rows as a caller sends them to the API: field names, JSON numbers, null for '?'."""
-    return records(typed_rows(rows).drop(columns=["readmitted"]))
+    return records(typed_rows(rows)[[f for f in FIELDS if f != "readmitted"]])
 
 
 def test_the_whole_test_split_read_with_pandas_defaults_scores_as_the_api(
