@@ -9,10 +9,7 @@ the default ports is not touched.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,41 +19,26 @@ import sqlalchemy as sa
 
 from readmit import registry
 from readmit.monitoring.pseudonym import pseudonym
-from readmit.services import free_port
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
 from readmit.stack import manager, postgres, processes
 from readmit.stack.airflow import AirflowClient
 from readmit.storage import monitor
+from tests.stack.stack import cli, stack_environment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-READMIT = str(Path(sys.executable).parent / "readmit")
 INGEST, CLEAN, TRAIN = "1_raw_batch_ingest_15k", "2_clean_build", "3_train_and_register"
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([READMIT, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return cli(env, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.TempPathFactory):
-    prefix = f"readmit_e2e_{secrets.token_hex(3)}_"
-    ports = {name: str(free_port()) for name in
-             ("API", "UI", "MLFLOW", "S3", "AIRFLOW", "EXPORTER", "PROMETHEUS")}  # fmt: skip
-    env = {
-        **os.environ,
-        "READMIT_DATA_DIR": str(tmp_path_factory.mktemp("full-stack")),
-        "READMIT_DATASET_URI": dataset_uri,
-        "READMIT_STACK_POSTGRES_URL": pg_admin_url,
-        "READMIT_STACK_DB_PREFIX": prefix,
-        "READMIT_MODEL_POLL_SECONDS": "2",
-        **{f"READMIT_{name}_PORT": port for name, port in ports.items()},
-    }
-    yield env
-    if processes.records(Path(env["READMIT_DATA_DIR"]) / "stack" / "run"):
-        _cli(env, "stack", "down")
-    postgres.drop_databases(pg_admin_url, prefix)
+    data_dir = tmp_path_factory.mktemp("full-stack")
+    with stack_environment(pg_admin_url, dataset_uri, data_dir, "e2e") as env:
+        yield env
 
 
 def _xcom(airflow: AirflowClient, dag_id: str, run_id: str, task: str) -> dict:

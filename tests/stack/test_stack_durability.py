@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -25,13 +24,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from readmit import registry
-from readmit.services import free_port
 from readmit.settings import Settings
-from readmit.stack import manager, postgres, processes
+from readmit.stack import manager, processes
 from readmit.stack.airflow import AirflowClient
+from tests.stack.stack import cli, stack_environment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-READMIT = str(Path(sys.executable).parent / "readmit")
 DAGS = ["1_raw_batch_ingest_15k", "2_clean_build", "3_train_and_register"]
 INGEST_TASK = "ingest_next_batch"
 ACTIVE = ("queued", "running", "restarting")
@@ -43,8 +41,7 @@ TRAIN = ("from readmit.pipeline.train import train; from readmit.settings import
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([READMIT, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return cli(env, *args, timeout=timeout)
 
 
 def _train(env: dict[str, str]) -> None:
@@ -56,22 +53,9 @@ def _train(env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.TempPathFactory):
-    prefix = f"readmit_kill_{secrets.token_hex(3)}_"
-    ports = {name: str(free_port()) for name in
-             ("API", "UI", "MLFLOW", "S3", "AIRFLOW", "EXPORTER", "PROMETHEUS")}  # fmt: skip
-    env = {
-        **os.environ,
-        "READMIT_DATA_DIR": str(tmp_path_factory.mktemp("kill-stack")),
-        "READMIT_DATASET_URI": dataset_uri,
-        "READMIT_STACK_POSTGRES_URL": pg_admin_url,
-        "READMIT_STACK_DB_PREFIX": prefix,
-        "READMIT_MODEL_POLL_SECONDS": "2",
-        **{f"READMIT_{name}_PORT": port for name, port in ports.items()},
-    }
-    yield env
-    if processes.records(Path(env["READMIT_DATA_DIR"]) / "stack" / "run"):
-        _cli(env, "stack", "down", timeout=300)
-    postgres.drop_databases(pg_admin_url, prefix)
+    data_dir = tmp_path_factory.mktemp("kill-stack")
+    with stack_environment(pg_admin_url, dataset_uri, data_dir, "kill") as env:
+        yield env
 
 
 def _paths(env: dict[str, str]) -> manager.Paths:
