@@ -8,10 +8,12 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from readmit import registry
 from readmit.model import Calibration, ReadmissionModel
@@ -33,6 +35,16 @@ class MlflowServer:
     username: str
     password: str
     pid: int
+
+    @property
+    def client_settings(self) -> dict[str, Any]:
+        """Settings fields of a client of this server: its URI and its login (settings made
+        before the server started hold no login)."""
+        return {
+            "mlflow_tracking_uri": self.tracking_uri,
+            "mlflow_tracking_username": self.username,
+            "mlflow_tracking_password": SecretStr(self.password),
+        }
 
     @property
     def s3_store(self) -> Path:

@@ -237,6 +237,31 @@ def test_a_header_of_a_megabyte_is_refused(live_server):
     assert _closed_count(url, "header_too_large") == 1
 
 
+def test_a_large_body_in_one_read_is_not_taken_for_headers(live_server, served):
+    """A whole request whose body is larger than the header limit, sent in one write on a
+    kept-alive connection, is a request, not an oversized header."""
+    url = live_server(max_header_bytes=4096)
+    body = json.dumps({"records": records(served.inputs.head(60))}).encode()
+    assert len(body) > 4096
+    request = (b"POST /predict-batch HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body  # fmt: skip
+    with httpx.Client(base_url=url, timeout=WAIT) as client:
+        for _ in range(3):  # the first request, then two more on the same connection
+            answer = client.post("/predict-batch", content=body,
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+            assert answer.status_code == 200, answer.text[:200]
+    sock = _connect(url)
+    sock.sendall(request + request)
+    answers = b""
+    while answers.count(b"HTTP/1.1 ") < 2:
+        chunk = sock.recv(65536)
+        assert chunk, answers[:200]
+        answers += chunk
+    sock.close()
+    assert answers.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 431" not in answers
+    assert _closed_count(url, "header_too_large") == 0
+
+
 def test_a_chunked_body_over_the_limit_is_refused(live_server):
     """No Content-Length: the bytes are counted as they arrive."""
     url = live_server(max_body_bytes=100_000)

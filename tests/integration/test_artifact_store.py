@@ -62,7 +62,7 @@ def test_a_production_version_without_its_artifacts_is_reported_as_missing(
     mlflow_server, small_build, small_data, lightgbm_model, tmp_path: Path
 ) -> None:
     settings = small_build.settings.model_copy(update={
-        "mlflow_tracking_uri": mlflow_server.tracking_uri, "model_name": "readmission_gone",
+        **mlflow_server.client_settings, "model_name": "readmission_gone",
         "api_key": API_KEY, "model_poll_seconds": 3600,
     })  # fmt: skip
     version = log_and_register(settings, lightgbm_model, small_data.test_inputs[MODEL_INPUTS])

@@ -30,7 +30,7 @@ def settings(mlflow_server, small_build):
     """A model name of its own per test: no test sees versions another one registered."""
     return small_build.settings.model_copy(
         update={
-            "mlflow_tracking_uri": mlflow_server.tracking_uri,
+            **mlflow_server.client_settings,
             "model_name": f"readmission_{secrets.token_hex(4)}",
         }
     )

@@ -19,7 +19,7 @@ from readmit.errors import ReadmitError
 from readmit.schema import ID_MAX
 from readmit.settings import Settings
 from readmit.storage import monitor
-from readmit.storage.db import transaction
+from readmit.storage.db import WRITE_FIRST, transaction
 from readmit.storage.monitor import LABELS, OutcomeCounts
 
 FILE_CHUNK = 10_000
@@ -32,7 +32,7 @@ class OutcomeFileError(ReadmitError):
 
 def record_outcomes(engine: Engine, entries: Sequence[tuple[int, str]]) -> OutcomeCounts:
     """Store one set of outcomes in one transaction (StorageError when monitor-db fails)."""
-    with transaction(engine, "monitor-db") as conn:
+    with transaction(engine.execution_options(**{WRITE_FIRST: True}), "monitor-db") as conn:
         monitor.create_tables(conn)
         return monitor.upsert_outcomes(conn, entries, datetime.now(UTC))
 

@@ -57,6 +57,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.awaiting_headers = True
+        self.headers_completed = False  # in the chunk being parsed
         self.header_bytes = 0
         self.header_timer: asyncio.TimerHandle | None = None
 
@@ -76,9 +77,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.metrics.open_connections.set(len(self.connections))
 
     def data_received(self, data: bytes) -> None:
+        """Counts the chunk as header bytes only when no request's headers ended in it: a
+        whole small request in one chunk is body, not headers."""
         before = self.awaiting_headers
+        self.headers_completed = False
         super().data_received(data)
-        if before and self.awaiting_headers and not self.transport.is_closing():
+        if self.headers_completed or self.transport.is_closing():
+            return
+        if before and self.awaiting_headers:
             self.header_bytes += len(data)
             if self.header_bytes > self.settings.max_header_bytes:
                 self.refuse("header_too_large")
@@ -93,6 +99,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.awaiting_headers = False
+        self.headers_completed = True
         self.header_bytes = 0
         self.cancel_header_timer()
         super().on_headers_complete()

@@ -60,6 +60,12 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(parsed.database)
 
 
+# Execution option for a transaction that reads, then writes what it read: on SQLite it takes the
+# write lock at BEGIN (a deferred one that finds another writer's commit since its read fails at
+# once with "database is locked", without waiting).
+WRITE_FIRST = "readmit_write_first"
+
+
 def _sqlite_setup(engine: Engine, path: Path | None, name: str) -> None:
     """The file is created private on first connect; then SQLAlchemy's recipe for real
     transactions: pysqlite leaves transactions alone and every BEGIN is emitted here."""
@@ -80,7 +86,8 @@ def _sqlite_setup(engine: Engine, path: Path | None, name: str) -> None:
 
     @event.listens_for(engine, "begin")
     def begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        writes_after_reading = conn.get_execution_options().get(WRITE_FIRST, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes_after_reading else "BEGIN")
 
 
 def make_engine(url: str, name: str, connect_args: dict[str, Any] | None = None) -> Engine:
