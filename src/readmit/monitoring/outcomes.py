@@ -32,8 +32,8 @@ class OutcomeFileError(ReadmitError):
 
 def record_outcomes(engine: Engine, entries: Sequence[tuple[int, str]]) -> OutcomeCounts:
     """Store one set of outcomes in one transaction (StorageError when monitor-db fails)."""
+    monitor.ensure_tables(engine)
     with transaction(engine.execution_options(**{WRITE_FIRST: True}), "monitor-db") as conn:
-        monitor.create_tables(conn)
         return monitor.upsert_outcomes(conn, entries, datetime.now(UTC))
 
 

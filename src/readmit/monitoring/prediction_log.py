@@ -38,6 +38,7 @@ from readmit.schema import INPUT_FIELDS, is_missing
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
 from readmit.storage import monitor
+from readmit.storage.db import WRITE_FIRST
 
 log = logging.getLogger("readmit.monitoring.prediction_log")
 LOGGED_FIELDS = (*INPUT_FIELDS, HISTORY_FIELD)
@@ -206,6 +207,7 @@ class PredictionLog:
         self._queue: deque[Scored] = deque()
         self._queued = 0
         self._lock = threading.Lock()
+        self._flushing = threading.RLock()  # one flush at a time: a caller's waits for the writer's
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -285,10 +287,11 @@ class PredictionLog:
     def flush(self) -> None:
         """Write what waits: spilled rows first, then the queue; after a failure (or while
         the database is known to be down) the queue goes to the spill file instead."""
-        written = time.monotonic() >= self._retry_at and self._replay() and self._write_queue()
-        if not written:
-            self._spill_queue()
-        self.metrics.log_pending.set(self.pending)
+        with self._flushing:
+            written = time.monotonic() >= self._retry_at and self._replay() and self._write_queue()
+            if not written:
+                self._spill_queue()
+            self.metrics.log_pending.set(self.pending)
 
     def _take(self) -> list[Scored]:
         """Up to FLUSH_ROWS rows' worth of queued items (still counted as pending)."""
@@ -350,9 +353,9 @@ class PredictionLog:
     def _insert(self, rows: list[dict[str, Any]]) -> bool:
         """One bulk insert in one transaction; a failure is counted, logged and retried later."""
         try:
-            with self.engine.begin() as conn:
-                if not self._tables_ready:
-                    monitor.create_tables(conn)
+            if not self._tables_ready:
+                monitor.ensure_tables(self.engine)
+            with self.engine.execution_options(**{WRITE_FIRST: True}).begin() as conn:
                 added = monitor.insert_predictions(conn, rows)
         except (SQLAlchemyError, StorageError, OSError) as exc:
             self._tables_ready = False

@@ -108,11 +108,12 @@ def create_tables(engine: Engine, metadata: sa.MetaData, name: str) -> None:
     Two first runs may both find a table missing; the one that creates it second fails. The
     tables are then there, which a second look confirms.
     """
+    writer = engine.execution_options(**{WRITE_FIRST: True})  # it reads the catalogue first
     try:
-        with transaction(engine, name) as conn:
+        with transaction(writer, name) as conn:
             metadata.create_all(conn)
     except StorageError:
-        with transaction(engine, name) as conn:
+        with transaction(writer, name) as conn:
             metadata.create_all(conn)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from readmit.errors import StorageError
 from readmit.settings import Settings
+from readmit.storage import db
 from readmit.storage.db import is_postgres, make_engine
 
 metadata = sa.MetaData()
@@ -84,6 +85,12 @@ def monitor_engine(settings: Settings, timeout: float | None = None) -> Engine:
 
 def create_tables(conn: Connection) -> None:
     metadata.create_all(conn)
+
+
+def ensure_tables(engine: Engine) -> None:
+    """Create the missing tables in a transaction of their own: the log writer and an outcomes
+    load may both find them missing on a fresh database, and the second creator must not fail."""
+    db.create_tables(engine, metadata, "monitor-db")
 
 
 # --- prediction log ---------------------------------------------------------------------------
