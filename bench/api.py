@@ -78,11 +78,26 @@ async def drive(url: str, bodies: list[dict], users: int, seconds: float, paced:
 
 def start_mlflow_serve(settings: Settings, port: int, log: Path) -> Service:
     venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
-           "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri}  # fmt: skip
-    command = [f"{venv_bin}/mlflow", "models", "serve", "-m", production_uri(settings),
-               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+    }
+    command = [
+        f"{venv_bin}/mlflow",
+        "models",
+        "serve",
+        "-m",
+        production_uri(settings),
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     service = _spawn("mlflow-serve", command, env, log, f"http://127.0.0.1:{port}")
     for _ in range(240):
         try:
@@ -95,8 +110,10 @@ def start_mlflow_serve(settings: Settings, port: int, log: Path) -> Service:
 
 
 def line(label: str, r: dict) -> str:
-    return (f"  {label:<28} {r['rps']:8.1f} req/s  p50 {r['p50']:7.2f} ms  p95 {r['p95']:7.2f} ms  "
-            f"p99 {r['p99']:7.2f} ms  errors {r['errors']}/{r['n']}")  # fmt: skip
+    return (
+        f"  {label:<28} {r['rps']:8.1f} req/s  p50 {r['p50']:7.2f} ms  p95 {r['p95']:7.2f} ms  "
+        f"p99 {r['p99']:7.2f} ms  errors {r['errors']}/{r['n']}"
+    )
 
 
 def main() -> int:
@@ -144,9 +161,11 @@ def main() -> int:
         print(line("/explain, 1 user", explain))
         targets = {
             "readmit": (f"{api.url}/predict", bodies),
-            "mlflow-serve": (f"{mlflow_serve.url}/invocations",
-                             [{"dataframe_records": [r]} for r in records[:2000]]),
-        }  # fmt: skip
+            "mlflow-serve": (
+                f"{mlflow_serve.url}/invocations",
+                [{"dataframe_records": [r]} for r in records[:2000]],
+            ),
+        }
         for mode in ("closed", "paced"):
             print(f"{mode} loop, {args.seconds:.0f} s per level:")
             for users in LEVELS:
@@ -158,8 +177,10 @@ def main() -> int:
                     results[(mode, "readmit", users)],
                     results[(mode, "mlflow-serve", users)],
                 )
-                print(f"  ratio at {users} users: {ours['rps'] / theirs['rps']:.2f}x req/s, "
-                      f"p95 {theirs['p95'] / ours['p95']:.2f}x lower")  # fmt: skip
+                print(
+                    f"  ratio at {users} users: {ours['rps'] / theirs['rps']:.2f}x req/s, "
+                    f"p95 {theirs['p95'] / ours['p95']:.2f}x lower"
+                )
     finally:
         api.stop()
         mlflow_serve.stop()

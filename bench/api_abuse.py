@@ -49,18 +49,28 @@ MB = 1024 * 1024
 
 def small_model(folder: Path) -> Settings:
     """A small LightGBM model trained on the first rows of the data set, at @production."""
-    settings = Settings(data_dir=folder, batch_size=8000, model_poll_seconds=3600,
-                        mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db")  # fmt: skip
+    settings = Settings(
+        data_dir=folder,
+        batch_size=8000,
+        model_poll_seconds=3600,
+        mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
+    )
     full = load_dataset(settings, show_progress=False)
-    ingest(settings, all_batches=True, dataset=Dataset(full.frame.head(8000), full.sha256,
-                                                       full.source))  # fmt: skip
+    ingest(
+        settings, all_batches=True, dataset=Dataset(full.frame.head(8000), full.sha256, full.source)
+    )
     build_clean(settings)
     data = load_training_data(settings)
     x, y = data.encoded("train"), data.labels("train")
     xv, yv = data.encoded("validation"), data.labels("validation")
     estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=30)
-    model = ReadmissionModel(data.build.transform, estimator, Calibration(1.0, 0.0), 0.12,
-                             info={"run_id": "bench", "estimator": "lightgbm"})  # fmt: skip
+    model = ReadmissionModel(
+        data.build.transform,
+        estimator,
+        Calibration(1.0, 0.0),
+        0.12,
+        info={"run_id": "bench", "estimator": "lightgbm"},
+    )
     inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"])
     with mlflow.start_run(experiment_id=configure(settings)) as run:
         info = log_model(model, inputs.head(3))
@@ -71,8 +81,9 @@ def small_model(folder: Path) -> Settings:
 
 def extract_src(ref: str, target: Path) -> Path:
     """`src` of a git revision of this repository, extracted into `target`."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"],
-                             check=True, capture_output=True).stdout  # fmt: skip
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "src"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     return target / "src"
 
@@ -174,8 +185,10 @@ def exchange(url: str, head: bytes, pieces: Iterable[bytes]) -> Outcome:
 
 
 def post(path: str, body: bytes) -> tuple[bytes, Iterator[bytes]]:
-    head = (f"POST {path} HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-            f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return head, (body[i : i + 65536] for i in range(0, len(body), 65536))
 
 
@@ -185,8 +198,10 @@ def zeros(size: int) -> bytes:
 
 
 def chunked(size: int) -> tuple[bytes, Iterator[bytes]]:
-    head = (b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     first = json.dumps(EXAMPLE).encode()
     spaces = b" " * 65536
 
@@ -222,9 +237,11 @@ def hostile(url: str, pid: int, make: Callable[[], tuple[bytes, Iterator[bytes]]
     head, pieces = make()
     with Watch(url, pid) as watch:
         outcome = exchange(url, head, pieces)
-    return (f"{outcome.status[:24]:<24} {outcome.size / 1024:9.1f} KB {outcome.seconds:7.2f} s  "
-            f"RSS {watch.peak_rss / MB:6.0f} MB  /health {watch.answers} ok, "
-            f"{watch.failures} failed, slowest {watch.slowest:.2f} s")  # fmt: skip
+    return (
+        f"{outcome.status[:24]:<24} {outcome.size / 1024:9.1f} KB {outcome.seconds:7.2f} s  "
+        f"RSS {watch.peak_rss / MB:6.0f} MB  /health {watch.answers} ok, "
+        f"{watch.failures} failed, slowest {watch.slowest:.2f} s"
+    )
 
 
 def flood(url: str, count: int, wait: float) -> str:

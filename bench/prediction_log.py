@@ -47,23 +47,30 @@ def build_model(settings: Settings) -> list[dict]:
     import mlflow
 
     full = load_dataset(settings, show_progress=False)
-    ingest(settings, all_batches=True, dataset=Dataset(full.frame.head(ROWS), full.sha256,
-                                                       full.source))  # fmt: skip
+    ingest(
+        settings, all_batches=True, dataset=Dataset(full.frame.head(ROWS), full.sha256, full.source)
+    )
     build_clean(settings)
     data = load_training_data(settings)
     x, y = data.encoded("train"), data.labels("train")
     xv, yv = data.encoded("validation"), data.labels("validation")
     estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=80)
-    model = ReadmissionModel(data.build.transform, estimator, Calibration(), 0.12,
-                             info={"estimator": "lightgbm"})  # fmt: skip
+    model = ReadmissionModel(
+        data.build.transform, estimator, Calibration(), 0.12, info={"estimator": "lightgbm"}
+    )
     inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"], errors="ignore")
     with mlflow.start_run(experiment_id=configure(settings)) as run:
         info = log_model(model, inputs.head(3))
     registry.promote(settings, registry.register(settings, info.model_uri, run.info.run_id, {}))
     rows = json.loads(inputs.to_json(orient="records"))
-    return [{**{k: (None if v == "?" else v) for k, v in r.items()},
-             "encounter_id": 1_000_000 + i, "patient_nbr": 50_000_000 + i // 3}
-            for i, r in enumerate(rows)]  # fmt: skip
+    return [
+        {
+            **{k: (None if v == "?" else v) for k, v in r.items()},
+            "encounter_id": 1_000_000 + i,
+            "patient_nbr": 50_000_000 + i // 3,
+        }
+        for i, r in enumerate(rows)
+    ]
 
 
 async def closed_loop(url: str, bodies: list[dict], users: int, seconds: float) -> dict:
@@ -87,9 +94,15 @@ async def closed_loop(url: str, bodies: list[dict], users: int, seconds: float) 
         await asyncio.gather(*(client_loop(client, i) for i in range(users)))
         elapsed = time.perf_counter() - clock
     ms = np.asarray(latencies) * 1000
-    return {"n": len(latencies), "ok": len(latencies) - errors, "rps": len(latencies) / elapsed,
-            "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-            "p99": float(np.percentile(ms, 99)), "errors": errors}  # fmt: skip
+    return {
+        "n": len(latencies),
+        "ok": len(latencies) - errors,
+        "rps": len(latencies) / elapsed,
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "p99": float(np.percentile(ms, 99)),
+        "errors": errors,
+    }
 
 
 def logged_rows(url: str) -> int:
@@ -103,13 +116,24 @@ def logged_rows(url: str) -> int:
         engine.dispose()
 
 
-def run_once(settings: Settings, logging_on: bool, monitor_url: str, bodies: list[dict],
-             args: argparse.Namespace, logs: Path) -> dict:  # fmt: skip
+def run_once(
+    settings: Settings,
+    logging_on: bool,
+    monitor_url: str,
+    bodies: list[dict],
+    args: argparse.Namespace,
+    logs: Path,
+) -> dict:
     port = free_port()
-    env = {"READMIT_DATA_DIR": str(settings.data_dir), "READMIT_API_PORT": str(port),
-           "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "READMIT_LOG_LEVEL": "WARNING",
-           "READMIT_MONITOR_DB_URL": monitor_url, "READMIT_PSEUDONYM_KEY": secrets.token_hex(16),
-           "READMIT_PREDICTION_LOG_ENABLED": str(logging_on).lower()}  # fmt: skip
+    env = {
+        "READMIT_DATA_DIR": str(settings.data_dir),
+        "READMIT_API_PORT": str(port),
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "READMIT_LOG_LEVEL": "WARNING",
+        "READMIT_MONITOR_DB_URL": monitor_url,
+        "READMIT_PSEUDONYM_KEY": secrets.token_hex(16),
+        "READMIT_PREDICTION_LOG_ENABLED": str(logging_on).lower(),
+    }
     before = logged_rows(monitor_url)
     api = start_api(settings.model_copy(update={"api_port": port}), logs / f"api-{port}.log", env)
     try:
@@ -142,17 +166,22 @@ def request_path_cost(settings: Settings, body: dict) -> str:
     validate = (time.perf_counter() - clock) / count * 1e6
     clock = time.perf_counter()
     for _ in range(count):
-        writer.record("r", ("readmission", "1", "production"), 0.12, [dict(encounter.__dict__)],
-                      [0.3])  # fmt: skip
+        writer.record(
+            "r", ("readmission", "1", "production"), 0.12, [dict(encounter.__dict__)], [0.3]
+        )
     hand_over = (time.perf_counter() - clock) / count * 1e6
-    return (f"in process, per record: validation {validate:.1f} us, handing it to the log "
-            f"{hand_over:.1f} us")  # fmt: skip
+    return (
+        f"in process, per record: validation {validate:.1f} us, handing it to the log "
+        f"{hand_over:.1f} us"
+    )
 
 
 def line(label: str, r: dict) -> str:
     logged = f"  logged {r['logged']:,} of {r['answered']:,} answered" if r["logged"] else ""
-    return (f"  {label:<16} {r['rps']:8.1f} req/s  p50 {r['p50']:6.2f} ms  p95 {r['p95']:6.2f} ms  "
-            f"p99 {r['p99']:6.2f} ms  errors {r['errors']}/{r['n']}{logged}")  # fmt: skip
+    return (
+        f"  {label:<16} {r['rps']:8.1f} req/s  p50 {r['p50']:6.2f} ms  p95 {r['p95']:6.2f} ms  "
+        f"p99 {r['p99']:6.2f} ms  errors {r['errors']}/{r['n']}{logged}"
+    )
 
 
 def main() -> int:
@@ -163,8 +192,9 @@ def main() -> int:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="readmit-bench-log-"))
     settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db")
-    admin = os.environ.get("READMIT_BENCH_PG_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")  # fmt: skip
+    admin = os.environ.get(
+        "READMIT_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
     name = f"readmit_bench_{secrets.token_hex(4)}"
     if args.sqlite:
         monitor_url = f"sqlite:///{folder}/monitor.db"
@@ -175,8 +205,10 @@ def main() -> int:
         bodies = build_model(settings)
         print(request_path_cost(settings, bodies[0]))
         kind = "SQLite" if args.sqlite else "PostgreSQL"
-        print(f"/predict, closed loop, {args.users} clients, {args.seconds:.0f} s per run, "
-              f"one worker; monitor-db on {kind}")  # fmt: skip
+        print(
+            f"/predict, closed loop, {args.users} clients, {args.seconds:.0f} s per run, "
+            f"one worker; monitor-db on {kind}"
+        )
         results: dict[bool, list[dict]] = {False: [], True: []}
         for logging_on in (False, True, False, True):
             r = run_once(settings, logging_on, monitor_url, bodies, args, folder)
@@ -188,8 +220,10 @@ def main() -> int:
         on = np.mean([r["rps"] for r in results[True]])
         p95_off = np.mean([r["p95"] for r in results[False]])
         p95_on = np.mean([r["p95"] for r in results[True]])
-        print(f"  mean: off {off:.1f} req/s, on {on:.1f} req/s ({(on / off - 1) * 100:+.1f}%); "
-              f"p95 off {p95_off:.2f} ms, on {p95_on:.2f} ms")  # fmt: skip
+        print(
+            f"  mean: off {off:.1f} req/s, on {on:.1f} req/s ({(on / off - 1) * 100:+.1f}%); "
+            f"p95 off {p95_off:.2f} ms, on {p95_on:.2f} ms"
+        )
     finally:
         if not args.sqlite:
             _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

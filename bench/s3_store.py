@@ -39,10 +39,16 @@ def model_folder(root: Path) -> Path:
     """Files shaped like one registered model: MLmodel, environment files, the fitted model."""
     folder = root / "model"
     folder.mkdir(parents=True)
-    sizes = {"MLmodel": 600, "conda.yaml": 300, "python_env.yaml": 200,
-             "requirements.txt": 400, "input_example.json": 4_000,
-             "serving_input_example.json": 4_000, "model/model.joblib": 6 * 2**20,
-             "model/info.json": 2_000}  # fmt: skip
+    sizes = {
+        "MLmodel": 600,
+        "conda.yaml": 300,
+        "python_env.yaml": 200,
+        "requirements.txt": 400,
+        "input_example.json": 4_000,
+        "serving_input_example.json": 4_000,
+        "model/model.joblib": 6 * 2**20,
+        "model/info.json": 2_000,
+    }
     for name, size in sizes.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(os.urandom(size))
@@ -103,9 +109,11 @@ def measure(name: str, start: Callable[[Path], Service], work: Path) -> None:
     files = [p for p in model.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files) / 2**20
     best = {k: f"{min(v) * 1000:6.0f} ms" for k, v in times.items()}
-    print(f"{name:<9} start {best['start']} | model ({len(files)} files, {size:.1f} MiB) "
-          f"up {best['up']} down {best['down']} | 64 MiB up {best['big up']} "
-          f"down {best['big down']}  (best of {ROUNDS})")  # fmt: skip
+    print(
+        f"{name:<9} start {best['start']} | model ({len(files)} files, {size:.1f} MiB) "
+        f"up {best['up']} down {best['down']} | 64 MiB up {best['big up']} "
+        f"down {best['big down']}  (best of {ROUNDS})"
+    )
 
 
 def main() -> None:
@@ -115,11 +123,12 @@ def main() -> None:
             measure("moto", lambda d: start_moto(free_port(), d.with_suffix(".log")), work)
         else:
             print("moto       (not installed: `pip install moto[server]` for the baseline)")
-        measure("s3server", lambda d: start_s3_server(free_port(), d.with_suffix(".log"), d),
-                work)  # fmt: skip
+        measure("s3server", lambda d: start_s3_server(free_port(), d.with_suffix(".log"), d), work)
         version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
-        print(f"s3server keeps objects in a folder and fsyncs each before answering; node "
-              f"{version.strip()}; health path {S3_HEALTH_PATH}")  # fmt: skip
+        print(
+            f"s3server keeps objects in a folder and fsyncs each before answering; node "
+            f"{version.strip()}; health path {S3_HEALTH_PATH}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -22,8 +22,13 @@ KEY = "first-test-key"
 
 
 def api_settings(base: Settings, folder: Path, url: str, **changes: object) -> Settings:
-    update = {"data_dir": folder, "monitor_db_url": url, "pseudonym_key": KEY,
-              "prediction_log_flush_seconds": 0.05, "prediction_log_retry_seconds": 0.1}  # fmt: skip
+    update = {
+        "data_dir": folder,
+        "monitor_db_url": url,
+        "pseudonym_key": KEY,
+        "prediction_log_flush_seconds": 0.05,
+        "prediction_log_retry_seconds": 0.1,
+    }
     return base.model_validate({**base.model_dump(), **update, **changes})
 
 

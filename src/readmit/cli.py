@@ -243,13 +243,22 @@ def ui() -> None:
         highlight=False,
     )
     command = [
-        sys.executable, "-m", "streamlit", "run", str(script),
-        "--server.address", settings.ui_host,
-        "--server.port", str(settings.ui_port),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "minimal",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.address",
+        settings.ui_host,
+        "--server.port",
+        str(settings.ui_port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+    ]
     # Streamlit takes this process's place, so a signal sent to `readmit ui` reaches it and no
     # child is left behind holding the port.
     sys.stdout.flush()
@@ -358,10 +367,15 @@ def status() -> None:
         batches.add_column(name, justify="right")
     for b in state.batches:
         batches.add_row(
-            str(b["batch_id"]), b["status"], f"{b['rows_read']:,}", f"{b['rows_train']:,}",
-            f"{b['rows_validation']:,}", f"{b['rows_test']:,}", f"{b['rows_duplicate']:,}",
+            str(b["batch_id"]),
+            b["status"],
+            f"{b['rows_read']:,}",
+            f"{b['rows_train']:,}",
+            f"{b['rows_validation']:,}",
+            f"{b['rows_test']:,}",
+            f"{b['rows_duplicate']:,}",
             f"{b['rows_rejected']:,}",
-        )  # fmt: skip
+        )
     console.print(batches)
     tables = Table(title="rows per table")
     tables.add_column("table")
@@ -380,8 +394,9 @@ def status() -> None:
         )
     model = production_model(settings)
     colour = {"present": "green", "missing": "red"}.get(model.artifacts, "yellow")
-    console.print(f"model: {model.detail}; artifacts [{colour}]{model.artifacts}[/]",
-                  highlight=False)  # fmt: skip
+    console.print(
+        f"model: {model.detail}; artifacts [{colour}]{model.artifacts}[/]", highlight=False
+    )
 
 
 stack_app = typer.Typer(
@@ -434,10 +449,11 @@ def stack_down() -> None:
     stopped = down(settings, report=_say)
     where = settings.data_dir.resolve() / "stack"
     console.print(
-        f"[green]stack down[/]: {len(stopped)} service(s) stopped" if stopped
+        f"[green]stack down[/]: {len(stopped)} service(s) stopped"
+        if stopped
         else f"stack down: nothing was running from {where} (READMIT_DATA_DIR)",
         highlight=False,
-    )  # fmt: skip
+    )
 
 
 @stack_app.command("status")

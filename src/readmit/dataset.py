@@ -58,8 +58,12 @@ def download(url: str, target_dir: Path, show_progress: bool = True) -> Path:
             if response.status_code != 200:
                 raise DatasetError(f"dataset: {url} answered HTTP {response.status_code}")
             total = int(response.headers.get("content-length", 0)) or None
-            columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
-                       TransferSpeedColumn())  # fmt: skip
+            columns = (
+                *Progress.get_default_columns()[:1],
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+            )
             with Progress(*columns, disable=not show_progress) as progress, partial.open("wb") as f:
                 task = progress.add_task(f"downloading {name}", total=total)
                 for chunk in response.iter_bytes(1 << 16):

@@ -27,8 +27,9 @@ def bootstrap_auc_interval(
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(rounds):
-        draws = np.bincount(rng.integers(0, len(patient_codes), len(patient_codes)),
-                            minlength=len(patient_codes))  # fmt: skip
+        draws = np.bincount(
+            rng.integers(0, len(patient_codes), len(patient_codes)), minlength=len(patient_codes)
+        )
         weights = draws[codes]
         mask = weights > 0
         if labels[mask].min() == labels[mask].max():

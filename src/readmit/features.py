@@ -30,22 +30,43 @@ UNKNOWN_CODES: dict[str, frozenset[str]] = {
 }
 CODE_FIELDS = tuple(UNKNOWN_CODES)
 COUNT_FIELDS = (
-    "time_in_hospital", "num_lab_procedures", "num_procedures", "num_medications",
-    "number_outpatient", "number_emergency", "number_inpatient", "number_diagnoses",
-)  # fmt: skip
+    "time_in_hospital",
+    "num_lab_procedures",
+    "num_procedures",
+    "num_medications",
+    "number_outpatient",
+    "number_emergency",
+    "number_inpatient",
+    "number_diagnoses",
+)
 PLAIN_CATEGORY_FIELDS = (
-    "race", "gender", "weight", "payer_code", "medical_specialty", "max_glu_serum",
-    "a1cresult", *MEDICATION_FIELDS, "change", "diabetesmed",
-)  # fmt: skip
+    "race",
+    "gender",
+    "weight",
+    "payer_code",
+    "medical_specialty",
+    "max_glu_serum",
+    "a1cresult",
+    *MEDICATION_FIELDS,
+    "change",
+    "diabetesmed",
+)
 DIAG_FIELDS = ("diag_1", "diag_2", "diag_3")
 HISTORY_FIELD = "prior_encounters"
 
 NUMERIC_FEATURES: tuple[str, ...] = (
-    "age_years", *COUNT_FIELDS, HISTORY_FIELD, "meds_active", "meds_changed",
-)  # fmt: skip
+    "age_years",
+    *COUNT_FIELDS,
+    HISTORY_FIELD,
+    "meds_active",
+    "meds_changed",
+)
 CATEGORICAL_FEATURES: tuple[str, ...] = (
-    *PLAIN_CATEGORY_FIELDS, *CODE_FIELDS, *(f"{d}_group" for d in DIAG_FIELDS), "diag_1_code3",
-)  # fmt: skip
+    *PLAIN_CATEGORY_FIELDS,
+    *CODE_FIELDS,
+    *(f"{d}_group" for d in DIAG_FIELDS),
+    "diag_1_code3",
+)
 FEATURES: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 # The raw field each feature comes from, for explanations in the user's terms; the medication
 # counts come from all 23 medication fields and keep their own names.
@@ -122,14 +143,18 @@ def icd9_group(code: Any) -> str | None:
 
 
 _ICD9_RANGES = (
-    (390, 460, "circulatory"), (785, 786, "circulatory"),
-    (460, 520, "respiratory"), (786, 787, "respiratory"),
-    (520, 580, "digestive"), (787, 788, "digestive"),
+    (390, 460, "circulatory"),
+    (785, 786, "circulatory"),
+    (460, 520, "respiratory"),
+    (786, 787, "respiratory"),
+    (520, 580, "digestive"),
+    (787, 788, "digestive"),
     (800, 1000, "injury"),
     (710, 740, "musculoskeletal"),
-    (580, 630, "genitourinary"), (788, 789, "genitourinary"),
+    (580, 630, "genitourinary"),
+    (788, 789, "genitourinary"),
     (140, 240, "neoplasms"),
-)  # fmt: skip
+)
 
 
 def icd9_code3(code: Any) -> str | None:

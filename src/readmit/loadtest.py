@@ -102,14 +102,31 @@ def run(
     if payloads is not None:
         env["READMIT_LOADTEST_PAYLOADS"] = str(payloads)
     command = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
-        "--host", url, "--users", str(users), "--spawn-rate", str(users),
-        "--run-time", f"{seconds}s", "--stop-timeout", "5",
-        "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--headless",
+        "--host",
+        url,
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(users),
+        "--run-time",
+        f"{seconds}s",
+        "--stop-timeout",
+        "5",
+        "--csv",
+        str(report_dir / "locust"),
+        "--html",
+        str(report_dir / "report.html"),
         "--only-summary",
-    ]  # fmt: skip
-    completed = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True,
-                               timeout=seconds + 120)  # fmt: skip
+    ]
+    completed = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 120
+    )
     (report_dir / "locust.log").write_text(completed.stdout + completed.stderr)
     stats = read_stats(report_dir / "locust_stats.csv")
     return LoadTestResult(

@@ -150,9 +150,12 @@ def compare_and_promote(
         reason = f"no comparable champion: production v{current.version} {problem}"
         log.warning(
             "champion not comparable",
-            extra={"model_version": version, "production_version": str(current.version),
-                   "reason": problem},
-        )  # fmt: skip
+            extra={
+                "model_version": version,
+                "production_version": str(current.version),
+                "reason": problem,
+            },
+        )
     else:
         gain = candidate_auc - production_auc
         promoted = gain >= settings.promote_min_delta

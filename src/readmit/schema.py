@@ -38,9 +38,16 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MED_VALUES = ("No", "Steady", "Up", "Down")
 AGE_BRACKETS = tuple(f"[{10 * i}-{10 * (i + 1)})" for i in range(10))
 WEIGHT_BRACKETS = (
-    "[0-25)", "[25-50)", "[50-75)", "[75-100)", "[100-125)",
-    "[125-150)", "[150-175)", "[175-200)", ">200",
-)  # fmt: skip
+    "[0-25)",
+    "[25-50)",
+    "[50-75)",
+    "[75-100)",
+    "[100-125)",
+    "[125-150)",
+    "[150-175)",
+    "[175-200)",
+    ">200",
+)
 
 
 def is_missing(value: Any) -> bool:
@@ -93,12 +100,30 @@ def _med(name: str) -> Column:
 
 
 MEDICATIONS = (
-    "metformin", "repaglinide", "nateglinide", "chlorpropamide", "glimepiride",
-    "acetohexamide", "glipizide", "glyburide", "tolbutamide", "pioglitazone",
-    "rosiglitazone", "acarbose", "miglitol", "troglitazone", "tolazamide", "examide",
-    "citoglipton", "insulin", "glyburide-metformin", "glipizide-metformin",
-    "glimepiride-pioglitazone", "metformin-rosiglitazone", "metformin-pioglitazone",
-)  # fmt: skip
+    "metformin",
+    "repaglinide",
+    "nateglinide",
+    "chlorpropamide",
+    "glimepiride",
+    "acetohexamide",
+    "glipizide",
+    "glyburide",
+    "tolbutamide",
+    "pioglitazone",
+    "rosiglitazone",
+    "acarbose",
+    "miglitol",
+    "troglitazone",
+    "tolazamide",
+    "examide",
+    "citoglipton",
+    "insulin",
+    "glyburide-metformin",
+    "glipizide-metformin",
+    "glimepiride-pioglitazone",
+    "metformin-rosiglitazone",
+    "metformin-pioglitazone",
+)
 
 COLUMNS: tuple[Column, ...] = (
     Column("encounter_id", Kind.INTEGER, feature=False, maximum=ID_MAX, description="Encounter id"),

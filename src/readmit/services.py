@@ -134,10 +134,18 @@ def s3_server_command(directory: Path, port: int, bucket: str) -> list[str]:
     # s3rver encrypts its list continuation tokens with DES, which OpenSSL 3 keeps in its
     # legacy provider: without it, a listing of more than 1000 keys fails.
     return [
-        "node", "--openssl-legacy-provider", str(S3_SERVER / "server.js"),
-        "--directory", str(directory), "--address", "127.0.0.1",
-        "--port", str(port), "--bucket", bucket,
-    ]  # fmt: skip
+        "node",
+        "--openssl-legacy-provider",
+        str(S3_SERVER / "server.js"),
+        "--directory",
+        str(directory),
+        "--address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--bucket",
+        bucket,
+    ]
 
 
 def s3_server_env(access_key: str, secret_key: str) -> dict[str, str]:
@@ -167,15 +175,20 @@ def mlflow_server_command(settings: Settings) -> list[str]:
     )
     auth = ["--app-name", "basic-auth"] if settings.mlflow_auth_db_url else []
     return [
-        program("mlflow"), "server",
-        "--artifacts-destination", settings.resolved_artifacts_destination,
+        program("mlflow"),
+        "server",
+        "--artifacts-destination",
+        settings.resolved_artifacts_destination,
         "--serve-artifacts",
-        "--host", settings.mlflow_host,
-        "--port", str(settings.mlflow_port),
-        "--workers", "1",
+        "--host",
+        settings.mlflow_host,
+        "--port",
+        str(settings.mlflow_port),
+        "--workers",
+        "1",
         *auth,
         *allowed,
-    ]  # fmt: skip
+    ]
 
 
 def mlflow_server_env(settings: Settings) -> dict[str, str]:
@@ -312,9 +325,12 @@ def start_exporter(host: str, port: int, log: Path, env: dict[str, str] | None =
 def start_prometheus(config: Path, port: int, storage: Path, log: Path) -> Service:
     """The Prometheus server (Debian's `prometheus`) on 127.0.0.1 with the given config."""
     command = [
-        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={storage}",
-        f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-    ]  # fmt: skip
+        "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={storage}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+    ]
     service = _spawn("prometheus", command, dict(os.environ), log, f"http://127.0.0.1:{port}")
     wait_healthy(service, "/-/ready", timeout=60)
     return service

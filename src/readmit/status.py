@@ -47,8 +47,9 @@ def production_model(settings: Settings) -> ProductionModel:
         missing = missing_artifacts(client, name, version)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
-        return ProductionModel(name, None, "unknown",
-                               f"registry unreachable: {type(exc).__name__}: {first}")  # fmt: skip
+        return ProductionModel(
+            name, None, "unknown", f"registry unreachable: {type(exc).__name__}: {first}"
+        )
     if missing is not None:
         return ProductionModel(name, version, "missing", missing)
     return ProductionModel(name, version, "present", f"{name} v{version} is @production")

@@ -68,8 +68,12 @@ def _check_server(settings: Settings, uri: str) -> None:
     )
     try:
         httpx.get(f"{uri}/health", timeout=5.0).raise_for_status()
-        probe = httpx.get(f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
-                          auth=login, timeout=5.0)  # fmt: skip
+        probe = httpx.get(
+            f"{uri}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=login,
+            timeout=5.0,
+        )
     except httpx.HTTPError as exc:
         raise MlflowUnavailable(
             f"mlflow: tracking server {safe_url(uri)} is unreachable: {exc}"
@@ -126,8 +130,10 @@ def input_schema() -> Schema:
         if source == name:
             specs.append(ColSpec(AnyType(), name))
         else:
-            specs += [ColSpec(AnyType(), name, required=False),
-                      ColSpec(AnyType(), source, required=False)]  # fmt: skip
+            specs += [
+                ColSpec(AnyType(), name, required=False),
+                ColSpec(AnyType(), source, required=False),
+            ]
     specs.append(ColSpec(AnyType(), HISTORY_FIELD, required=False))
     return Schema(specs)
 
@@ -137,8 +143,11 @@ def signature() -> ModelSignature:
 
 
 def _described(column: Column) -> dict[str, Any]:
-    about: dict[str, Any] = {"source": column.source, "kind": str(column.kind),
-                             "nullable": column.nullable}  # fmt: skip
+    about: dict[str, Any] = {
+        "source": column.source,
+        "kind": str(column.kind),
+        "nullable": column.nullable,
+    }
     if column.categories:
         about["categories"] = list(column.categories)
     if column.missing_as is not None:

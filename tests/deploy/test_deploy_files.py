@@ -106,18 +106,39 @@ def test_dockerignore_keeps_local_state_and_data_out_of_the_context() -> None:
         if line.strip() and not line.startswith("#")
     }
     assert "*" in lines, "the context is an allow-list"
-    for pattern in (".venv", ".readmit", ".git", "**/.env", "**/*.zip", "**/diabetic_data.csv",
-                    "**/.pytest_cache", "**/.mypy_cache", "**/.ruff_cache"):  # fmt: skip
+    for pattern in (
+        ".venv",
+        ".readmit",
+        ".git",
+        "**/.env",
+        "**/*.zip",
+        "**/diabetic_data.csv",
+        "**/.pytest_cache",
+        "**/.mypy_cache",
+        "**/.ruff_cache",
+    ):
         assert pattern in lines, pattern
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"src", "dags", "pyproject.toml", "README.md", "requirements.lock",
-                       "deploy/docker/healthcheck.py"}  # fmt: skip
+    assert allowed == {
+        "src",
+        "dags",
+        "pyproject.toml",
+        "README.md",
+        "requirements.lock",
+        "deploy/docker/healthcheck.py",
+    }
 
 
 def test_images_copy_only_what_the_context_allows() -> None:
     """Each COPY source of the build context is on the .dockerignore allow-list."""
-    allowed = ("src", "dags", "pyproject.toml", "README.md", "requirements.lock",
-               "deploy/docker/healthcheck.py")  # fmt: skip
+    allowed = (
+        "src",
+        "dags",
+        "pyproject.toml",
+        "README.md",
+        "requirements.lock",
+        "deploy/docker/healthcheck.py",
+    )
     for name, path in DOCKERFILES.items():
         for keyword, arguments in checks.dockerfile_instructions(path.read_text()):
             if keyword != "COPY" or "--from=" in arguments:
@@ -392,8 +413,14 @@ def test_k8s_secrets_are_generated_and_config_is_shared(
     for overlay in OVERLAYS:
         secrets = by_kind(overlays[overlay], "Secret")
         names = {re.sub(r"-[a-z0-9]{10}$", "", n) for n in secrets}
-        assert names == {"postgres-credentials", "minio-credentials", "readmit-secrets", "grafana-admin",
-                         "readmit-airflow-secrets", "airflow-secrets"}  # fmt: skip
+        assert names == {
+            "postgres-credentials",
+            "minio-credentials",
+            "readmit-secrets",
+            "grafana-admin",
+            "readmit-airflow-secrets",
+            "airflow-secrets",
+        }
         assert "airflow-secrets" in secrets and "readmit-airflow-secrets" in secrets  # fixed names
         assert "readmit-airflow-config" in by_kind(overlays[overlay], "ConfigMap")
 
@@ -729,10 +756,12 @@ def test_k8s_mlflow_asks_for_a_login_that_every_client_has(
     for overlay in OVERLAYS:
         documents = overlays[overlay]
         workloads = by_kind(documents, "Deployment")
-        secret = next(s for n, s in by_kind(documents, "Secret").items()
-                      if n.startswith("readmit-secrets-"))  # fmt: skip
-        config = next(c for n, c in by_kind(documents, "ConfigMap").items()
-                      if n.startswith("readmit-config-"))  # fmt: skip
+        secret = next(
+            s for n, s in by_kind(documents, "Secret").items() if n.startswith("readmit-secrets-")
+        )
+        config = next(
+            c for n, c in by_kind(documents, "ConfigMap").items() if n.startswith("readmit-config-")
+        )
         assert config["data"]["MLFLOW_TRACKING_USERNAME"] == "readmit"
         assert {"READMIT_MLFLOW_AUTH_DB_URL", "MLFLOW_TRACKING_PASSWORD"} <= set(secret["data"])
         server = _secret_env(pod_spec(workloads["mlflow"])["containers"][0])

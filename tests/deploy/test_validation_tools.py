@@ -140,8 +140,15 @@ def _validate_env() -> dict[str, str]:
 
 
 def _require_validate_tools() -> None:
-    for tool in ("kubectl", "kubernetes-validate", "check-jsonschema", "hadolint", "shellcheck",
-                 "promtool", "docker-compose"):  # fmt: skip
+    for tool in (
+        "kubectl",
+        "kubernetes-validate",
+        "check-jsonschema",
+        "hadolint",
+        "shellcheck",
+        "promtool",
+        "docker-compose",
+    ):
         if find_tool(tool) is None:
             unavailable(f"deploy/validate.sh needs {tool}")
 

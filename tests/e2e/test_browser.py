@@ -41,8 +41,9 @@ def _settle(page) -> None:
     page.get_by_test_id("stStatusWidget").wait_for(state="hidden")
 
 
-def test_a_browser_scores_the_example_patient_and_shows_every_page(page, stack, tmp_path,
-                                                                   full_dataset):  # fmt: skip
+def test_a_browser_scores_the_example_patient_and_shows_every_page(
+    page, stack, tmp_path, full_dataset
+):
     shots = artifacts_dir(tmp_path)
     expected = httpx.post(f"{stack.api_url}/predict", json=EXAMPLE, timeout=30).json()
 
@@ -59,8 +60,9 @@ def test_a_browser_scores_the_example_patient_and_shows_every_page(page, stack, 
 
     _go(page, "Explanation")
     page.get_by_test_id("stMetric").filter(has_text="Base value").wait_for()
-    page.locator("[data-testid='stVegaLiteChart'] canvas, "
-                 "[data-testid='stVegaLiteChart'] svg").first.wait_for()  # fmt: skip
+    page.locator(
+        "[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg"
+    ).first.wait_for()
     _settle(page)
     page.screenshot(path=shots / "2-explanation.png", full_page=True)
 
@@ -90,6 +92,9 @@ def test_a_browser_scores_the_example_patient_and_shows_every_page(page, stack, 
     page.screenshot(path=shots / "5-service.png", full_page=True)
 
     assert sorted(p.name for p in shots.glob("*.png"))[:5] == [
-        "1-single-prediction.png", "2-explanation.png", "3-batch.png", "4-model.png",
+        "1-single-prediction.png",
+        "2-explanation.png",
+        "3-batch.png",
+        "4-model.png",
         "5-service.png",
-    ]  # fmt: skip
+    ]

@@ -81,8 +81,9 @@ def mlflow_server(
     saved = {name: os.environ.get(name) for name in login}
     os.environ.update(login)
     try:
-        yield MlflowServer(server.url, backend, s3.url, logs, MLFLOW_USER, password,
-                           server.process.pid)  # fmt: skip
+        yield MlflowServer(
+            server.url, backend, s3.url, logs, MLFLOW_USER, password, server.process.pid
+        )
     finally:
         for name, value in saved.items():
             if value is None:
@@ -110,8 +111,9 @@ def small_build(full_dataset, tmp_path_factory: pytest.TempPathFactory) -> Small
 
     rows = 24_000
     sample = Dataset(full_dataset.frame.head(rows), full_dataset.sha256, full_dataset.source)
-    settings = Settings(data_dir=tmp_path_factory.mktemp("small"), batch_size=rows,
-                        dataset_uri=full_dataset.source)  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("small"), batch_size=rows, dataset_uri=full_dataset.source
+    )
     ingest(settings, all_batches=True, dataset=sample)
     build_clean(settings)
     return SmallBuild(settings)
@@ -137,15 +139,24 @@ def lightgbm_model(small_data) -> ReadmissionModel:
     x, y = small_data.encoded("train"), small_data.labels("train")
     xv, yv = small_data.encoded("validation"), small_data.labels("validation")
     estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=80)
-    return ReadmissionModel(small_data.build.transform, estimator, Calibration(0.9, -0.1), 0.12,
-                            info={"run_id": "r1", "estimator": "lightgbm", "test_metrics": {"roc_auc": 0.66}})  # fmt: skip
+    return ReadmissionModel(
+        small_data.build.transform,
+        estimator,
+        Calibration(0.9, -0.1),
+        0.12,
+        info={"run_id": "r1", "estimator": "lightgbm", "test_metrics": {"roc_auc": 0.66}},
+    )
 
 
 @pytest.fixture(scope="module")
 def served(small_data, lightgbm_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("api")
-    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
-                        api_key=API_KEY, model_poll_seconds=3600)  # fmt: skip
+    settings = Settings(
+        data_dir=folder,
+        mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        api_key=API_KEY,
+        model_poll_seconds=3600,
+    )
     inputs = small_data.test_inputs[MODEL_INPUTS]
     registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
     with TestClient(create_app(settings)) as client:
@@ -156,8 +167,12 @@ def served(small_data, lightgbm_model, tmp_path_factory):
 def registered(small_data, lightgbm_model, tmp_path_factory) -> Settings:
     """Settings whose MLflow holds the small LightGBM at @production (for apps made per test)."""
     folder = tmp_path_factory.mktemp("monitor-api")
-    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
-                        api_key=API_KEY, model_poll_seconds=3600)  # fmt: skip
+    settings = Settings(
+        data_dir=folder,
+        mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        api_key=API_KEY,
+        model_poll_seconds=3600,
+    )
     inputs = small_data.test_inputs[MODEL_INPUTS]
     registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
     return settings
@@ -167,8 +182,10 @@ def registered(small_data, lightgbm_model, tmp_path_factory) -> Settings:
 def payloads(small_data) -> list[dict]:
     """Test-set records with encounter and patient ids (patients repeat: 3 encounters each)."""
     rows = records(small_data.test_inputs[MODEL_INPUTS].head(30))
-    return [{**r, "encounter_id": 500_000 + i, "patient_nbr": PATIENT + i // 3}
-            for i, r in enumerate(rows)]  # fmt: skip
+    return [
+        {**r, "encounter_id": 500_000 + i, "patient_nbr": PATIENT + i // 3}
+        for i, r in enumerate(rows)
+    ]
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

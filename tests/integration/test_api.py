@@ -130,8 +130,12 @@ def test_reload_needs_the_api_key(served):
 def own_served(small_data, lightgbm_model, tmp_path):
     """An API of its own, for a test that promotes another version (the shared one stays at
     version 1)."""
-    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                        api_key=API_KEY, model_poll_seconds=3600)  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        api_key=API_KEY,
+        model_poll_seconds=3600,
+    )
     inputs = small_data.test_inputs[MODEL_INPUTS]
     registry.promote(settings, log_and_register(settings, lightgbm_model, inputs))
     with TestClient(create_app(settings)) as client:
@@ -175,8 +179,11 @@ def test_unreachable_registry_keeps_the_model_serving(served, monkeypatch):
 
 
 def test_without_a_production_model_the_service_runs_but_is_not_ready(tmp_path):
-    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                        model_poll_seconds=3600)  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        model_poll_seconds=3600,
+    )
     with TestClient(create_app(settings)) as client:
         health = client.get("/health")
         assert health.status_code == 503 and health.json()["status"] == "not_ready"

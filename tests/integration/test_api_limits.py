@@ -243,12 +243,15 @@ def test_a_large_body_in_one_read_is_not_taken_for_headers(live_server, served):
     url = live_server(max_header_bytes=4096)
     body = json.dumps({"records": records(served.inputs.head(60))}).encode()
     assert len(body) > 4096
-    request = (b"POST /predict-batch HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(body)) + body  # fmt: skip
+    request = (
+        b"POST /predict-batch HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
     with httpx.Client(base_url=url, timeout=WAIT) as client:
         for _ in range(3):  # the first request, then two more on the same connection
-            answer = client.post("/predict-batch", content=body,
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+            answer = client.post(
+                "/predict-batch", content=body, headers={"Content-Type": "application/json"}
+            )
             assert answer.status_code == 200, answer.text[:200]
     sock = _connect(url)
     sock.sendall(request + request)

@@ -55,13 +55,20 @@ class Traffic:
 def test_a_promoted_version_is_swapped_in_under_traffic_without_failed_requests(
     mlflow_server, small_data, lightgbm_model, tmp_path
 ):
-    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=mlflow_server.tracking_uri,
-                        model_name="readmission_live", api_port=free_port())  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=mlflow_server.tracking_uri,
+        model_name="readmission_live",
+        api_port=free_port(),
+    )
     inputs = small_data.test_inputs[MODEL_INPUTS]
     first = log_and_register(settings, lightgbm_model, inputs)
     registry.promote(settings, first)
-    api = start_api(settings, tmp_path / "api.log",
-                    _api_env(settings, mlflow_server.tracking_uri, "readmission_live", settings.api_port))  # fmt: skip
+    api = start_api(
+        settings,
+        tmp_path / "api.log",
+        _api_env(settings, mlflow_server.tracking_uri, "readmission_live", settings.api_port),
+    )
     try:
         assert httpx.get(f"{api.url}/health").json()["model"]["version"] == first
         second = log_and_register(settings, lightgbm_model, inputs)
@@ -100,8 +107,11 @@ def test_the_api_keeps_answering_when_mlflow_stops(small_data, lightgbm_model, t
             tracking,
             log_and_register(tracking, lightgbm_model, small_data.test_inputs[MODEL_INPUTS]),
         )
-        api = start_api(settings, tmp_path / "api.log",
-                        _api_env(settings, mlflow.url, "readmission", settings.api_port))  # fmt: skip
+        api = start_api(
+            settings,
+            tmp_path / "api.log",
+            _api_env(settings, mlflow.url, "readmission", settings.api_port),
+        )
     except Exception:
         mlflow.stop()
         raise

@@ -25,8 +25,9 @@ from tests.models import API_KEY, MODEL_INPUTS, log_and_register
 
 def _bucket(mlflow_server):
     env = s3_env(mlflow_server.s3_endpoint)
-    return s3.client(mlflow_server.s3_endpoint, env["AWS_ACCESS_KEY_ID"],
-                     env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    return s3.client(
+        mlflow_server.s3_endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    )
 
 
 def test_large_and_many_artifacts_go_to_disk_and_come_back_byte_for_byte(
@@ -35,17 +36,23 @@ def test_large_and_many_artifacts_go_to_disk_and_come_back_byte_for_byte(
     mlflow.set_tracking_uri(mlflow_server.tracking_uri)
     folder = tmp_path / "model"
     folder.mkdir()
-    files = {"large.bin": os.urandom(40 * 2**20),  # over boto3's 8 MiB multipart threshold
-             "MLmodel": b"flavors: {}\n", "empty.txt": b"",
-             "nested/deeper/weights.npy": os.urandom(3000)}  # fmt: skip
+    files = {
+        "large.bin": os.urandom(40 * 2**20),  # over boto3's 8 MiB multipart threshold
+        "MLmodel": b"flavors: {}\n",
+        "empty.txt": b"",
+        "nested/deeper/weights.npy": os.urandom(3000),
+    }
     for name, body in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(body)
     experiment = mlflow.set_experiment("artifact-store")
     with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
         mlflow.log_artifacts(str(folder), "model")
-    back = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model",
-                                                    dst_path=str(tmp_path / "back")))  # fmt: skip
+    back = Path(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path / "back")
+        )
+    )
     for name, body in files.items():
         assert (back / name).read_bytes() == body, name
     prefix = f"{experiment.experiment_id}/{run.info.run_id}/artifacts/model/"
@@ -54,17 +61,24 @@ def test_large_and_many_artifacts_go_to_disk_and_come_back_byte_for_byte(
 
 
 def _samples(text: str) -> dict[str, float]:
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line and not line.startswith("#")}  # fmt: skip
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 def test_a_production_version_without_its_artifacts_is_reported_as_missing(
     mlflow_server, small_build, small_data, lightgbm_model, tmp_path: Path
 ) -> None:
-    settings = small_build.settings.model_copy(update={
-        **mlflow_server.client_settings, "model_name": "readmission_gone",
-        "api_key": API_KEY, "model_poll_seconds": 3600,
-    })  # fmt: skip
+    settings = small_build.settings.model_copy(
+        update={
+            **mlflow_server.client_settings,
+            "model_name": "readmission_gone",
+            "api_key": API_KEY,
+            "model_poll_seconds": 3600,
+        }
+    )
     version = log_and_register(settings, lightgbm_model, small_data.test_inputs[MODEL_INPUTS])
     registry.promote(settings, version)
     assert production_model(settings).artifacts == "present"
@@ -85,9 +99,11 @@ def test_a_production_version_without_its_artifacts_is_reported_as_missing(
     assert f"artifacts of readmission_gone v{version} are missing" in state.detail
     assert _samples(generate_latest(registry_for(settings)).decode())[metric] == 0
 
-    env = {"MLFLOW_TRACKING_URI": mlflow_server.tracking_uri,
-           "READMIT_MODEL_NAME": settings.model_name,
-           "READMIT_DATA_DIR": str(settings.data_dir)}  # fmt: skip
+    env = {
+        "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri,
+        "READMIT_MODEL_NAME": settings.model_name,
+        "READMIT_DATA_DIR": str(settings.data_dir),
+    }
     result = CliRunner().invoke(app, ["status"], env=env)
     assert result.exit_code == 0, result.output
     assert "missing from the artifact store" in result.output

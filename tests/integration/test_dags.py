@@ -67,9 +67,12 @@ class DagRunner:
     def test(self, dag_id: str) -> str:
         """`airflow dags test DAG_ID`; returns its output (the task logs)."""
         done = subprocess.run(
-            [AIRFLOW, "dags", "test", dag_id], env=self.env, capture_output=True, text=True,
+            [AIRFLOW, "dags", "test", dag_id],
+            env=self.env,
+            capture_output=True,
+            text=True,
             timeout=900,
-        )  # fmt: skip
+        )
         output = done.stdout + done.stderr
         assert done.returncode == 0, output[-3000:]
         return output
@@ -79,13 +82,17 @@ class DagRunner:
         engine = sa.create_engine(self.urls["airflow"])
         with engine.connect() as conn:
             run_id, state = conn.execute(
-                sa.text("select run_id, state from dag_run where dag_id = :d "
-                        "order by id desc limit 1"), {"d": dag_id},
-            ).one()  # fmt: skip
+                sa.text(
+                    "select run_id, state from dag_run where dag_id = :d order by id desc limit 1"
+                ),
+                {"d": dag_id},
+            ).one()
             tasks = conn.execute(
-                sa.text("select task_id, state from task_instance where dag_id = :d "
-                        "and run_id = :r"), {"d": dag_id, "r": run_id},
-            ).all()  # fmt: skip
+                sa.text(
+                    "select task_id, state from task_instance where dag_id = :d and run_id = :r"
+                ),
+                {"d": dag_id, "r": run_id},
+            ).all()
         engine.dispose()
         return state, dict(tasks)
 
@@ -93,9 +100,12 @@ class DagRunner:
         engine = sa.create_engine(self.urls["airflow"])
         with engine.connect() as conn:
             count = conn.execute(
-                sa.text("select count(*) from asset_event e join asset a on a.id = e.asset_id "
-                        "where a.name = :n"), {"n": name},
-            ).scalar_one()  # fmt: skip
+                sa.text(
+                    "select count(*) from asset_event e join asset a on a.id = e.asset_id "
+                    "where a.name = :n"
+                ),
+                {"n": name},
+            ).scalar_one()
         engine.dispose()
         return int(count)
 

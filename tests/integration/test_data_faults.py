@@ -61,9 +61,13 @@ def no_process_left() -> Iterator[None]:
 
 def _start(command: list[str], settings: Settings, **kwargs: object) -> subprocess.Popen[str]:
     child = subprocess.Popen(
-        command, env=_env(settings), cwd=settings.data_dir, text=True, stdout=subprocess.PIPE,
+        command,
+        env=_env(settings),
+        cwd=settings.data_dir,
+        text=True,
+        stdout=subprocess.PIPE,
         **kwargs,  # type: ignore[call-overload]
-    )  # fmt: skip
+    )
     STARTED.append(child)
     return child
 
@@ -183,10 +187,12 @@ def test_two_ingests_at_once_on_a_fresh_database_load_two_batches_exactly(fresh_
     engine = sa.create_engine(settings.resolved_raw_db_url)
     with engine.connect() as conn:
         batches = conn.execute(
-            sa.text("SELECT batch_id, status, rows_read, rows_train + rows_validation + rows_test"
-                    " AS inserted, rows_duplicate, rows_rejected FROM batch_metadata"
-                    " ORDER BY batch_id")
-        ).all()  # fmt: skip
+            sa.text(
+                "SELECT batch_id, status, rows_read, rows_train + rows_validation + rows_test"
+                " AS inserted, rows_duplicate, rows_rejected FROM batch_metadata"
+                " ORDER BY batch_id"
+            )
+        ).all()
         stored = Counter[int]()
         for split in SPLITS:
             query = f"SELECT batch_id, count(*) FROM raw_{split} GROUP BY batch_id"

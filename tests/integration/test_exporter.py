@@ -62,9 +62,11 @@ def small_build_rows(small_data, split: str) -> int:
 
 def test_an_unreachable_database_is_skipped_not_fatal(small_build, tmp_path):
     settings = small_build.settings.model_copy(
-        update={"raw_db_url": "postgresql+psycopg://postgres@127.0.0.1:1/raw",
-                "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
-    )  # fmt: skip
+        update={
+            "raw_db_url": "postgresql+psycopg://postgres@127.0.0.1:1/raw",
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        }
+    )
     samples = _samples(generate_latest(registry_for(settings)).decode())
     assert not any(k.startswith("readmit_pipeline_batches") for k in samples)
     assert samples['readmit_pipeline_rows{table="clean_train"}'] > 0

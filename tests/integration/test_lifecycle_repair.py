@@ -43,8 +43,13 @@ KILLED_TRAINING = textwrap.dedent(
 
 
 def _kill_training_at(point: str, env: dict[str, str]) -> None:
-    done = subprocess.run([sys.executable, "-c", KILLED_TRAINING, point], env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_TRAINING, point],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 
 
@@ -55,10 +60,13 @@ def test_the_next_training_repairs_what_killed_trainings_left(small_build, tmp_p
             "model_name": "readmission_repair",
         }
     )
-    env = {**os.environ, "READMIT_DATA_DIR": str(settings.data_dir),
-           "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
-           "READMIT_MODEL_NAME": settings.model_name,
-           "READMIT_PROMOTE_MIN_DELTA": "-1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "READMIT_DATA_DIR": str(settings.data_dir),
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "READMIT_MODEL_NAME": settings.model_name,
+        "READMIT_PROMOTE_MIN_DELTA": "-1",
+    }
     first = train(settings, max_rounds=30, bootstrap_rounds=20)
     assert first.decision.promoted
     _kill_training_at("alias_moved", env)

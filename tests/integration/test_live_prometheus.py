@@ -74,8 +74,11 @@ def test_every_dashboard_query_and_rule_works_on_live_data(
         update={"mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "api_port": free_port()}
     )
     train(settings, max_rounds=30, bootstrap_rounds=20)
-    env = {"READMIT_DATA_DIR": str(settings.data_dir), "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
-           "READMIT_API_PORT": str(settings.api_port)}  # fmt: skip
+    env = {
+        "READMIT_DATA_DIR": str(settings.data_dir),
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "READMIT_API_PORT": str(settings.api_port),
+    }
     api = start_api(settings, tmp_path / "api.log", env)
     services = [api]
     try:

@@ -25,8 +25,12 @@ def test_a_short_locust_run_reports_its_figures_and_verdict(
     registry.promote(
         settings, log_and_register(settings, lightgbm_model, small_data.test_inputs[MODEL_INPUTS])
     )
-    env = {"READMIT_DATA_DIR": str(settings.data_dir), "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
-           "READMIT_API_PORT": str(settings.api_port), "READMIT_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        "READMIT_DATA_DIR": str(settings.data_dir),
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "READMIT_API_PORT": str(settings.api_port),
+        "READMIT_LOG_LEVEL": "WARNING",
+    }
     api = start_api(settings, tmp_path / "api.log", env)
     try:
         result = run(settings, api.url, users=20, seconds=20)
@@ -39,8 +43,10 @@ def test_a_short_locust_run_reports_its_figures_and_verdict(
     stats = aggregated_row(result.report_dir / "locust_stats.csv")
     assert result.requests == int(stats["Request Count"])
     assert (result.p50_ms, result.p95_ms, result.p99_ms) == (
-        float(stats["50%"]), float(stats["95%"]), float(stats["99%"]),
-    )  # fmt: skip
+        float(stats["50%"]),
+        float(stats["95%"]),
+        float(stats["99%"]),
+    )
     assert result.p50_ms <= result.p95_ms <= result.p99_ms
     verdict = "SLOs met" if result.p95_ms < 500 else "SLOs VIOLATED"
     assert verdict in result.summary() and f"p95 {result.p95_ms:.0f} ms" in result.summary()
@@ -78,14 +84,24 @@ def test_the_slo_verdict(requests, failures, p95_ms, met, tmp_path):
 
 
 def test_violated_slos_fail_the_command(tmp_path):
-    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                        api_port=free_port())  # fmt: skip
-    env = {"READMIT_DATA_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
-           "READMIT_API_PORT": str(settings.api_port), "READMIT_LOG_LEVEL": "WARNING"}  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        api_port=free_port(),
+    )
+    env = {
+        "READMIT_DATA_DIR": str(tmp_path),
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "READMIT_API_PORT": str(settings.api_port),
+        "READMIT_LOG_LEVEL": "WARNING",
+    }
     api = start_api(settings, tmp_path / "api.log", env)  # no model: every prediction is a 503
     try:
-        result = CliRunner().invoke(app, ["loadtest", "--url", api.url, "--users", "5", "--seconds", "5"],
-                                    env={"READMIT_DATA_DIR": str(tmp_path)})  # fmt: skip
+        result = CliRunner().invoke(
+            app,
+            ["loadtest", "--url", api.url, "--users", "5", "--seconds", "5"],
+            env={"READMIT_DATA_DIR": str(tmp_path)},
+        )
     finally:
         api.stop()
     assert result.exit_code == 1, result.output

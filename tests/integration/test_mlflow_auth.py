@@ -21,24 +21,35 @@ def test_a_client_without_the_login_is_refused(mlflow_server) -> None:
     assert httpx.get(f"{url}/health", timeout=10).status_code == 200
     anonymous = httpx.post(f"{url}{CREATE_MODEL}", json={"name": "intruder"}, timeout=10)
     assert anonymous.status_code == 401
-    wrong = httpx.post(f"{url}{CREATE_MODEL}", json={"name": "intruder"}, timeout=10,
-                       auth=(mlflow_server.username, "not-the-password"))  # fmt: skip
+    wrong = httpx.post(
+        f"{url}{CREATE_MODEL}",
+        json={"name": "intruder"},
+        timeout=10,
+        auth=(mlflow_server.username, "not-the-password"),
+    )
     assert wrong.status_code == 401
-    search = httpx.get(f"{url}/api/2.0/mlflow/registered-models/search", timeout=10,
-                       auth=(mlflow_server.username, mlflow_server.password))  # fmt: skip
+    search = httpx.get(
+        f"{url}/api/2.0/mlflow/registered-models/search",
+        timeout=10,
+        auth=(mlflow_server.username, mlflow_server.password),
+    )
     assert "intruder" not in {m["name"] for m in search.json().get("registered_models", [])}
 
 
-def test_readmit_clients_log_in_from_the_settings(mlflow_server, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_readmit_clients_log_in_from_the_settings(
+    mlflow_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
     anonymous = Settings(data_dir=tmp_path, mlflow_tracking_uri=mlflow_server.tracking_uri)
     with pytest.raises(MlflowUnavailable, match="asks for a login"):
         tracking.connect(anonymous)
-    wrong = Settings(data_dir=tmp_path, mlflow_tracking_uri=mlflow_server.tracking_uri,
-                     mlflow_tracking_username=mlflow_server.username,
-                     mlflow_tracking_password="x" * 16)  # fmt: skip
+    wrong = Settings(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=mlflow_server.tracking_uri,
+        mlflow_tracking_username=mlflow_server.username,
+        mlflow_tracking_password="x" * 16,
+    )
     with pytest.raises(MlflowUnavailable, match="refused the login"):
         tracking.connect(wrong)
     logged_in = Settings(

@@ -49,8 +49,9 @@ def one_token_short(model: ReadmissionModel) -> ReadmissionModel:
     t = model.transform
     name = next(n for n in t.categorical if len(t.vocabularies[n]) > 1)
     vocabularies = {**t.vocabularies, name: t.vocabularies[name][1:]}
-    short = FittedTransform(t.numeric, t.means, t.scales, t.categorical, vocabularies,
-                            t.min_count, t.fitted_rows)  # fmt: skip
+    short = FittedTransform(
+        t.numeric, t.means, t.scales, t.categorical, vocabularies, t.min_count, t.fitted_rows
+    )
     assert short.width == t.width - 1
     return ReadmissionModel(short, model.estimator, model.calibration, model.threshold, model.info)
 
@@ -62,9 +63,13 @@ def register_python_model(
     experiment = configure(settings)
     artifacts = {"readmit_model": str(folder)} if folder is not None else None
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=python_model,
-                                       artifacts=artifacts, signature=signature(),
-                                       input_example=inputs.head(3))  # fmt: skip
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=python_model,
+            artifacts=artifacts,
+            signature=signature(),
+            input_example=inputs.head(3),
+        )
     return registry.register(settings, info.model_uri, run.info.run_id, {})
 
 
@@ -81,8 +86,13 @@ def force_production(settings: Settings, version: str) -> None:
 
 
 def sqlite_settings(folder: Path, model_name: str) -> Settings:
-    return Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
-                    api_key=API_KEY, model_poll_seconds=3600, model_name=model_name)  # fmt: skip
+    return Settings(
+        data_dir=folder,
+        mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        api_key=API_KEY,
+        model_poll_seconds=3600,
+        model_name=model_name,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +115,11 @@ def test_a_version_that_cannot_predict_is_refused_and_the_old_model_keeps_servin
         assert f"v{bad} refused (still serving v{good})" in reload["detail"]
         assert "scoring its input example failed" in reload["detail"]
         assert "485" in reload["detail"] or "features" in reload["detail"]
-        for path, body in [("/predict", EXAMPLE), ("/explain", EXAMPLE),
-                           ("/predict-batch", {"records": records(inputs.head(5))})]:  # fmt: skip
+        for path, body in [
+            ("/predict", EXAMPLE),
+            ("/explain", EXAMPLE),
+            ("/predict-batch", {"records": records(inputs.head(5))}),
+        ]:
             response = client.post(path, json=body)
             assert response.status_code == 200, (path, response.text)
             assert response.json()["model"]["version"] == good
@@ -128,8 +141,11 @@ def test_promote_refuses_a_version_that_cannot_predict_in_one_line(
     settings = sqlite_settings(tmp_path, "readmission_cli_checked")
     good = log_and_register(settings, lightgbm_model, inputs)
     bad = log_and_register(settings, one_token_short(lightgbm_model), inputs)
-    env = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "READMIT_DATA_DIR": str(tmp_path),
-           "READMIT_MODEL_NAME": settings.model_name}  # fmt: skip
+    env = {
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "READMIT_DATA_DIR": str(tmp_path),
+        "READMIT_MODEL_NAME": settings.model_name,
+    }
     runner = CliRunner()
     assert runner.invoke(app, ["promote", "--version", good], env=env).exit_code == 0
     result = runner.invoke(app, ["promote", "--version", bad], env=env)

@@ -210,8 +210,11 @@ def test_a_replay_of_rows_already_stored_adds_none(registered, payloads, monitor
     with serving(settings) as client:
         client.post("/predict-batch", json={"records": payloads[:4]})
     rows = window(monitor_url)
-    stored = [{k: r[k] for k in monitor.PREDICTION_COLUMNS if k != "features"}
-              | {"features": logged_fields(r)} for r in rows]  # fmt: skip
+    stored = [
+        {k: r[k] for k in monitor.PREDICTION_COLUMNS if k != "features"}
+        | {"features": logged_fields(r)}
+        for r in rows
+    ]
     for row in stored:
         row["scored_at"] = row["scored_at"].to_pydatetime()
     engine = sa.create_engine(monitor_url)
@@ -223,8 +226,9 @@ def test_a_replay_of_rows_already_stored_adds_none(registered, payloads, monitor
 
 def test_beyond_the_bound_rows_are_dropped_and_counted(registered, payloads, tmp_path):
     url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
-    settings = api_settings(registered, tmp_path, url, prediction_log_max_pending=5,
-                            prediction_log_retry_seconds=3600)  # fmt: skip
+    settings = api_settings(
+        registered, tmp_path, url, prediction_log_max_pending=5, prediction_log_retry_seconds=3600
+    )
     with serving(settings) as client:
         for payload in payloads[:3]:
             assert client.post("/predict", json=payload).status_code == 200

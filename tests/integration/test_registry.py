@@ -111,8 +111,11 @@ def test_the_registry_lifecycle(settings, models, small_data):
 
 
 def test_promote_and_rollback_from_the_cli(settings, models, small_data, mlflow_server):
-    env = {"MLFLOW_TRACKING_URI": mlflow_server.tracking_uri, "READMIT_MODEL_NAME": settings.model_name,
-           "READMIT_DATA_DIR": str(settings.data_dir)}  # fmt: skip
+    env = {
+        "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri,
+        "READMIT_MODEL_NAME": settings.model_name,
+        "READMIT_DATA_DIR": str(settings.data_dir),
+    }
     cli_settings = settings
     inputs = small_data.test_inputs[MODEL_INPUTS]
     a = log_and_register(cli_settings, models["weak"], inputs)
@@ -135,8 +138,11 @@ def test_shap_tree_explainer_works_on_a_registered_xgboost_model(settings, small
     estimator, _, _ = fit_xgboost(x, y, xv, yv, seed=0, max_rounds=60)
     model = ReadmissionModel(small_data.build.transform, estimator, Calibration(), 0.5)
     version = log_and_register(settings, model, small_data.test_inputs[MODEL_INPUTS])
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{settings.model_name}/{version}",
-                                                      tracking_uri=settings.resolved_tracking_uri))  # fmt: skip
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{settings.model_name}/{version}", tracking_uri=settings.resolved_tracking_uri
+        )
+    )
     loaded = ReadmissionModel.load(next(folder.rglob(MODEL_FILE)).parent)
     sample = small_data.encoded("test")[:200]
     explainer = shap.TreeExplainer(loaded.estimator.booster)
@@ -153,7 +159,12 @@ def test_artifacts_land_in_the_s3_bucket(mlflow_server):
     from readmit.services import s3_env
 
     env = s3_env(mlflow_server.s3_endpoint)
-    s3 = boto3.client("s3", endpoint_url=mlflow_server.s3_endpoint, region_name=env["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=mlflow_server.s3_endpoint,
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
     assert any(k.endswith(MODEL_FILE) for k in keys), keys[:20]

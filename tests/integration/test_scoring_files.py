@@ -51,8 +51,14 @@ def test_split_csv(dataset_uri, served, tmp_path_factory) -> tuple[Path, pd.Data
 
 def _fresh_process(served, source: Path, tmp_path: Path) -> np.ndarray:
     out = tmp_path / "out.csv"
-    command = [sys.executable, "-c", SCRIPT, served.settings.resolved_tracking_uri, str(source),
-               str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        SCRIPT,
+        served.settings.resolved_tracking_uri,
+        str(source),
+        str(out),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return pd.read_csv(out, float_precision="round_trip")["probability"].to_numpy()
@@ -97,8 +103,13 @@ def test_the_frame_of_the_issue_and_every_missing_marker_score_as_the_api(
     path, rows = test_split_csv
     rows = rows.head(800)
     # Read as in MLflow's documentation: "?" as NaN, codes as text, renamed to the API's names.
-    read = pd.read_csv(path, na_values="?", keep_default_na=False, nrows=len(rows),
-                       dtype={"diag_1": str, "diag_2": str, "diag_3": str})  # fmt: skip
+    read = pd.read_csv(
+        path,
+        na_values="?",
+        keep_default_na=False,
+        nrows=len(rows),
+        dtype={"diag_1": str, "diag_2": str, "diag_3": str},
+    )
     frame = read.rename(columns=FIELD_OF_SOURCE).drop(columns=["readmitted"]).astype(object)
     payload = _api_records(rows)
     markers = [None, np.nan, pd.NA, "?"]
@@ -120,16 +131,31 @@ def test_mlflow_models_predict_scores_the_raw_file(served, test_split_csv, tmp_p
     small = tmp_path / "small.csv"
     small.write_text("".join(path.read_text().splitlines(keepends=True)[:41]))  # header + 40
     out = tmp_path / "predictions.json"
-    command = [sys.executable, "-m", "mlflow", "models", "predict", "-m",
-               "models:/readmission@production", "-i", str(small), "-t", "csv", "-o", str(out),
-               "--env-manager", "local"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "predict",
+        "-m",
+        "models:/readmission@production",
+        "-i",
+        str(small),
+        "-t",
+        "csv",
+        "-o",
+        str(out),
+        "--env-manager",
+        "local",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": served.settings.resolved_tracking_uri}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     predicted = [p["probability"] for p in json.loads(out.read_text())["predictions"]]
     assert len(predicted) == 40
-    np.testing.assert_allclose(predicted, _api(served, _api_records(rows.head(40))), rtol=0,
-                               atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        predicted, _api(served, _api_records(rows.head(40))), rtol=0, atol=1e-12
+    )
 
 
 def test_mlflow_models_serve_takes_json_records_under_either_naming(served, test_split_csv):
@@ -144,8 +170,15 @@ def test_mlflow_models_serve_takes_json_records_under_either_naming(served, test
         fields = json.loads(read.rename(columns=FIELD_OF_SOURCE).to_json(orient="records"))
         bodies = [{"dataframe_split": split}, {"dataframe_records": fields}]
         answers = [client.post("/invocations", json=body) for body in bodies]
-        bad = client.post("/invocations", json={"dataframe_split": {**split, "columns": [
-            "sex" if c == "gender" else c for c in split["columns"]]}})  # fmt: skip
+        bad = client.post(
+            "/invocations",
+            json={
+                "dataframe_split": {
+                    **split,
+                    "columns": ["sex" if c == "gender" else c for c in split["columns"]],
+                }
+            },
+        )
     expected = _api(served, _api_records(rows.head(30)))
     for answer in answers:
         assert answer.status_code == 200, answer.text[:2000]

@@ -70,9 +70,12 @@ def test_mlflow_server_argv_holds_no_password(tmp_path: Path, pg_database_factor
     }
     log = (tmp_path / "mlflow.log").open("wb")
     server = subprocess.Popen(
-        [program("readmit"), "mlflow-server"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        [program("readmit"), "mlflow-server"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 120
         healthy = False

@@ -38,17 +38,23 @@ def test_objects_survive_a_kill_9_of_the_server(tmp_path: Path) -> None:
     data = tmp_path / "store"
     large = os.urandom(17 * 2**20)  # four parts of a multipart upload
     (tmp_path / "large.bin").write_bytes(large)
-    objects = {"1/abc/artifacts/model/MLmodel": b"flavors: {}\n",
-               "1/abc/artifacts/model/booster.txt": bytes(range(256)) * 40,
-               "1/abc/artifacts/model/large.bin": large}  # fmt: skip
+    objects = {
+        "1/abc/artifacts/model/MLmodel": b"flavors: {}\n",
+        "1/abc/artifacts/model/booster.txt": bytes(range(256)) * 40,
+        "1/abc/artifacts/model/large.bin": large,
+    }
     first = start_s3_server(free_port(), tmp_path / "s3a.log", data)
     try:
         store = _client(first.url)
         for key, body in objects.items():
             if body is not large:
                 store.put_object(Bucket=s3.BUCKET, Key=key, Body=body)
-        store.upload_file(str(tmp_path / "large.bin"), s3.BUCKET,
-                          "1/abc/artifacts/model/large.bin", Config=MULTIPART)  # fmt: skip
+        store.upload_file(
+            str(tmp_path / "large.bin"),
+            s3.BUCKET,
+            "1/abc/artifacts/model/large.bin",
+            Config=MULTIPART,
+        )
     finally:
         _kill_9(first)
     second = start_s3_server(free_port(), tmp_path / "s3b.log", data)
@@ -63,8 +69,10 @@ def _unfinished_put(url: str, key: str, sent: bytes, length: int) -> socket.sock
     """A PUT that announces `length` bytes and sends only `sent`."""
     host, port = url.removeprefix("http://").split(":")
     connection = socket.create_connection((host, int(port)))
-    head = (f"PUT /{s3.BUCKET}/{key} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Content-Length: {length}\r\n\r\n")  # fmt: skip
+    head = (
+        f"PUT /{s3.BUCKET}/{key} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    )
     connection.sendall(head.encode() + sent)
     return connection
 
@@ -73,8 +81,11 @@ def _wait_for_bytes_on_disk(folder: Path, exclude: str, timeout: float = 20) -> 
     """Until the server has written part of the unfinished upload somewhere under `folder`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        written = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(exclude)
-                   and p.stat().st_size > 0]  # fmt: skip
+        written = [
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(exclude) and p.stat().st_size > 0
+        ]
         if written:
             return
         time.sleep(0.1)
@@ -126,8 +137,13 @@ def test_listings_page_through_every_key_and_show_folders_that_hold_only_folders
         keys = [f"run/model/file-{i:02}" for i in range(7)] + ["run/model/nested/deeper/w.npy"]
         for key in keys:
             store.put_object(Bucket=s3.BUCKET, Key=key, Body=key.encode())
-        paged = [o["Key"] for page in store.get_paginator("list_objects_v2").paginate(
-            Bucket=s3.BUCKET, PaginationConfig={"PageSize": 3}) for o in page.get("Contents", [])]  # fmt: skip
+        paged = [
+            o["Key"]
+            for page in store.get_paginator("list_objects_v2").paginate(
+                Bucket=s3.BUCKET, PaginationConfig={"PageSize": 3}
+            )
+            for o in page.get("Contents", [])
+        ]
         assert paged == sorted(keys)
         folders = store.list_objects_v2(Bucket=s3.BUCKET, Prefix="run/model/", Delimiter="/")
         assert [p["Prefix"] for p in folders["CommonPrefixes"]] == ["run/model/nested/"]

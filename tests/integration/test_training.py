@@ -86,8 +86,11 @@ def loaded_batches(settings) -> list[int]:
     """Batch ids recorded as loaded in raw-db, read with SQL."""
     engine = sa.create_engine(settings.resolved_raw_db_url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("select batch_id from batch_metadata "
-                                    "where status = 'succeeded' order by batch_id")).all()  # fmt: skip
+        rows = conn.execute(
+            sa.text(
+                "select batch_id from batch_metadata where status = 'succeeded' order by batch_id"
+            )
+        ).all()
     engine.dispose()
     return [int(r[0]) for r in rows]
 
@@ -95,8 +98,9 @@ def loaded_batches(settings) -> list[int]:
 def latest_clean_build(settings) -> str:
     engine = sa.create_engine(settings.resolved_clean_db_url)
     with engine.connect() as conn:
-        build = conn.execute(sa.text("select build_id from clean_build "
-                                     "order by created_at desc limit 1")).scalar_one()  # fmt: skip
+        build = conn.execute(
+            sa.text("select build_id from clean_build order by created_at desc limit 1")
+        ).scalar_one()
     engine.dispose()
     return str(build)
 
@@ -114,8 +118,13 @@ def source_commit() -> str:
     """The commit of the checked-out source, unless the environment names one (as images do)."""
     if commit := os.environ.get("READMIT_GIT_COMMIT"):
         return commit
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True, cwd=Path(__file__).parent)  # fmt: skip
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent,
+    )
     return done.stdout.strip()
 
 
@@ -186,8 +195,12 @@ def test_a_fresh_process_loads_production_and_reproduces_training_probabilities(
         "out.to_csv(sys.argv[3], index=False, float_format='%.17g')\n"
     )
     result = tmp_path / "out.csv"
-    subprocess.run([sys.executable, "-c", script, settings.resolved_tracking_uri, str(inputs), str(result)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", script, settings.resolved_tracking_uri, str(inputs), str(result)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     fresh = pd.read_csv(result, float_precision="round_trip")["probability"].to_numpy()
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     logged = mlflow.artifacts.load_text(f"runs:/{first.run_id}/{PREDICTIONS_ARTIFACT}")

@@ -64,8 +64,10 @@ def pipeline_series(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     empty raw-db and clean-db schemas and an empty registry (so every source is readable)."""
     folder = tmp_path_factory.mktemp("exporter")
     settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db")
-    for url, metadata in ((settings.resolved_raw_db_url, raw.metadata),
-                          (settings.resolved_clean_db_url, clean.metadata)):  # fmt: skip
+    for url, metadata in (
+        (settings.resolved_raw_db_url, raw.metadata),
+        (settings.resolved_clean_db_url, clean.metadata),
+    ):
         engine = sa.create_engine(url)
         metadata.create_all(engine)
         engine.dispose()
@@ -74,8 +76,11 @@ def pipeline_series(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
 
 def test_the_exporter_exposes_its_pipeline_and_model_series(pipeline_series: set[str]) -> None:
     """Every source of the exporter answered: a family of each (raw-db, clean-db, registry)."""
-    assert {"readmit_pipeline_batches", "readmit_pipeline_rows",
-            "readmit_production_model_version"} <= pipeline_series  # fmt: skip
+    assert {
+        "readmit_pipeline_batches",
+        "readmit_pipeline_rows",
+        "readmit_production_model_version",
+    } <= pipeline_series
 
 
 @pytest.fixture(params=dashboard_files(), ids=lambda p: p.name)

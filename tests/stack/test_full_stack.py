@@ -75,8 +75,9 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
 
     data_dir = Path(stack_env["READMIT_DATA_DIR"])
     keys = json.loads((data_dir / "stack" / "secrets.json").read_text())
-    airflow = AirflowClient(f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin",
-                            keys["airflow_password"])  # fmt: skip
+    airflow = AirflowClient(
+        f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin", keys["airflow_password"]
+    )
     airflow.wait_for_dags([INGEST, CLEAN, TRAIN], timeout=120)
 
     # 2. DAG 1 through the REST API until a run finds nothing left to load.
@@ -102,11 +103,15 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     # 3. DAGs 2 and 3 run from their Assets until a model trained on every batch is registered.
     # MLflow answers only to a login: the one stack.env hands every readmit client.
     mlflow_url = f"http://127.0.0.1:{stack_env['READMIT_MLFLOW_PORT']}"
-    anonymous = httpx.post(f"{mlflow_url}/api/2.0/mlflow/registered-models/create",
-                           json={"name": "intruder"}, timeout=10)  # fmt: skip
+    anonymous = httpx.post(
+        f"{mlflow_url}/api/2.0/mlflow/registered-models/create",
+        json={"name": "intruder"},
+        timeout=10,
+    )
     assert anonymous.status_code == 401
-    client_env = dict(line.split("=", 1) for line in
-                      (data_dir / "stack" / "stack.env").read_text().splitlines())  # fmt: skip
+    client_env = dict(
+        line.split("=", 1) for line in (data_dir / "stack" / "stack.env").read_text().splitlines()
+    )
     assert client_env["MLFLOW_TRACKING_PASSWORD"] == keys["mlflow_password"]
     mlflow = registry.client_for(
         Settings(
@@ -155,8 +160,9 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     airflow.close()
 
     # The API logs the record to the stack's monitor database, under the stack's pseudonym key.
-    monitor_url = postgres.database_urls(stack_env["READMIT_STACK_POSTGRES_URL"],
-                                         stack_env["READMIT_STACK_DB_PREFIX"])["monitor"]  # fmt: skip
+    monitor_url = postgres.database_urls(
+        stack_env["READMIT_STACK_POSTGRES_URL"], stack_env["READMIT_STACK_DB_PREFIX"]
+    )["monitor"]
     engine = sa.create_engine(monitor_url)
     deadline = time.monotonic() + 30
     while (logged := _logged(engine, predicted.json()["request_id"])) is None:

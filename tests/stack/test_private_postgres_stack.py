@@ -28,8 +28,10 @@ def test_stack_up_starts_a_private_cluster_when_no_server_answers(dataset_uri: s
     # Reachable by the `postgres` user when the tests run as root.
     folder = Path(tempfile.mkdtemp(prefix="readmit-private-"))
     folder.chmod(0o755)
-    ports = {f"READMIT_{n}_PORT": str(free_port()) for n in
-             ("API", "UI", "MLFLOW", "S3", "AIRFLOW", "EXPORTER", "PROMETHEUS")}  # fmt: skip
+    ports = {
+        f"READMIT_{n}_PORT": str(free_port())
+        for n in ("API", "UI", "MLFLOW", "S3", "AIRFLOW", "EXPORTER", "PROMETHEUS")
+    }
     private_port = free_port()
     env = {
         **os.environ,
@@ -42,8 +44,9 @@ def test_stack_up_starts_a_private_cluster_when_no_server_answers(dataset_uri: s
     settings = Settings(data_dir=folder / "data", stack_private_pg_port=private_port)
     paths = manager.paths_for(settings)
     try:
-        up = subprocess.run([READMIT, "stack", "up"], env=env, capture_output=True, text=True,
-                            timeout=400)  # fmt: skip
+        up = subprocess.run(
+            [READMIT, "stack", "up"], env=env, capture_output=True, text=True, timeout=400
+        )
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         assert "private cluster" in up.stdout
         rec = processes.record(paths.run, "postgres")
@@ -54,13 +57,15 @@ def test_stack_up_starts_a_private_cluster_when_no_server_answers(dataset_uri: s
         raw = postgres.database_urls(url, "")["raw"]
         assert f"{private_port}/raw" in (paths.env_file.read_text())
         assert postgres.reachable(raw)
-        status = subprocess.run([READMIT, "stack", "status"], env=env, capture_output=True,
-                                text=True, timeout=60)  # fmt: skip
+        status = subprocess.run(
+            [READMIT, "stack", "status"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert status.returncode == 0, status.stdout
         assert "(external server" not in status.stdout
     finally:
-        down = subprocess.run([READMIT, "stack", "down"], env=env, capture_output=True,
-                              text=True, timeout=180)  # fmt: skip
+        down = subprocess.run(
+            [READMIT, "stack", "down"], env=env, capture_output=True, text=True, timeout=180
+        )
         shutil.rmtree(folder, ignore_errors=True)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "postgres: stopped" in down.stdout

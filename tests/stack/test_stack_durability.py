@@ -36,8 +36,10 @@ ACTIVE = ("queued", "running", "restarting")
 
 
 # Few boosting and bootstrap rounds: the test is about where the artifacts go, not the model.
-TRAIN = ("from readmit.pipeline.train import train; from readmit.settings import Settings; "
-         "train(Settings(), max_rounds=40, bootstrap_rounds=50)")  # fmt: skip
+TRAIN = (
+    "from readmit.pipeline.train import train; from readmit.settings import Settings; "
+    "train(Settings(), max_rounds=40, bootstrap_rounds=50)"
+)
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -46,8 +48,9 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.Co
 
 def _train(env: dict[str, str]) -> None:
     """One training run in a process of its own, through the stack's MLflow, S3, PostgreSQL."""
-    done = subprocess.run([sys.executable, "-c", TRAIN], env=env, capture_output=True,
-                          text=True, timeout=1200)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN], env=env, capture_output=True, text=True, timeout=1200
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -107,9 +110,13 @@ def _artifacts(env: dict[str, str], tmp: Path) -> dict[str, dict[str, str]]:
     found = {}
     for version in client.search_model_versions("name = 'readmission'"):
         target = tmp / f"v{version.version}-{time.monotonic_ns()}"
-        folder = Path(mlflow.artifacts.download_artifacts(
-            f"models:/readmission/{version.version}", dst_path=str(target),
-            tracking_uri=tracking))  # fmt: skip
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/readmission/{version.version}",
+                dst_path=str(target),
+                tracking_uri=tracking,
+            )
+        )
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         found[str(version.version)] = {
             p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -164,8 +171,9 @@ def test_artifacts_survive_a_kill_9_of_every_stack_process(
     clock = time.monotonic()
     _up(stack_env)
     keys = json.loads(_paths(stack_env).secrets.read_text())
-    airflow = AirflowClient(f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin",
-                            keys["airflow_password"])  # fmt: skip
+    airflow = AirflowClient(
+        f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin", keys["airflow_password"]
+    )
     airflow.wait_for_dags(DAGS, timeout=120)
     for dag in DAGS:  # the test trains itself, through the stack's MLflow and S3
         airflow.pause(dag)

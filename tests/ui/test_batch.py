@@ -105,8 +105,12 @@ def test_chunks_cover_every_record_in_order():
 def test_chunked_scores_equal_one_direct_batch_call_with_per_record_errors(stack, sample):
     parsed = parse_batch(_csv(sample))
     seen: list[tuple[int, int]] = []
-    scores = score(ApiClient(stack.api_url), parsed.records, 500,
-                   lambda done, total: seen.append((done, total)))  # fmt: skip
+    scores = score(
+        ApiClient(stack.api_url),
+        parsed.records,
+        500,
+        lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(500, ROWS), (1000, ROWS), (ROWS, ROWS)]
     assert [r["index"] for r in scores.results] == list(range(ROWS))
     assert scores.rejected == 2
@@ -115,15 +119,15 @@ def test_chunked_scores_equal_one_direct_batch_call_with_per_record_errors(stack
     # The same rows built independently of the UI, in one call.
     good = sample.drop(index=[BAD_GENDER, BAD_COUNT])
     expected = api_records(typed_rows(good).drop(columns=["readmitted"]))
-    direct = httpx.post(f"{stack.api_url}/predict-batch", json={"records": expected},
-                        timeout=120).json()  # fmt: skip
+    direct = httpx.post(
+        f"{stack.api_url}/predict-batch", json={"records": expected}, timeout=120
+    ).json()
     ours = [r["probability"] for r in scores.results if r["error"] is None]
     assert ours == pytest.approx([r["probability"] for r in direct["results"]], abs=1e-12)
     frame = results_frame(parsed, scores)
     assert list(frame.columns[-4:]) == ["probability", "readmitted_30d", "risk_band", "error"]
     assert frame["probability"].isna().sum() == 2
-    again = pd.read_csv(io.StringIO(frame.to_csv(index=False)), dtype=str,
-                        keep_default_na=False)  # fmt: skip
+    again = pd.read_csv(io.StringIO(frame.to_csv(index=False)), dtype=str, keep_default_na=False)
     assert list(again["encounter_id"]) == list(sample["encounter_id"])
 
 
@@ -145,10 +149,13 @@ def test_the_results_csv_carries_no_formula(sample):
     frame["=HYPERLINK(1)"] = "x"
     parsed = parse_batch(frame.to_csv(index=False, lineterminator="\r\n").encode())
     scores = BatchScores(
-        results=[{"index": i, "probability": p, "readmitted_30d": p > 0.5, "error": None}
-                 for i, p in enumerate([0.25, 0.75, 0.5])],
-        threshold=0.5, model={"name": "readmission", "version": "1"},
-    )  # fmt: skip
+        results=[
+            {"index": i, "probability": p, "readmitted_30d": p > 0.5, "error": None}
+            for i, p in enumerate([0.25, 0.75, 0.5])
+        ],
+        threshold=0.5,
+        model={"name": "readmission", "version": "1"},
+    )
     written = results_csv(results_frame(parsed, scores))
     again = pd.read_csv(io.BytesIO(written), dtype=str, keep_default_na=False)
     for column, text in hostile.items():

@@ -46,12 +46,20 @@ def test_histogram_quantiles_interpolate_like_prometheus():
 
 
 def test_rates_come_from_two_reads_and_leave_metrics_scrapes_out():
-    first = Scrape(at=100.0, requests={"/predict": 10, "/metrics": 5}, errors={"/predict": 1},
-                   buckets={"/predict": _buckets({0.01: 10})},
-                   predictions={"readmitted_30d": 2, "not_readmitted": 8})  # fmt: skip
-    second = Scrape(at=110.0, requests={"/predict": 30, "/metrics": 6}, errors={"/predict": 3},
-                    buckets={"/predict": _buckets({0.01: 10, 0.1: 20})},
-                    predictions={"readmitted_30d": 7, "not_readmitted": 23})  # fmt: skip
+    first = Scrape(
+        at=100.0,
+        requests={"/predict": 10, "/metrics": 5},
+        errors={"/predict": 1},
+        buckets={"/predict": _buckets({0.01: 10})},
+        predictions={"readmitted_30d": 2, "not_readmitted": 8},
+    )
+    second = Scrape(
+        at=110.0,
+        requests={"/predict": 30, "/metrics": 6},
+        errors={"/predict": 3},
+        buckets={"/predict": _buckets({0.01: 10, 0.1: 20})},
+        predictions={"readmitted_30d": 7, "not_readmitted": 23},
+    )
     totals = summarise(second)
     assert not totals.per_second and totals.requests == 30 and totals.error_ratio == 0.1
     rates = summarise(second, first)
@@ -85,12 +93,17 @@ def prometheus(stack, tmp_path_factory):
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in rule_files()],
-        "scrape_configs": [{"job_name": "readmit-api", "static_configs": [
-            {"targets": [stack.api_url.removeprefix("http://")]}]}],
-    }  # fmt: skip
+        "scrape_configs": [
+            {
+                "job_name": "readmit-api",
+                "static_configs": [{"targets": [stack.api_url.removeprefix("http://")]}],
+            }
+        ],
+    }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    server = start_prometheus(folder / "prometheus.yml", free_port(), folder / "tsdb",
-                              folder / "prometheus.log")  # fmt: skip
+    server = start_prometheus(
+        folder / "prometheus.yml", free_port(), folder / "tsdb", folder / "prometheus.log"
+    )
     try:
         yield server.url
     finally:

@@ -48,9 +48,9 @@ def test_every_field_has_a_plain_label():
 
 
 @pytest.mark.parametrize(
-    ("probability", "band"), [(0.0, LOW), (0.059, LOW), (0.06, MEDIUM), (0.119, MEDIUM),
-                              (0.12, HIGH), (0.9, HIGH)],
-)  # fmt: skip
+    ("probability", "band"),
+    [(0.0, LOW), (0.059, LOW), (0.06, MEDIUM), (0.119, MEDIUM), (0.12, HIGH), (0.9, HIGH)],
+)
 def test_risk_bands_are_relative_to_the_threshold(probability, band):
     assert risk_band(probability, 0.12) == band
 

@@ -176,8 +176,12 @@ def api_without_model(tmp_path_factory):
     """A live API whose registry has no @production model: every model call answers 503."""
     folder = tmp_path_factory.mktemp("empty-api")
     port = free_port()
-    env = {"READMIT_DATA_DIR": str(folder), "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
-           "READMIT_API_PORT": str(port), "READMIT_MODEL_POLL_SECONDS": "3600"}  # fmt: skip
+    env = {
+        "READMIT_DATA_DIR": str(folder),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
+        "READMIT_API_PORT": str(port),
+        "READMIT_MODEL_POLL_SECONDS": "3600",
+    }
     api = start_api(Settings(data_dir=folder, api_port=port), folder / "api.log", env)
     try:
         yield api.url

@@ -31,8 +31,13 @@ def test_sigterm_stops_the_ui_and_frees_its_port(tmp_path: Path) -> None:
     log = tmp_path / "ui.log"
     env = {**os.environ, "READMIT_UI_PORT": str(port), "READMIT_DATA_DIR": str(tmp_path)}
     with log.open("wb") as out:
-        ui = subprocess.Popen([program("readmit"), "ui"], env=env, stdout=out,
-                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        ui = subprocess.Popen(
+            [program("readmit"), "ui"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     started: dict[int, int] = {}
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", ui, log)

@@ -88,11 +88,13 @@ def test_bootstrap_resamples_patients_not_encounters():
     rng = np.random.default_rng(3)
     labels, scores = binormal_sample(rng, 300, 1.0)
     single = bootstrap_auc_interval(labels, scores, np.arange(300), rounds=100, seed=5)
-    repeated = bootstrap_auc_interval(np.repeat(labels, 5), np.repeat(scores, 5),
-                                      np.repeat(np.arange(300), 5), rounds=100, seed=5)  # fmt: skip
+    repeated = bootstrap_auc_interval(
+        np.repeat(labels, 5), np.repeat(scores, 5), np.repeat(np.arange(300), 5), rounds=100, seed=5
+    )
     assert repeated == pytest.approx(single, abs=1e-12)
-    by_encounter = bootstrap_auc_interval(np.repeat(labels, 5), np.repeat(scores, 5),
-                                          np.arange(1500), rounds=100, seed=5)  # fmt: skip
+    by_encounter = bootstrap_auc_interval(
+        np.repeat(labels, 5), np.repeat(scores, 5), np.arange(1500), rounds=100, seed=5
+    )
     assert by_encounter[1] - by_encounter[0] < 0.7 * (single[1] - single[0])
 
 

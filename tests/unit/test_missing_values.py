@@ -145,8 +145,10 @@ def test_numbers_may_come_as_numpy_ints_or_integral_floats():
     frame = pd.DataFrame(records)
     as_floats = frame.astype({"num_medications": "float64", "admission_type_id": "float64"})
     as_floats.loc[0, "race"] = np.nan
-    expected = [_api_probability({**r, "race": None if i == 0 else r["race"]})
-                for i, r in enumerate(records)]  # fmt: skip
+    expected = [
+        _api_probability({**r, "race": None if i == 0 else r["race"]})
+        for i, r in enumerate(records)
+    ]
     scored = _pyfunc().predict(None, as_floats)["probability"].to_numpy()
     np.testing.assert_allclose(scored, expected, rtol=0, atol=1e-12)
 

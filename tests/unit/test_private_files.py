@@ -72,8 +72,11 @@ def test_the_downloaded_data_set_cache_is_private(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/diabetic_data.csv"
-        settings = Settings(data_dir=tmp_path / "state", dataset_uri=url,
-                            dataset_sha256=hashlib.sha256(body).hexdigest())  # fmt: skip
+        settings = Settings(
+            data_dir=tmp_path / "state",
+            dataset_uri=url,
+            dataset_sha256=hashlib.sha256(body).hexdigest(),
+        )
         assert len(load_dataset(settings, show_progress=False).frame) == 50
     finally:
         server.shutdown()

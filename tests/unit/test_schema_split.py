@@ -98,8 +98,14 @@ def test_another_process_assigns_the_same_splits():
         "print(json.dumps(assign_splits(json.loads(sys.argv[1]), sys.argv[2])))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(patients), DEFAULT_SALT],
-                          env=env, capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(patients), DEFAULT_SALT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert json.loads(done.stdout) == assign_splits(patients, DEFAULT_SALT)
 
 

@@ -26,8 +26,13 @@ def _wait_members(pgid: int, count: int) -> list[int]:
 
 
 def test_stop_ends_the_whole_group_and_removes_the_record(tmp_path: Path) -> None:
-    rec = processes.launch("svc", ["sh", "-c", "sleep 300 & sleep 300 & wait"], dict(os.environ),
-                           tmp_path / "svc.log", tmp_path)  # fmt: skip
+    rec = processes.launch(
+        "svc",
+        ["sh", "-c", "sleep 300 & sleep 300 & wait"],
+        dict(os.environ),
+        tmp_path / "svc.log",
+        tmp_path,
+    )
     members = _wait_members(rec.pid, 3)
     assert processes.record(tmp_path, "svc") == rec and rec.running
     assert processes.stop(rec, tmp_path, timeout=5)
@@ -37,8 +42,9 @@ def test_stop_ends_the_whole_group_and_removes_the_record(tmp_path: Path) -> Non
 
 def test_a_group_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     script = "trap '' TERM; sleep 300 & wait"
-    rec = processes.launch("stubborn", ["sh", "-c", script], dict(os.environ),
-                           tmp_path / "s.log", tmp_path)  # fmt: skip
+    rec = processes.launch(
+        "stubborn", ["sh", "-c", script], dict(os.environ), tmp_path / "s.log", tmp_path
+    )
     members = _wait_members(rec.pid, 2)
     clock = time.monotonic()
     assert processes.stop(rec, tmp_path, timeout=1)
@@ -66,8 +72,13 @@ def test_down_also_stops_processes_that_left_the_group(tmp_path: Path) -> None:
     paths = manager.paths_for(settings)
     env = {**os.environ, manager.MARKER: str(paths.root)}
     # setsid puts the sleeper in a session (and group) of its own.
-    rec = processes.launch("svc", ["sh", "-c", "setsid sleep 300 & sleep 300 & wait"], env,
-                           paths.logs / "svc.log", paths.run)  # fmt: skip
+    rec = processes.launch(
+        "svc",
+        ["sh", "-c", "setsid sleep 300 & sleep 300 & wait"],
+        env,
+        paths.logs / "svc.log",
+        paths.run,
+    )
     deadline = time.monotonic() + 10
     while len(manager.stragglers(paths)) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)

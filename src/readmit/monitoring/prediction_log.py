@@ -223,14 +223,31 @@ class PredictionLog:
         """Rows waiting for monitor-db: queued in memory plus in this process's spill file."""
         return self._queued + self.spill.rows
 
-    def record(self, request_id: str, model: tuple[str, str, str], threshold: float,
-               records: list[dict[str, Any]], probabilities: list[float]) -> None:  # fmt: skip
+    def record(
+        self,
+        request_id: str,
+        model: tuple[str, str, str],
+        threshold: float,
+        records: list[dict[str, Any]],
+        probabilities: list[float],
+    ) -> None:
         """Request path: stamp what one request scored (scoring time, a unique id from which
         the row ids derive) and queue it. `model` is (name, version, alias)."""
         name, version, alias = model
         batch_id = f"{self._token}-{next(self._counter)}"
-        self.add(Scored(batch_id, datetime.now(UTC), request_id, name, version, alias,
-                        threshold, records, probabilities))  # fmt: skip
+        self.add(
+            Scored(
+                batch_id,
+                datetime.now(UTC),
+                request_id,
+                name,
+                version,
+                alias,
+                threshold,
+                records,
+                probabilities,
+            )
+        )
 
     def add(self, scored: Scored) -> None:
         """Request path: queue the records in constant time; drop (counted) beyond the bound."""
@@ -245,9 +262,10 @@ class PredictionLog:
         if kept < count:
             self.metrics.log_dropped.inc(count - kept)
             log.warning(
-                "prediction log full: %d scored record(s) dropped", count - kept,
+                "prediction log full: %d scored record(s) dropped",
+                count - kept,
                 extra={"request_id": scored.request_id, "pending": depth},
-            )  # fmt: skip
+            )
         if self._queued >= self.settings.prediction_log_flush_rows:
             self._wake.set()
 
@@ -362,8 +380,10 @@ class PredictionLog:
             self._retry_at = time.monotonic() + self.settings.prediction_log_retry_seconds
             self.metrics.log_flush_failures.inc()
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            log.warning("prediction log: monitor-db write failed, rows kept for a retry: %s",
-                        reason[0] if reason else type(exc).__name__)  # fmt: skip
+            log.warning(
+                "prediction log: monitor-db write failed, rows kept for a retry: %s",
+                reason[0] if reason else type(exc).__name__,
+            )
             return False
         self._tables_ready = True
         self.metrics.log_rows.inc(added)

@@ -139,9 +139,15 @@ def build_clean(settings: Settings, report: Report = lambda _: None) -> CleanRes
         engine.dispose()
     log.info(
         "clean build written",
-        extra={"step": "clean", "build_id": build_id, "raw_batches": batch_ids, "rows": rows,
-               "dropped": dropped, "columns": transform.width},
-    )  # fmt: skip
+        extra={
+            "step": "clean",
+            "build_id": build_id,
+            "raw_batches": batch_ids,
+            "rows": rows,
+            "dropped": dropped,
+            "columns": transform.width,
+        },
+    )
     return CleanResult(
         build_id=build_id,
         raw_batches=batch_ids,

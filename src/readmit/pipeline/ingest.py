@@ -224,10 +224,17 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
     )
     log.info(
         "batch loaded",
-        extra={"step": "ingest", "batch_id": batch_id, "source_sha256": dataset.sha256,
-               "rows_read": result.rows_read, "inserted": inserted, "duplicates": duplicates,
-               "rejected": result.rejected, "seconds": round(result.seconds, 3)},
-    )  # fmt: skip
+        extra={
+            "step": "ingest",
+            "batch_id": batch_id,
+            "source_sha256": dataset.sha256,
+            "rows_read": result.rows_read,
+            "inserted": inserted,
+            "duplicates": duplicates,
+            "rejected": result.rejected,
+            "seconds": round(result.seconds, 3),
+        },
+    )
     return result
 
 

@@ -111,8 +111,11 @@ def load_training_data(settings: Settings) -> TrainingData:
 def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[LinearEstimator, dict[str, Any]]:
     params = {"C": 0.05, "max_iter": 3000}
     fitted = LogisticRegression(**params, random_state=seed).fit(x, y)
-    estimator = LinearEstimator(fitted.coef_[0].astype(np.float64), float(fitted.intercept_[0]),
-                                x.mean(axis=0).astype(np.float64))  # fmt: skip
+    estimator = LinearEstimator(
+        fitted.coef_[0].astype(np.float64),
+        float(fitted.intercept_[0]),
+        x.mean(axis=0).astype(np.float64),
+    )
     return estimator, params
 
 
@@ -122,10 +125,17 @@ def fit_xgboost(
     import xgboost as xgb
 
     params = {
-        "learning_rate": 0.05, "max_depth": 5, "min_child_weight": 10, "subsample": 0.8,
-        "colsample_bytree": 0.5, "reg_lambda": 5.0, "max_bin": 64, "tree_method": "hist",
-        "n_estimators": max_rounds, "early_stopping_rounds": 100,
-    }  # fmt: skip
+        "learning_rate": 0.05,
+        "max_depth": 5,
+        "min_child_weight": 10,
+        "subsample": 0.8,
+        "colsample_bytree": 0.5,
+        "reg_lambda": 5.0,
+        "max_bin": 64,
+        "tree_method": "hist",
+        "n_estimators": max_rounds,
+        "early_stopping_rounds": 100,
+    }
     model = xgb.XGBClassifier(**params, eval_metric="auc", random_state=seed, n_jobs=2)
     model.fit(x, y, eval_set=[(xv, yv)], verbose=False)
     best = int(model.best_iteration)
@@ -139,11 +149,19 @@ def fit_lightgbm(
     import lightgbm as lgb
 
     params = {
-        "objective": "binary", "learning_rate": 0.03, "num_leaves": 15,
-        "min_data_in_leaf": 100, "feature_fraction": 0.5, "bagging_fraction": 0.8,
-        "bagging_freq": 1, "lambda_l2": 5.0, "metric": "auc", "verbosity": -1,
-        "num_threads": 2, "seed": seed,
-    }  # fmt: skip
+        "objective": "binary",
+        "learning_rate": 0.03,
+        "num_leaves": 15,
+        "min_data_in_leaf": 100,
+        "feature_fraction": 0.5,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 5.0,
+        "metric": "auc",
+        "verbosity": -1,
+        "num_threads": 2,
+        "seed": seed,
+    }
     booster = lgb.train(
         params,
         lgb.Dataset(x, y),
@@ -157,9 +175,14 @@ def fit_lightgbm(
 
 
 def fit_candidates(
-    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int,
-    max_rounds: int, report: Report,
-) -> list[Candidate]:  # fmt: skip
+    x: np.ndarray,
+    y: np.ndarray,
+    xv: np.ndarray,
+    yv: np.ndarray,
+    seed: int,
+    max_rounds: int,
+    report: Report,
+) -> list[Candidate]:
     """Fit every candidate; validation AUC from each estimator's own margin."""
     candidates = []
     for name in CANDIDATES:
@@ -207,8 +230,9 @@ def fit_and_evaluate(
     )
     probabilities = model.predict_frame(data.test_inputs)
     groups = data.frames["test"]["patient_nbr"].to_numpy()
-    metrics = evaluate_on_test(data.labels("test"), probabilities, groups, threshold, seed,
-                               bootstrap_rounds)  # fmt: skip
+    metrics = evaluate_on_test(
+        data.labels("test"), probabilities, groups, threshold, seed, bootstrap_rounds
+    )
     report(
         f"chose {chosen.name}; test ROC-AUC {metrics['roc_auc']:.4f} "
         f"[{metrics['roc_auc_ci_low']:.4f}, {metrics['roc_auc_ci_high']:.4f}], "
@@ -251,12 +275,14 @@ def train(
         "readmit.git_commit": git_commit(),
     }
     run_tags = {**lineage, **owner_tags()}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{build.build_id}",
-                          tags=run_tags) as parent:  # fmt: skip
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train-{build.build_id}", tags=run_tags
+    ) as parent:
         outcome = fit_and_evaluate(data, settings.random_seed, max_rounds, bootstrap_rounds, report)
         for candidate in outcome.candidates:
-            with mlflow.start_run(experiment_id=experiment_id, run_name=candidate.name,
-                                  nested=True, tags=run_tags):  # fmt: skip
+            with mlflow.start_run(
+                experiment_id=experiment_id, run_name=candidate.name, nested=True, tags=run_tags
+            ):
                 mlflow.log_params(candidate.params)
                 mlflow.log_metrics(
                     {
@@ -297,11 +323,17 @@ def train(
         )
     log.info(
         "model trained",
-        extra={"step": "train", "run_id": parent.info.run_id, "model_version": version,
-               "decision": outcome_tag, "clean_build": build.build_id,
-               "raw_batches": build.raw_batches, "estimator": outcome.chosen.name,
-               "test_roc_auc": round(outcome.test_metrics["roc_auc"], 6)},
-    )  # fmt: skip
+        extra={
+            "step": "train",
+            "run_id": parent.info.run_id,
+            "model_version": version,
+            "decision": outcome_tag,
+            "clean_build": build.build_id,
+            "raw_batches": build.raw_batches,
+            "estimator": outcome.chosen.name,
+            "test_roc_auc": round(outcome.test_metrics["roc_auc"], 6),
+        },
+    )
     return TrainResult(
         run_id=parent.info.run_id,
         version=version,
@@ -338,10 +370,15 @@ def _log_parent(outcome: TrainingOutcome, data: TrainingData) -> None:
     log_figure(plots.pr_plot(labels, probabilities, metrics["pr_auc"]), "pr.png")
     log_figure(plots.calibration_plot(labels, probabilities, metrics["brier"]), "calibration.png")
     log_figure(
-        plots.confusion_plot(int(metrics["tp"]), int(metrics["fp"]), int(metrics["fn"]),
-                             int(metrics["tn"]), metrics["threshold"]),
+        plots.confusion_plot(
+            int(metrics["tp"]),
+            int(metrics["fp"]),
+            int(metrics["fn"]),
+            int(metrics["tn"]),
+            metrics["threshold"],
+        ),
         "confusion_matrix.png",
-    )  # fmt: skip
+    )
     sample = data.encoded("test")[:2000]
     contributions = field_contributions(outcome.model, sample)
     log_figure(

@@ -83,8 +83,9 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error)
 
-    app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes,
-                       timeout=settings.body_timeout_seconds)  # fmt: skip
+    app.add_middleware(
+        BoundedBody, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_seconds
+    )
     app.add_middleware(ObserveMiddleware, metrics=metrics, store=store)
     return app
 
@@ -133,8 +134,10 @@ class ObserveMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", rid.encode("latin-1"))]  # fmt: skip
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", rid.encode("latin-1")),
+                ]
             await send(message)
 
         try:

@@ -169,8 +169,13 @@ def parse_bounded(body: bytes, max_items: int) -> Any:
     try:
         value = json.loads(body)
     except json.JSONDecodeError as error:
-        detail = {"loc": ("body", error.pos), "msg": "JSON decode error", "type": "json_invalid",
-                  "input": None, "ctx": {"error": error.msg}}  # fmt: skip
+        detail = {
+            "loc": ("body", error.pos),
+            "msg": "JSON decode error",
+            "type": "json_invalid",
+            "input": None,
+            "ctx": {"error": error.msg},
+        }
         raise RequestValidationError([detail]) from None
     except (RecursionError, UnicodeDecodeError):
         raise _invalid(("body",), "not JSON this service can read", "json_invalid") from None

@@ -29,21 +29,30 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter(
-            "readmit_http_errors_total", "HTTP responses with status >= 400",
-            ["endpoint", "status"], registry=r,
-        )  # fmt: skip
+            "readmit_http_errors_total",
+            "HTTP responses with status >= 400",
+            ["endpoint", "status"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "readmit_http_request_duration_seconds", "Request latency", ["endpoint"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "readmit_http_request_duration_seconds",
+            "Request latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predictions = Counter(
-            "readmit_predictions_total", "Scored encounters by predicted class",
-            ["predicted_class"], registry=r,
-        )  # fmt: skip
+            "readmit_predictions_total",
+            "Scored encounters by predicted class",
+            ["predicted_class"],
+            registry=r,
+        )
         self.probability = Histogram(
-            "readmit_prediction_probability", "Predicted probability of 30-day readmission",
-            buckets=PROBABILITY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "readmit_prediction_probability",
+            "Predicted probability of 30-day readmission",
+            buckets=PROBABILITY_BUCKETS,
+            registry=r,
+        )
         self.model_info = Info("readmit_model", "The model being served", registry=r)
         self.model_ready = Gauge("readmit_model_loaded", "1 when a model is loaded", registry=r)
         self.reloads = Counter("readmit_model_reloads_total", "Models swapped in", registry=r)
@@ -76,9 +85,10 @@ class Metrics:
         )
 
         self.log_rows = Counter(
-            "readmit_prediction_log_rows_total", "Scored records written to monitor-db",
+            "readmit_prediction_log_rows_total",
+            "Scored records written to monitor-db",
             registry=r,
-        )  # fmt: skip
+        )
         self.log_dropped = Counter(
             "readmit_prediction_log_dropped_total",
             "Scored records not logged: the pending bound was reached or the spill file failed",
@@ -90,13 +100,15 @@ class Metrics:
             registry=r,
         )
         self.log_pending = Gauge(
-            "readmit_prediction_log_pending", "Scored records waiting for monitor-db "
-            "(in memory and in the spill file)", registry=r,
-        )  # fmt: skip
-        self.log_flush_failures = Counter(
-            "readmit_prediction_log_flush_failures_total", "Failed writes to monitor-db",
+            "readmit_prediction_log_pending",
+            "Scored records waiting for monitor-db (in memory and in the spill file)",
             registry=r,
-        )  # fmt: skip
+        )
+        self.log_flush_failures = Counter(
+            "readmit_prediction_log_flush_failures_total",
+            "Failed writes to monitor-db",
+            registry=r,
+        )
 
     def model_loaded(self, name: str, version: str, test_auc: float | None = None) -> None:
         self.model_info.info({"name": name, "version": version})

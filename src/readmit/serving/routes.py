@@ -104,8 +104,9 @@ def _log_scored(
     """Hand the scored records to the prediction log (queued; written off the request path)."""
     if prediction_log is not None and records:
         model = (current.name, current.version, PRODUCTION)
-        prediction_log.record(_request_id(request), model, current.model.threshold, records,
-                              probabilities)  # fmt: skip
+        prediction_log.record(
+            _request_id(request), model, current.model.threshold, records, probabilities
+        )
 
 
 @router.post("/predict", response_model=Prediction, tags=["predictions"])
@@ -173,8 +174,12 @@ def predict_batch(
         for i in range(count)
     ]
     for i, probability in zip(valid, probabilities, strict=True):
-        results[i] = {"index": i, "probability": probability,
-                      "readmitted_30d": probability >= model.threshold, "error": None}  # fmt: skip
+        results[i] = {
+            "index": i,
+            "probability": probability,
+            "readmitted_30d": probability >= model.threshold,
+            "error": None,
+        }
     # Built by hand and returned as is: re-validating 10,000 results would double the time.
     return JSONResponse(
         {

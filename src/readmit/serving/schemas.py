@@ -253,9 +253,10 @@ class Outcome(BaseModel):
 class OutcomesRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"outcomes": [{"encounter_id": 149190,
-                                                       "readmitted": ">30"}]}]},
-    )  # fmt: skip
+        json_schema_extra={
+            "examples": [{"outcomes": [{"encounter_id": 149190, "readmitted": ">30"}]}]
+        },
+    )
     outcomes: list[Outcome] = Field(description="At most READMIT_MAX_BATCH outcomes.")
 
 

@@ -125,10 +125,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         if now - self.warned.get(reason, 0.0) >= WARN_EVERY_SECONDS:
             self.warned[reason] = now
             log.warning(
-                "closing connections: %s", reason,
-                extra={"reason": reason, "closed_so_far": self.closed[reason],
-                       "open_connections": len(self.connections)},
-            )  # fmt: skip
+                "closing connections: %s",
+                reason,
+                extra={
+                    "reason": reason,
+                    "closed_so_far": self.closed[reason],
+                    "open_connections": len(self.connections),
+                },
+            )
         if reason != "header_timeout" or self.header_bytes:  # a silent client gets no answer
             self.transport.write(REPLIES[reason])
         self.transport.close()
@@ -153,9 +157,12 @@ def fitted_to_open_files(settings: Settings) -> Settings:
     allowed = max(allowed, 1)
     log.warning(
         "READMIT_MAX_CONNECTIONS lowered to fit the open-file limit",
-        extra={"max_connections": settings.max_connections, "open_file_limit": soft,
-               "lowered_to": allowed},
-    )  # fmt: skip
+        extra={
+            "max_connections": settings.max_connections,
+            "open_file_limit": soft,
+            "lowered_to": allowed,
+        },
+    )
     return settings.model_copy(update={"max_connections": allowed})
 
 

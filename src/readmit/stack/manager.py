@@ -200,11 +200,20 @@ def client_env(settings: Settings, ends: Endpoints, keys: Secrets) -> dict[str, 
 # --- health ----------------------------------------------------------------------------------
 
 
-def _get(url: str) -> httpx.Response | None:
-    try:
-        return httpx.get(url, timeout=3.0)
-    except httpx.HTTPError:
-        return None
+def _get(url: str, attempts: int = 3, timeout: float = 5.0) -> httpx.Response | None:
+    """GET with a short timeout, tried again when the service is slow rather than down.
+
+    A service busy with start-up work (the Airflow API server while DAGs are parsed on two
+    cores) can miss one short deadline; a refused connection is final at once.
+    """
+    for _ in range(attempts):
+        try:
+            return httpx.get(url, timeout=timeout)
+        except httpx.ConnectError:
+            return None
+        except httpx.HTTPError:
+            continue
+    return None
 
 
 def _http_ok(url: str) -> tuple[bool, str]:
@@ -277,9 +286,18 @@ def checks(ends: Endpoints) -> dict[str, Callable[[], tuple[bool, str]]]:
 
 
 SERVICES = (
-    "postgres", "s3", "mlflow", "airflow-api-server", "airflow-scheduler",
-    "airflow-dag-processor", "airflow-triggerer", "api", "ui", "exporter", "prometheus",
-)  # fmt: skip
+    "postgres",
+    "s3",
+    "mlflow",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "api",
+    "ui",
+    "exporter",
+    "prometheus",
+)
 
 
 # --- up ----------------------------------------------------------------------------------------
@@ -438,8 +456,10 @@ def up(settings: Settings, report: Report, timeout: float = 240.0) -> Stack:
     with _exclusive(paths):
         stack = prepare(settings)
         _check_ports(stack)
-        _write_private(paths.state, json.dumps({"server_url": stack.endpoints.server_url,
-                                                "s3": stack.endpoints.s3}))  # fmt: skip
+        _write_private(
+            paths.state,
+            json.dumps({"server_url": stack.endpoints.server_url, "s3": stack.endpoints.s3}),
+        )
         try:
             _up(stack, report, timeout)
         except BaseException:
@@ -449,8 +469,9 @@ def up(settings: Settings, report: Report, timeout: float = 240.0) -> Stack:
                 if rec is not None:
                     processes.stop(rec, paths.run)
             raise
-        env_lines = [f"{k}={v}" for k, v in client_env(settings, stack.endpoints,
-                                                          stack.secrets).items()]  # fmt: skip
+        env_lines = [
+            f"{k}={v}" for k, v in client_env(settings, stack.endpoints, stack.secrets).items()
+        ]
         _write_private(paths.env_file, "\n".join(env_lines) + "\n")
     return stack
 
@@ -492,9 +513,12 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
         if rec is None or not rec.running:
             report(f"postgres: no server at the configured URL; private cluster in {paths.pgdata}")
             postgres.start_private_cluster(
-                paths.pgdata, settings.stack_private_pg_port, keys.postgres_password,
-                paths.logs / "postgres.log", paths.run,
-            )  # fmt: skip
+                paths.pgdata,
+                settings.stack_private_pg_port,
+                keys.postgres_password,
+                paths.logs / "postgres.log",
+                paths.run,
+            )
     else:
         report(f"postgres: using the running server at {safe_url(ends.server_url)}")
     try:
@@ -511,8 +535,9 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
     if paths.s3_snapshot.is_dir():
         store = s3.client(ends.s3, keys.s3_access_key, keys.s3_secret_key)
         imported = s3.import_snapshot(store, paths.s3_snapshot)
-        report(f"s3: imported {imported} objects saved by an earlier version from "
-               f"{paths.s3_snapshot}")  # fmt: skip
+        report(
+            f"s3: imported {imported} objects saved by an earlier version from {paths.s3_snapshot}"
+        )
 
     # Behind MLflow's login: its users live in their own database, its config file in the
     # stack's private folder; every client gets the login from `client_env`.
@@ -542,8 +567,10 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
     with migrate_log.open("ab") as out:
         migrated = subprocess.run(
             [program("airflow"), "db", "migrate"],
-            env={**os.environ, **af_env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env={**os.environ, **af_env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     if migrated.returncode != 0:
         raise StackError(f"airflow db migrate failed: see {migrate_log}")
     report("airflow: metadata database migrated")
@@ -552,20 +579,37 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
         _launch(stack, f"airflow-{component}", command, af_env)
 
     _wait(stack, ["mlflow"], 120, report)
-    api_env = {**env, "READMIT_API_HOST": "127.0.0.1", "READMIT_API_PORT": str(settings.api_port),
-               "READMIT_PSEUDONYM_KEY": keys.pseudonym_key}  # fmt: skip
+    api_env = {
+        **env,
+        "READMIT_API_HOST": "127.0.0.1",
+        "READMIT_API_PORT": str(settings.api_port),
+        "READMIT_PSEUDONYM_KEY": keys.pseudonym_key,
+    }
     _launch(stack, "api", [program("readmit"), "serve"], api_env)
     ui_env = {**env, "READMIT_UI_HOST": "127.0.0.1", "READMIT_UI_PORT": str(settings.ui_port)}
     _launch(stack, "ui", [program("readmit"), "ui"], ui_env)
-    exporter = [program("readmit"), "exporter", "--host", "127.0.0.1",
-                "--port", str(settings.exporter_port)]  # fmt: skip
+    exporter = [
+        program("readmit"),
+        "exporter",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.exporter_port),
+    ]
     _launch(stack, "exporter", exporter, env)
     config = _prometheus_config(stack)
-    _launch(stack, "prometheus", [
-        "prometheus", f"--config.file={config}",
-        f"--storage.tsdb.path={paths.prometheus / 'data'}",
-        f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--web.enable-lifecycle",
-    ], {})  # fmt: skip
+    _launch(
+        stack,
+        "prometheus",
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={paths.prometheus / 'data'}",
+            f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
+            "--web.enable-lifecycle",
+        ],
+        {},
+    )
     rest = [n for n in SERVICES if n not in ("postgres", "s3", "mlflow")]
     _wait(stack, rest, timeout, report)
 

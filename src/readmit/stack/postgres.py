@@ -144,11 +144,23 @@ def start_private_cluster(
             shutil.chown(pwfile, user, user)
         try:
             done = subprocess.run(
-                [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-E", "UTF8",
-                 "--auth-host=scram-sha-256", "--auth-local=peer", f"--pwfile={pwfile}",
-                 "--no-instructions"],
-                capture_output=True, text=True, user=user,
-            )  # fmt: skip
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=peer",
+                    f"--pwfile={pwfile}",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
+                user=user,
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
@@ -157,9 +169,16 @@ def start_private_cluster(
                 f"initdb {pgdata} failed{' as user postgres' if user else ''}: {' '.join(reason)}"
             )
     command = [
-        _pg_bin("postgres"), "-D", str(pgdata), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={socket_dir}",
-    ]  # fmt: skip
+        _pg_bin("postgres"),
+        "-D",
+        str(pgdata),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"unix_socket_directories={socket_dir}",
+    ]
     if user:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.touch()

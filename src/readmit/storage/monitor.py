@@ -209,8 +209,14 @@ def upsert_outcomes(
             counts.unchanged += 1
         else:
             counts.updated += 1
-            corrections.append({"encounter_id": encounter, "previous": previous,
-                                "readmitted": label, "corrected_at": now})  # fmt: skip
+            corrections.append(
+                {
+                    "encounter_id": encounter,
+                    "previous": previous,
+                    "readmitted": label,
+                    "corrected_at": now,
+                }
+            )
         current[encounter] = label
     _write_outcomes(conn, stored, current, now)
     if corrections:
@@ -245,10 +251,16 @@ def _scored_encounters(conn: Connection, ids: list[int]) -> set[int]:
 def _write_outcomes(
     conn: Connection, stored: dict[int, str], current: dict[int, str], now: datetime
 ) -> None:
-    new = [{"encounter_id": e, "readmitted": r, "received_at": now, "updated_at": now}
-           for e, r in current.items() if e not in stored]  # fmt: skip
-    changed = [{"key": e, "value": r, "now": now}
-               for e, r in current.items() if e in stored and stored[e] != r]  # fmt: skip
+    new = [
+        {"encounter_id": e, "readmitted": r, "received_at": now, "updated_at": now}
+        for e, r in current.items()
+        if e not in stored
+    ]
+    changed = [
+        {"key": e, "value": r, "now": now}
+        for e, r in current.items()
+        if e in stored and stored[e] != r
+    ]
     if new:
         conn.execute(outcomes.insert(), new)
     if changed:

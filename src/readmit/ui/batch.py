@@ -107,8 +107,7 @@ def parse_batch(data: bytes) -> ParsedBatch:
             f"The file lacks {len(missing)} required column(s): {', '.join(missing)}. "
             "Use the data set's column names (or the API's field names)."
         )
-    return ParsedBatch(frame=frame, records=to_records(frame, used), columns=used,
-                       ignored=ignored)  # fmt: skip
+    return ParsedBatch(frame=frame, records=to_records(frame, used), columns=used, ignored=ignored)
 
 
 Record = dict[str, Any]

@@ -149,9 +149,16 @@ def summarise(current: Scrape, previous: Scrape | None = None) -> Dashboard:
     for endpoint in sorted(requests):
         n, failed = requests[endpoint], errors.get(endpoint, 0.0)
         histogram = buckets.get(endpoint, {})
-        rows.append(EndpointRow(endpoint, n * scale, failed * scale, _ratio(failed, n),
-                                histogram_quantile(0.5, histogram),
-                                histogram_quantile(0.95, histogram)))  # fmt: skip
+        rows.append(
+            EndpointRow(
+                endpoint,
+                n * scale,
+                failed * scale,
+                _ratio(failed, n),
+                histogram_quantile(0.5, histogram),
+                histogram_quantile(0.95, histogram),
+            )
+        )
     traffic = [r for r in requests if r != SCRAPE_ENDPOINT]
     total = sum(requests[e] for e in traffic)
     failed = sum(errors.get(e, 0.0) for e in traffic)
@@ -211,8 +218,11 @@ def from_prometheus(prometheus: PrometheusClient) -> Dashboard:
     rows = []
     for endpoint in sorted(requests):
         n, failed = requests[endpoint] or 0.0, errors.get(endpoint) or 0.0
-        rows.append(EndpointRow(endpoint, n, failed, _ratio(failed, n), p50.get(endpoint),
-                                p95.get(endpoint)))  # fmt: skip
+        rows.append(
+            EndpointRow(
+                endpoint, n, failed, _ratio(failed, n), p50.get(endpoint), p95.get(endpoint)
+            )
+        )
     predictions = _by(prometheus, QUERIES["predictions"], "predicted_class")
     return Dashboard(
         source=f"Prometheus at {prometheus.base_url}: 5-minute rates",

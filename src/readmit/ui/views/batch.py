@@ -41,14 +41,21 @@ def risk_histogram(frame: pd.DataFrame, threshold: float) -> alt.LayerChart:
         alt.Chart(scored)
         .mark_bar()
         .encode(
-            x=alt.X("probability:Q", bin=alt.Bin(step=0.02),
-                    title="Probability of readmission within 30 days"),
+            x=alt.X(
+                "probability:Q",
+                bin=alt.Bin(step=0.02),
+                title="Probability of readmission within 30 days",
+            ),
             y=alt.Y("count():Q", title="Encounters"),
-            color=alt.Color("risk_band:N", title="Risk band",
-                            scale=alt.Scale(domain=["low", "medium", "high"],
-                                            range=["#2ca02c", "#ff7f0e", "#d62728"])),
+            color=alt.Color(
+                "risk_band:N",
+                title="Risk band",
+                scale=alt.Scale(
+                    domain=["low", "medium", "high"], range=["#2ca02c", "#ff7f0e", "#d62728"]
+                ),
+            ),
         )
-    )  # fmt: skip
+    )
     rule = (
         alt.Chart(pd.DataFrame({"threshold": [threshold]}))
         .mark_rule(strokeDash=[4, 4], color="black")
@@ -78,20 +85,27 @@ def show_results(result: dict[str, Any]) -> None:
     third.metric("Flagged (high risk)", f"{flagged:,}")
     fourth.metric("Threshold", percent(scores.threshold))
     model = scores.model
-    st.caption(f"Model {model.get('name', '?')} version {model.get('version', '?')}; "
-               f"threshold {exact(scores.threshold)}.")  # fmt: skip
+    st.caption(
+        f"Model {model.get('name', '?')} version {model.get('version', '?')}; "
+        f"threshold {exact(scores.threshold)}."
+    )
     if scores.rejected:
         st.warning(
             f"{scores.rejected:,} record(s) could not be scored; their `error` column says why."
         )
         errors = display_table(frame)
-        st.dataframe(errors[errors["error"].notna()][["row", "error"]], hide_index=True,
-                     width="stretch")  # fmt: skip
+        st.dataframe(
+            errors[errors["error"].notna()][["row", "error"]], hide_index=True, width="stretch"
+        )
     if scores.scored:
         st.altair_chart(risk_histogram(frame, scores.threshold), width="stretch")
     probability = st.column_config.NumberColumn(format="%.4f")
-    st.dataframe(display_table(frame), hide_index=True, width="stretch",
-                 column_config={"probability": probability})  # fmt: skip
+    st.dataframe(
+        display_table(frame),
+        hide_index=True,
+        width="stretch",
+        column_config={"probability": probability},
+    )
     st.download_button(
         "Download the results as CSV",
         data=results_csv(frame),
@@ -135,8 +149,12 @@ def render(client: ApiClient) -> None:
             st.session_state.pop(RESULT, None)
             st.error(exc.message)
             return
-        st.session_state[RESULT] = {"digest": digest, "name": upload.name, "scores": scores,
-                                    "frame": results_frame(parsed, scores)}  # fmt: skip
+        st.session_state[RESULT] = {
+            "digest": digest,
+            "name": upload.name,
+            "scores": scores,
+            "frame": results_frame(parsed, scores),
+        }
     result = st.session_state.get(RESULT)
     if isinstance(result, dict) and result.get("digest") == digest:
         show_results(result)

@@ -80,10 +80,17 @@ def render(client: ApiClient) -> None:
     margin = float(explanation["margin"])
     first, second, third = st.columns(3)
     first.metric(PROBABILITY, percent(float(explanation["probability"])))
-    second.metric("Base value (log-odds)", f"{base:+.3f}", help="The model's average output "
-                  "before any field of this patient is seen.")  # fmt: skip
-    third.metric("This patient (log-odds)", f"{margin:+.3f}", delta=f"{margin - base:+.3f}",
-                 delta_color="inverse")  # fmt: skip
+    second.metric(
+        "Base value (log-odds)",
+        f"{base:+.3f}",
+        help="The model's average output before any field of this patient is seen.",
+    )
+    third.metric(
+        "This patient (log-odds)",
+        f"{margin:+.3f}",
+        delta=f"{margin - base:+.3f}",
+        delta_color="inverse",
+    )
     frame = contributions_frame(explanation)
     if frame.empty:
         st.warning("The API returned no contributions.")

@@ -48,10 +48,12 @@ def _plots(run_id: str, uri: str) -> Plots:
 def metrics_table(metrics: dict[str, float]) -> pd.DataFrame:
     """Test metrics with plain names; counts as integers, the rest with four decimals."""
     rows = [
-        {"Metric": METRIC_LABELS.get(name, name), "Value": (f"{value:,.0f}" if name in COUNTS
-                                                             else f"{value:.4f}")}
+        {
+            "Metric": METRIC_LABELS.get(name, name),
+            "Value": (f"{value:,.0f}" if name in COUNTS else f"{value:.4f}"),
+        }
         for name, value in metrics.items()
-    ]  # fmt: skip
+    ]
     return pd.DataFrame(rows, columns=["Metric", "Value"])
 
 
@@ -93,8 +95,11 @@ def render(client: ApiClient) -> None:
         return
     metrics = {k: float(v) for k, v in info.get("test_metrics", {}).items()}
     first, second, third, fourth = st.columns(4)
-    first.metric("Model version", str(info["version"]),
-                 help=f"Registered model {info['name']} @{info.get('alias')}")  # fmt: skip
+    first.metric(
+        "Model version",
+        str(info["version"]),
+        help=f"Registered model {info['name']} @{info.get('alias')}",
+    )
     second.metric("Estimator", str(info.get("estimator") or "unknown"))
     third.metric("Test ROC-AUC", f"{metrics['roc_auc']:.3f}" if "roc_auc" in metrics else "n/a")
     fourth.metric("Threshold", exact(float(info["threshold"])))

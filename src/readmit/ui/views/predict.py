@@ -33,8 +33,11 @@ def show_prediction(result: dict[str, Any]) -> None:
     st.metric("Risk band", band.name.capitalize())
     st.markdown(f":{band.colour}[**{band.name.capitalize()} risk**]: {band.meaning}.")
     st.metric("Model threshold", percent(threshold))
-    st.metric("Model version", str(model.get("version", "?")),
-              help=f"Registered model {model.get('name', '?')}")  # fmt: skip
+    st.metric(
+        "Model version",
+        str(model.get("version", "?")),
+        help=f"Registered model {model.get('name', '?')}",
+    )
     st.caption(
         f"Probability {exact(probability)}; threshold {exact(threshold)}; flagged as a likely "
         f"readmission: {'yes' if result.get('readmitted_30d') else 'no'}; model "
@@ -52,10 +55,12 @@ def render(client: ApiClient) -> None:
         "probability that the patient is readmitted within 30 days of discharge."
     )
     left, right, _ = st.columns([1, 1, 3])
-    left.button("Load an example patient", on_click=forms.load_values,
-                args=(forms.example_values(),))  # fmt: skip
-    right.button("Reset to typical values", on_click=forms.load_values,
-                 args=(forms.default_values(),))  # fmt: skip
+    left.button(
+        "Load an example patient", on_click=forms.load_values, args=(forms.example_values(),)
+    )
+    right.button(
+        "Reset to typical values", on_click=forms.load_values, args=(forms.default_values(),)
+    )
     form_column, result_column = st.columns([3, 1], gap="large")
     with form_column:
         record = forms.patient_form(columns=3)

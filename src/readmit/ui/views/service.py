@@ -52,12 +52,16 @@ def predictions_chart(dashboard: Dashboard) -> alt.Chart:
         .encode(
             x=alt.X("value:Q", title=title),
             y=alt.Y("class:N", title=None),
-            color=alt.Color("class:N", legend=None,
-                            scale=alt.Scale(domain=["readmitted_30d", "not_readmitted"],
-                                            range=["#d62728", "#1f77b4"])),
+            color=alt.Color(
+                "class:N",
+                legend=None,
+                scale=alt.Scale(
+                    domain=["readmitted_30d", "not_readmitted"], range=["#d62728", "#1f77b4"]
+                ),
+            ),
         )
         .properties(height=120)
-    )  # fmt: skip
+    )
 
 
 def load(client: ApiClient, totals: bool) -> Dashboard:
@@ -75,8 +79,9 @@ def render(client: ApiClient) -> None:
     st.header("Service")
     left, right = st.columns([1, 3])
     left.button("Refresh", key="service_refresh", type="primary")
-    totals = right.toggle("Totals since the API started", key="service_totals",
-                          disabled=bool(prometheus_url()))  # fmt: skip
+    totals = right.toggle(
+        "Totals since the API started", key="service_totals", disabled=bool(prometheus_url())
+    )
     try:
         dashboard = load(client, totals)
     except ApiError as exc:
@@ -85,8 +90,9 @@ def render(client: ApiClient) -> None:
     st.caption(f"Source: {dashboard.source}. Scrapes of /metrics are left out of the headline.")
     per_second = dashboard.per_second
     first, second, third, fourth = st.columns(4)
-    first.metric("Request rate" if per_second else "Requests",
-                 _count(dashboard.requests, per_second))  # fmt: skip
+    first.metric(
+        "Request rate" if per_second else "Requests", _count(dashboard.requests, per_second)
+    )
     second.metric("Latency p50", _ms(dashboard.p50))
     third.metric("Latency p95", _ms(dashboard.p95))
     fourth.metric("Error rate", _ratio(dashboard.error_ratio))
