@@ -17,6 +17,7 @@ from rich.table import Table
 
 from readmit.errors import ReadmitError
 from readmit.settings import Settings, settings_problems
+from readmit.stack.s3 import BUCKET
 
 app = typer.Typer(
     help="readmit: 30-day readmission prediction for diabetic inpatients.",
@@ -26,6 +27,14 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _debug() -> bool:
+    """READMIT_DEBUG, read when an error needs it (a bad setting means no)."""
+    try:
+        return Settings().debug
+    except ValidationError:
+        return False
 
 
 def fails_cleanly(command: F) -> F:
@@ -45,7 +54,7 @@ def fails_cleanly(command: F) -> F:
                 for line in settings_problems(exc):
                     err_console.print(f"[bold red]error:[/] {line}", highlight=False)
                 raise typer.Exit(code=1) from None
-            if os.environ.get("READMIT_DEBUG"):
+            if _debug():
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
             err_console.print(
@@ -234,12 +243,12 @@ def ui() -> None:
     from pathlib import Path
 
     import readmit.ui
-    from readmit.ui.client import api_url
 
     settings = Settings()
     script = Path(readmit.ui.__file__).parent / "app.py"
     console.print(
-        f"UI on http://{settings.ui_host}:{settings.ui_port}, calling the API at {api_url()}",
+        f"UI on http://{settings.ui_host}:{settings.ui_port}, "
+        f"calling the API at {settings.api_url}",
         highlight=False,
     )
     command = [
@@ -319,7 +328,7 @@ def mlflow_server() -> None:
 @fails_cleanly
 def s3_server(
     port: int = typer.Option(9000, help="Port on 127.0.0.1."),
-    bucket: str = typer.Option("mlflow-artifacts", help="Bucket to create."),
+    bucket: str = typer.Option(BUCKET, help="Bucket to create."),
 ) -> None:
     """Run a local S3-compatible server with the artifact bucket, its objects on disk under
     <data dir>/s3store."""

@@ -20,7 +20,7 @@ from readmit.settings import Settings
 from readmit.storage import clean, raw
 from readmit.storage.db import make_engine
 
-log = logging.getLogger("readmit.exporter")
+log = logging.getLogger(__name__)
 
 
 def _count(conn: sa.Connection, table: sa.Table) -> int:

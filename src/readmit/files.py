@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The checkout the package is installed from in editable mode: dags/, observability/,
+# s3server/ and loadtest/ live beside src/.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
 
 def private_dir(path: Path) -> Path:
     """Create `path` and any missing parent as folders only their owner may enter."""

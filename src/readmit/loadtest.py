@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from readmit.errors import ReadmitError
+from readmit.files import SOURCE_ROOT
 from readmit.settings import Settings
 
-LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtest" / "locustfile.py"
+LOCUSTFILE = SOURCE_ROOT / "loadtest" / "locustfile.py"
 P95_SLO_MS = 500.0
 ERROR_SLO = 0.01
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from readmit.files import private_dir
 
+PACKAGE = __name__.rpartition(".")[0]  # "readmit": every module's logger sits under it
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -34,7 +35,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_json_logging(level: str = "INFO") -> None:
     """Send the `readmit` loggers to stdout as JSON lines (idempotent)."""
-    logger = logging.getLogger("readmit")
+    logger = logging.getLogger(PACKAGE)
     logger.setLevel(level.upper())
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stdout)
@@ -45,7 +46,7 @@ def configure_json_logging(level: str = "INFO") -> None:
 
 def configure_file_logging(path: Path, level: str = "INFO") -> None:
     """Also append the `readmit` loggers to `path` as JSON lines: the pipeline's audit trail."""
-    logger = logging.getLogger("readmit")
+    logger = logging.getLogger(PACKAGE)
     logger.setLevel(level.upper())
     target = str(path.resolve())
     if any(getattr(h, "baseFilename", None) == target for h in logger.handlers):

@@ -22,7 +22,7 @@ Report = Callable[[str], None]
 RAW_ASSET = "readmit_raw_db"
 CLEAN_ASSET = "readmit_clean_db"
 
-log = logging.getLogger("readmit.orchestration")
+log = logging.getLogger(__name__)
 
 
 def _audit(settings: Settings) -> None:

@@ -28,7 +28,7 @@ from readmit.tracking import connect
 STAGING = "staging"
 PRODUCTION = "production"
 TAG_PREFIX = "readmit."
-log = logging.getLogger("readmit.registry")
+log = logging.getLogger(__name__)
 
 
 class RegistryError(ReadmitError):

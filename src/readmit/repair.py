@@ -29,7 +29,7 @@ from readmit.registry import PRODUCTION, STAGING, TAG_PREFIX, _now, _stage, by_a
 from readmit.settings import Settings
 from readmit.stack.processes import alive
 
-log = logging.getLogger("readmit.repair")
+log = logging.getLogger(__name__)
 HOST_TAG = f"{TAG_PREFIX}host"
 PID_TAG = f"{TAG_PREFIX}pid"
 ENDED = {"FAILED", "KILLED"}

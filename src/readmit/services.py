@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from readmit.errors import ReadmitError
-from readmit.files import private_dir
+from readmit.files import SOURCE_ROOT, private_dir
 from readmit.settings import Settings
+from readmit.stack.s3 import BUCKET
 
 
 class ServiceError(ReadmitError):
@@ -113,7 +114,7 @@ def s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
-S3_SERVER = Path(__file__).resolve().parents[2] / "s3server"
+S3_SERVER = SOURCE_ROOT / "s3server"
 S3_HEALTH_PATH = "/_readmit/health"
 
 
@@ -152,9 +153,7 @@ def s3_server_env(access_key: str, secret_key: str) -> dict[str, str]:
     return {"S3_ACCESS_KEY": access_key, "S3_SECRET_KEY": secret_key}
 
 
-def start_s3_server(
-    port: int, log: Path, directory: Path, bucket: str = "mlflow-artifacts"
-) -> Service:
+def start_s3_server(port: int, log: Path, directory: Path, bucket: str = BUCKET) -> Service:
     """The local S3 server with `bucket`, its objects on disk under `directory`."""
     problem = s3_server_problem()
     if problem is not None:

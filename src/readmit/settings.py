@@ -18,6 +18,8 @@ UCI_DATASET_URL = "https://archive.ics.uci.edu/static/public/296/diabetes+130-us
 # SHA-256 of diabetic_data.csv as shipped in the UCI archive (101,766 rows).
 UCI_CSV_SHA256 = "0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97"
 
+DEFAULT_API_URL = "http://127.0.0.1:8000"  # where `readmit serve` binds by default
+
 # Both go into queries: the model name into MLflow registry filters, the prefix into
 # PostgreSQL database names (CREATE DATABASE). Plain names only, checked at startup.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
@@ -140,6 +142,11 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, description="Port of `readmit serve`.")
     ui_host: str = Field(default="127.0.0.1", description="Bind address of `readmit ui`.")
     ui_port: int = Field(default=8501, description="Port of `readmit ui`.")
+    api_url: str = Field(default=DEFAULT_API_URL, description="The prediction API the UI calls.")
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus the UI's service page queries; unset: the API's /metrics.",
+    )
     api_key: str | None = Field(default=None, description="Key for POST /reload-model.")
     model_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often @production is checked."
@@ -180,6 +187,25 @@ class Settings(BaseSettings):
     exporter_port: int = Field(default=9108, description="Port of the stack's pipeline exporter.")
     prometheus_port: int = Field(default=9090, description="Port of the stack's Prometheus.")
     random_seed: int = Field(default=42, description="Seed of every random choice in training.")
+    git_commit: str | None = Field(
+        default=None,
+        description="Commit the code came from (set in images); default: asked of git.",
+    )
+    debug: bool = Field(
+        default=False, description="Let the CLI show the traceback of an unexpected error."
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        """No trailing slash, so paths join; a blank URL means the default."""
+        return value.strip().rstrip("/") or DEFAULT_API_URL
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, value: str | None) -> str | None:
+        """No trailing slash, so paths join; a blank URL means unset."""
+        return None if value is None else value.strip().rstrip("/") or None
 
     @field_validator("model_name")
     @classmethod
@@ -261,6 +287,21 @@ def export_mlflow_login(settings: Settings) -> None:
         os.environ["MLFLOW_TRACKING_PASSWORD"] = (
             settings.mlflow_tracking_password.get_secret_value()
         )
+
+
+# MLflow's client reads these from the environment only. Fail in seconds instead of MLflow's
+# default minutes of retries when the server is down; no progress bars in the JSON logs.
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def apply_mlflow_client_defaults() -> None:
+    """readmit's MLflow client defaults, where the environment does not set its own."""
+    for name, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 @lru_cache

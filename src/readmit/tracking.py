@@ -6,7 +6,6 @@ points `MLFLOW_TRACKING_URI` at a tracking server (PostgreSQL store, S3 artifact
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,15 +25,11 @@ from readmit.inputs import HISTORY_COLUMN
 from readmit.model import ReadmissionModel
 from readmit.pyfunc_model import ReadmissionPyfunc
 from readmit.schema import BY_FIELD, INPUT_FIELDS, Column, Kind
-from readmit.settings import Settings, export_mlflow_login
+from readmit.settings import Settings, apply_mlflow_client_defaults, export_mlflow_login
 from readmit.storage.db import safe_url
 
 MODEL_ARTIFACT = "model"
-# Fail fast instead of MLflow's default minutes of retries when the server is down.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-# Downloads print no progress bars into the JSON logs.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+apply_mlflow_client_defaults()
 
 
 class MlflowUnavailable(ReadmitError):
@@ -96,10 +91,10 @@ def configure(settings: Settings) -> str:
     return str(mlflow.create_experiment(settings.experiment_name, artifact_location=location))
 
 
-def git_commit() -> str:
+def git_commit(settings: Settings) -> str:
     """The commit the code came from: READMIT_GIT_COMMIT (set in images), else git, else unknown."""
-    if commit := os.environ.get("READMIT_GIT_COMMIT"):
-        return commit
+    if settings.git_commit:
+        return settings.git_commit
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -393,7 +393,6 @@ def test_k8s_settings_are_the_applications_names(
 ) -> None:
     known = {f"READMIT_{name.upper()}" for name in Settings.model_fields}
     known |= {"READMIT_MLFLOW_TRACKING_URI", "READMIT_S3_ENDPOINT_URL"}  # aliases
-    known |= {"READMIT_API_URL", "READMIT_PROMETHEUS_URL"}  # read by the UI (readmit/ui/client.py)
     config = by_kind(overlays["dev"], "ConfigMap")
     names = [n for n in config if n.startswith("readmit-config-")]
     assert len(names) == 1

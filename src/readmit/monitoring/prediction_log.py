@@ -40,7 +40,7 @@ from readmit.settings import Settings
 from readmit.storage import monitor
 from readmit.storage.db import WRITE_FIRST
 
-log = logging.getLogger("readmit.monitoring.prediction_log")
+log = logging.getLogger(__name__)
 LOGGED_FIELDS = (*INPUT_FIELDS, HISTORY_FIELD)
 SPILL_PATTERN = "predictions-*.jsonl"
 

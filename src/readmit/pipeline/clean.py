@@ -37,7 +37,7 @@ from readmit.storage.db import (
 from readmit.storage.locks import exclusive
 
 Report = Callable[[str], None]
-log = logging.getLogger("readmit.pipeline.clean")
+log = logging.getLogger(__name__)
 MIN_CATEGORY_COUNT = 20
 
 

@@ -39,7 +39,7 @@ from readmit.storage.db import (
 from readmit.storage.locks import exclusive
 
 Report = Callable[[str], None]
-log = logging.getLogger("readmit.pipeline.ingest")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -49,7 +49,7 @@ from readmit.settings import Settings
 from readmit.tracking import as_float_dict, configure, git_commit, log_figure, log_model
 
 Report = Callable[[str], None]
-log = logging.getLogger("readmit.pipeline.train")
+log = logging.getLogger(__name__)
 CANDIDATES = ("logistic_regression", "xgboost", "lightgbm")
 PREDICTIONS_ARTIFACT = "predictions/test_predictions.csv"
 
@@ -272,7 +272,7 @@ def train(
         "readmit.clean_build": build.build_id,
         "readmit.raw_batches": ",".join(str(b) for b in build.raw_batches),
         "readmit.dataset_sha256": ",".join(build.source_sha256),
-        "readmit.git_commit": git_commit(),
+        "readmit.git_commit": git_commit(settings),
     }
     run_tags = {**lineage, **owner_tags()}
     with mlflow.start_run(

@@ -31,7 +31,7 @@ from readmit.serving.routes import router
 from readmit.settings import Settings
 from readmit.storage.monitor import monitor_engine
 
-log = logging.getLogger("readmit.serving")
+log = logging.getLogger(__name__)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 

@@ -21,7 +21,7 @@ from readmit.registry import PRODUCTION
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
 
-log = logging.getLogger("readmit.serving.model_store")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
 
-log = logging.getLogger("readmit.serving.server")
+log = logging.getLogger(__name__)
 WARN_EVERY_SECONDS = 10.0
 FILES_RESERVED = 64  # open files the process needs besides its connections
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from readmit.errors import ReadmitError
+from readmit.files import SOURCE_ROOT
 
 ADMIN = "admin"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -23,7 +24,7 @@ class AirflowError(ReadmitError):
 
 def dags_folder() -> Path:
     """The repository's dags/ (the package is installed in editable mode beside it)."""
-    return Path(__file__).resolve().parents[3] / "dags"
+    return SOURCE_ROOT / "dags"
 
 
 def airflow_env(

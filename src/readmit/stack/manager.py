@@ -27,6 +27,7 @@ import yaml
 from pydantic import SecretStr
 
 from readmit.errors import ReadmitError
+from readmit.files import SOURCE_ROOT
 from readmit.services import (
     S3_HEALTH_PATH,
     mlflow_server_command,
@@ -43,7 +44,7 @@ from readmit.storage.db import safe_url
 
 Report = Callable[[str], None]
 MARKER = "READMIT_STACK_HOME"
-PROMETHEUS_CONFIG = Path(__file__).resolve().parents[3] / "observability" / "prometheus"
+PROMETHEUS_CONFIG = SOURCE_ROOT / "observability" / "prometheus"
 INSTALL_HINTS = {
     "prometheus": "Debian package prometheus",
     "airflow": "`pip install -e '.[stack]'`, or `make install`",

@@ -14,7 +14,7 @@ import streamlit as st
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.views import batch, explain, model, predict, service
 
-log = logging.getLogger("readmit.ui")
+log = logging.getLogger(__name__)
 
 PAGES: dict[str, Callable[[ApiClient], None]] = {
     "Single prediction": predict.render,

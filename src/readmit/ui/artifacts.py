@@ -7,17 +7,14 @@ MLFLOW_TRACKING_URI (or READMIT_MLFLOW_TRACKING_URI), else the embedded store.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from readmit.settings import apply_mlflow_client_defaults
 from readmit.storage.db import safe_url
 
-# Fail in seconds rather than retry for minutes when the tracking server is down.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+apply_mlflow_client_defaults()
 
 PLOTS: dict[str, str] = {
     "roc.png": "ROC curve (test split)",

@@ -7,12 +7,12 @@ sentence instead of a traceback.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 
-DEFAULT_API_URL = "http://127.0.0.1:8000"
+from readmit.settings import Settings
+
 FAST = 5.0  # health, metrics, model info
 PREDICT = 15.0
 BATCH = 120.0  # one chunk of /predict-batch
@@ -20,13 +20,12 @@ BATCH = 120.0  # one chunk of /predict-batch
 
 def api_url() -> str:
     """READMIT_API_URL, or the address `readmit serve` binds to by default."""
-    return (os.environ.get("READMIT_API_URL") or DEFAULT_API_URL).rstrip("/")
+    return Settings().api_url
 
 
 def prometheus_url() -> str | None:
     """READMIT_PROMETHEUS_URL when set; without it the dashboard reads the API's /metrics."""
-    value = os.environ.get("READMIT_PROMETHEUS_URL", "").strip()
-    return value.rstrip("/") or None
+    return Settings().prometheus_url
 
 
 class ApiError(Exception):
