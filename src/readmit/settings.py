@@ -10,6 +10,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -147,7 +148,21 @@ class Settings(BaseSettings):
         default=None,
         description="Prometheus the UI's service page queries; unset: the API's /metrics.",
     )
-    api_key: str | None = Field(default=None, description="Key for POST /reload-model.")
+    api_key: str | None = Field(
+        default=None,
+        description="An API key with every scope (named `api_key`): /reload-model, /outcomes, "
+        "and the predictions when READMIT_AUTH=keys.",
+    )
+    auth: Literal["none", "keys"] = Field(
+        default="none",
+        description="Who may call /predict, /predict-batch and /explain: `none` (anyone who "
+        "reaches the port) or `keys` (an X-API-Key with the `predict` scope).",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="Named API keys, one a line: `NAME SCOPE[,SCOPE] sha256:HEX` (scopes "
+        "predict, outcomes, admin); re-read when it changes, no restart needed.",
+    )
     model_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often @production is checked."
     )
@@ -167,6 +182,12 @@ class Settings(BaseSettings):
     )
     max_connections: int = Field(
         default=1000, gt=0, description="Open API connections; more are closed on accept."
+    )
+    max_in_flight: int = Field(
+        default=64,
+        gt=0,
+        description="Requests in progress per API worker; more are answered 503 with "
+        "Retry-After at once (/health and /metrics excepted).",
     )
     log_level: str = Field(default="INFO", description="Level of the JSON logs.")
     stack_postgres_url: str = Field(

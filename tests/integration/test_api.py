@@ -121,7 +121,7 @@ def test_metrics_count_requests_predictions_and_the_model(served):
 
 def test_reload_needs_the_api_key(served):
     assert served.client.post("/reload-model").status_code == 401
-    assert served.client.post("/reload-model", headers={"X-API-Key": "wrong"}).status_code == 403
+    assert served.client.post("/reload-model", headers={"X-API-Key": "wrong"}).status_code == 401
     ok = served.client.post("/reload-model", headers={"X-API-Key": API_KEY})
     assert ok.status_code == 200 and ok.json()["changed"] is False
 

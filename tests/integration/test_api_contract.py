@@ -38,7 +38,7 @@ MALFORMED = [
     ("unknown medication change", {**EXAMPLE, "metformin": "Sideways"}, "metformin"),
     ("missing marker where not allowed", {**EXAMPLE, "gender": "?"}, "gender"),
     ("not an ICD-9 code", {**EXAMPLE, "diag_1": "banana"}, "diag_1"),
-    ("number for a code", {**EXAMPLE, "diag_2": 428}, "diag_2"),
+    ("boolean for a code", {**EXAMPLE, "diag_2": True}, "diag_2"),
     ("bad specialty text", {**EXAMPLE, "medical_specialty": "x'; drop table"}, "medical_specialty"),
     ("negative history", {**EXAMPLE, "prior_encounters": -1}, "prior_encounters"),
     ("list instead of string", {**EXAMPLE, "change": ["Ch"]}, "change"),

@@ -292,3 +292,36 @@ def test_a_body_that_stalls_gets_a_408(live_server):
     )
     response = _read_until_closed(sock)
     assert response.startswith(b"HTTP/1.1 408") and b"body_timeout" in response
+
+
+def _metric(url: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", httpx.get(f"{url}/metrics").text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+def test_requests_past_the_in_flight_bound_are_shed_at_once_and_health_answers(live_server):
+    url = live_server(max_in_flight=2)
+    body = json.dumps(EXAMPLE).encode()
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    held = [_connect(url) for _ in range(2)]
+    for sock in held:
+        sock.sendall(head + body[:10])  # in progress: the body is still coming
+    deadline = time.monotonic() + WAIT
+    while _metric(url, "readmit_http_requests_in_flight") < 2:
+        assert time.monotonic() < deadline, "the held requests never started"
+        time.sleep(0.05)
+    shed = httpx.post(f"{url}/predict", json=EXAMPLE, timeout=WAIT)
+    assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+    assert "overloaded" in shed.json()["detail"]
+    assert httpx.get(f"{url}/health", timeout=WAIT).status_code == 200
+    assert _metric(url, "readmit_http_shed_total") == 1
+    for sock in held:
+        sock.sendall(body[10:])
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.close()
+    assert httpx.post(f"{url}/predict", json=EXAMPLE, timeout=WAIT).status_code == 200
+    assert _metric(url, "readmit_http_shed_total") == 1

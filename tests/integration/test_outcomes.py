@@ -81,7 +81,7 @@ def test_outcomes_need_the_api_key(registered, tmp_path):
     url = f"sqlite:///{tmp_path}/monitor.db"
     with serving(api_settings(registered, tmp_path, url)) as client:
         assert post(client, [(1, "NO")], headers={}).status_code == 401
-        assert post(client, [(1, "NO")], headers={"X-API-Key": "wrong"}).status_code == 403
+        assert post(client, [(1, "NO")], headers={"X-API-Key": "wrong"}).status_code == 401
         assert counts(post(client, [(1, "NO")])) == (1, 1, 0, 0, 1)
 
 

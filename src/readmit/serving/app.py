@@ -3,7 +3,8 @@
 The app holds one ModelStore (the served model, refreshed in the background) and one Metrics
 registry. Middleware gives every request an id, a JSON log line, latency and error metrics;
 `body.BoundedBody` refuses bodies larger than READMIT_MAX_BODY_BYTES or slower than
-READMIT_BODY_TIMEOUT_SECONDS. Connection limits live in `server.py` (the HTTP protocol).
+READMIT_BODY_TIMEOUT_SECONDS; `overload.ShedOverload` answers 503 past READMIT_MAX_IN_FLIGHT
+requests in progress. Connection limits live in `server.py` (the HTTP protocol).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from readmit import __version__
 from readmit.logs import configure_json_logging
 from readmit.monitoring.prediction_log import PredictionLog
+from readmit.serving.auth import KeyRing
 from readmit.serving.body import BoundedBody, public_errors
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import ModelStore
+from readmit.serving.overload import ShedOverload
 from readmit.serving.routes import router
 from readmit.settings import Settings
 from readmit.storage.monitor import monitor_engine
@@ -80,12 +83,14 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.metrics = metrics
     app.state.prediction_log = prediction_log
     app.state.monitor_engine = engine
+    app.state.keys = KeyRing(settings)
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error)
 
     app.add_middleware(
         BoundedBody, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_seconds
     )
+    app.add_middleware(ShedOverload, metrics=metrics, max_in_flight=settings.max_in_flight)
     app.add_middleware(ObserveMiddleware, metrics=metrics, store=store)
     return app
 
@@ -160,5 +165,6 @@ class ObserveMiddleware:
                     "status": status,
                     "latency_ms": round(seconds * 1000, 3),
                     "model_version": current.version if current else None,
+                    "caller": scope["state"].get("caller"),
                 },
             )

@@ -77,6 +77,14 @@ class Metrics:
         )
         for reason in CLOSE_REASONS:
             self.connections_closed.labels(reason=reason)
+        self.shed = Counter(
+            "readmit_http_shed_total",
+            "Requests answered 503 at once: READMIT_MAX_IN_FLIGHT were in progress",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "readmit_http_requests_in_flight", "Requests in progress now", registry=r
+        )
         self.open_connections = Gauge(
             "readmit_http_open_connections", "HTTP connections open now", registry=r
         )

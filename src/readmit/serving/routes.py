@@ -7,12 +7,11 @@ event loop stays free; their JSON bodies are parsed and size-checked in that poo
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
@@ -24,6 +23,7 @@ from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.prediction_log import PredictionLog
 from readmit.registry import PRODUCTION
 from readmit.schema import COLUMNS, INPUT_FIELDS, MISSING
+from readmit.serving.auth import require
 from readmit.serving.body import CheckedRoute, public_errors
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import LoadedModel, ModelStore
@@ -40,12 +40,18 @@ from readmit.serving.schemas import (
     OutcomesResult,
     Prediction,
     ReloadResult,
+    as_fields,
 )
 from readmit.settings import Settings
 
 router = APIRouter(route_class=CheckedRoute)
 MODEL_COLUMNS = [*INPUT_FIELDS, HISTORY_FIELD]
 NULLABLE_FIELDS = [c.field for c in COLUMNS if c.feature and c.nullable]
+PREDICT = Depends(require("predict"))
+KEYS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No X-API-Key, or not a valid key"},
+    403: {"description": "The key lacks this endpoint's scope"},
+}
 
 
 # Dependencies are `async def`: they only read app state, and a plain `def` would cost a
@@ -109,7 +115,13 @@ def _log_scored(
         )
 
 
-@router.post("/predict", response_model=Prediction, tags=["predictions"])
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    tags=["predictions"],
+    dependencies=[PREDICT],
+    responses=KEYS,
+)
 def predict(
     encounter: Encounter,
     request: Request,
@@ -135,7 +147,9 @@ def predict(
     "/predict-batch",
     response_model=BatchPrediction,
     tags=["predictions"],
+    dependencies=[PREDICT],
     responses={
+        **KEYS,
         413: {"description": "Body larger than READMIT_MAX_BODY_BYTES"},
         422: {"description": "No records, more than READMIT_MAX_BATCH, or a bad body"},
     },
@@ -160,6 +174,7 @@ def predict_batch(
     if count == 0 or count > settings.max_batch:
         reason = "no records" if count == 0 else f"{count} records; at most {settings.max_batch}"
         return _batch_error(reason, "batch_size")
+    records = [as_fields(r) for r in records]  # the data set's names, as /predict takes them
     errors = record_errors(records)
     valid = [i for i in range(count) if i not in errors]
     model = current.model
@@ -232,7 +247,13 @@ def model_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-@router.post("/explain", response_model=Explanation, tags=["predictions"])
+@router.post(
+    "/explain",
+    response_model=Explanation,
+    tags=["predictions"],
+    dependencies=[PREDICT],
+    responses=KEYS,
+)
 def explain(
     encounter: Encounter,
     request: Request,
@@ -302,28 +323,16 @@ def model_info(current: ModelDep) -> ModelInfo:
     )
 
 
-def check_api_key(x_api_key: str | None, settings: Settings) -> None:
-    """401 without a key, 403 with a wrong one (or when the API has no key configured)."""
-    if x_api_key is None:
-        raise HTTPException(status_code=401, detail="X-API-Key header required")
-    expected = settings.api_key
-    if not expected or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
-        raise HTTPException(status_code=403, detail="invalid API key")
-
-
 @router.post(
     "/reload-model",
     response_model=ReloadResult,
     tags=["service"],
-    responses={401: {"description": "No X-API-Key"}, 403: {"description": "Wrong key"}},
+    dependencies=[Depends(require("admin"))],
+    responses=KEYS,
 )
-def reload_model(
-    store: StoreDep,
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> ReloadResult:
-    """Check `@production` now and swap in a new version if there is one (needs X-API-Key)."""
-    check_api_key(x_api_key, settings)
+def reload_model(store: StoreDep) -> ReloadResult:
+    """Check `@production` now and swap in a new version if there is one (a key with the
+    `admin` scope)."""
     changed = store.refresh()
     current = store.current
     detail = store.last_error or (
@@ -336,9 +345,9 @@ def reload_model(
     "/outcomes",
     response_model=OutcomesResult,
     tags=["monitoring"],
+    dependencies=[Depends(require("outcomes"))],
     responses={
-        401: {"description": "No X-API-Key"},
-        403: {"description": "Wrong key"},
+        **KEYS,
         422: {"description": "A bad outcome (named by index and field), or too many"},
         503: {"description": "monitor-db is unavailable; nothing was stored, send again"},
     },
@@ -347,12 +356,10 @@ def post_outcomes(
     body: OutcomesRequest,
     request: Request,
     settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header()] = None,
 ) -> Any:
-    """Record what became of scored encounters (needs X-API-Key). Idempotent: sending the same
-    outcomes again changes nothing; a different value for an encounter replaces the stored one
-    and counts as a correction."""
-    check_api_key(x_api_key, settings)
+    """Record what became of scored encounters (a key with the `outcomes` scope). Idempotent:
+    sending the same outcomes again changes nothing; a different value for an encounter
+    replaces the stored one and counts as a correction."""
     count = len(body.outcomes)
     if count > settings.max_batch:
         reason = f"{count} outcomes; at most {settings.max_batch}"

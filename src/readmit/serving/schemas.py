@@ -4,6 +4,11 @@
 integers, categorical fields accept only their categories, diagnosis codes must look like
 ICD-9 codes. Fields that may be missing accept null or any other missing marker (the source's
 "?", NaN): see `readmit.schema.is_missing`. A missing lab result is the data set's "None".
+
+A record may also name its fields as the data set does (`A1Cresult`, `diabetesMed`,
+`glyburide-metformin`), carry the data set's `readmitted` (ignored) and give a diagnosis code as
+a number (pandas reads an all-numeric code column so): a row of `diabetic_data.csv` as parsed
+is accepted as it is (`as_fields`).
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from pydantic import (
     StrictInt,
     create_model,
     field_validator,
+    model_validator,
 )
 
-from readmit.features import HISTORY_FIELD
+from readmit.features import HISTORY_FIELD, diagnosis_code
 from readmit.inputs import HISTORY_COLUMN, HISTORY_MAX
 from readmit.schema import (
     COLUMNS,
+    FIELD_OF_SOURCE,
     ICD9_PATTERN,
     ID_MAX,
     MISSING,
@@ -91,6 +98,28 @@ EXAMPLE: dict[str, Any] = {
 }
 
 
+RENAMED = {source: field for source, field in FIELD_OF_SOURCE.items() if source != field}
+CODE_FIELDS = tuple(c.field for c in COLUMNS if c.kind is Kind.CODE)
+
+
+def as_fields(record: Any) -> Any:
+    """A record under the API's field names, its numeric diagnosis codes as text. Anything
+    else (not a dict, a field given under both names) is returned as is, for validation to
+    name."""
+    if not isinstance(record, dict):
+        return record
+    if not RENAMED.keys().isdisjoint(record):
+        renamed = {RENAMED.get(k, k): v for k, v in record.items()}
+        if len(renamed) < len(record):
+            return record
+        record = renamed
+    for field in CODE_FIELDS:
+        value = record.get(field)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            record = {**record, field: diagnosis_code(value)}
+    return record
+
+
 def _source_rules(column: Column) -> AfterValidator:
     """The ingest's own check of a text value, so the API accepts exactly what ingest does."""
 
@@ -111,6 +140,8 @@ def _documented(pattern: re.Pattern[str], about: str) -> Any:
 def _field(column: Column) -> tuple[Any, Any]:
     """The pydantic type and default of one source column."""
     about = column.description or column.source
+    if column.source != column.field:
+        about = f"{about} (also accepted under the data set's name, {column.source})"
     kind: Any
     if column.kind is Kind.INTEGER:
         kind = Annotated[StrictInt, Field(ge=0, le=column.maximum, description=about)]
@@ -136,15 +167,23 @@ class _EncounterBase(BaseModel):
         """Any missing marker ("?", NaN) is accepted for fields that may be missing, as null."""
         return None if is_missing(value) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_names(cls, data: Any) -> Any:
+        renamed = as_fields(data)
+        if renamed is data and isinstance(data, dict):
+            twice = [s for s, f in RENAMED.items() if s in data and f in data]
+            if twice:
+                raise ValueError(f"{twice[0]} and {RENAMED[twice[0]]} name the same field")
+        return renamed
+
     def model_input(self) -> dict[str, Any]:
         """The raw record the model takes: missing values back to the source's "?"."""
         record = self.model_dump(exclude={"encounter_id", "patient_nbr", "readmitted"})
         return {k: (MISSING if v is None and k != HISTORY_FIELD else v) for k, v in record.items()}
 
 
-_fields: dict[str, Any] = {
-    column.field: _field(column) for column in COLUMNS if column.field != "readmitted"
-}
+_fields: dict[str, Any] = {column.field: _field(column) for column in COLUMNS}
 _fields[HISTORY_FIELD] = (
     Annotated[StrictInt, Field(ge=0, le=HISTORY_MAX, description=HISTORY_COLUMN.description)]
     | None,
