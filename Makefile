@@ -3,16 +3,29 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# uv installs .venv exactly as uv.lock pins it (the one list of versions; `make lock` after
+# editing pyproject.toml's dependencies). This release of uv, installed from PyPI once per user
+# (in the user's cache folder) when the PATH has no uv of the same version; the images pin the
+# same release (UV_VERSION in deploy/docker).
+UV_VERSION := 0.13.9
+UV_BOOTSTRAP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/readmit/uv-$(UV_VERSION)
+UV := $(shell uv --version 2>/dev/null | grep -q '^uv $(UV_VERSION) ' && command -v uv || echo $(UV_BOOTSTRAP)/bin/uv)
+# Never a Python build of uv's own: the interpreter is $(PYTHON).
+export UV_PYTHON_DOWNLOADS := never
 # The stack's S3 server (node): its packages as pinned in s3server/package-lock.json.
 S3SERVER_STAMP := s3server/node_modules/.installed-stamp
 
-.PHONY: install s3server-deps run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api bench-s3 clean-state
+.PHONY: install lock s3server-deps run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api bench-s3 clean-state
 
-$(STAMP): requirements.lock pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -qq --upgrade pip
-	$(BIN)/pip install -qq -r requirements.lock
-	$(BIN)/pip install -qq --no-deps -e .
+$(UV_BOOTSTRAP)/bin/uv:
+	$(PYTHON) -m venv $(UV_BOOTSTRAP)
+	$(UV_BOOTSTRAP)/bin/pip install -qq --disable-pip-version-check uv==$(UV_VERSION)
+
+# --locked: refuses a uv.lock that no longer matches pyproject.toml (run `make lock`).
+# --python gets the interpreter's real path: uv rebuilds a .venv made from any other path
+# (a symlink, a pyenv shim) from scratch.
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --quiet --locked --all-extras --python "$$($(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))')"
 	touch $(STAMP)
 
 $(S3SERVER_STAMP): s3server/package.json s3server/package-lock.json
@@ -20,6 +33,10 @@ $(S3SERVER_STAMP): s3server/package.json s3server/package-lock.json
 	touch $(S3SERVER_STAMP)
 
 install: $(STAMP)
+
+# Re-resolves uv.lock after a change to pyproject.toml, keeping every pin that still fits.
+lock: | $(UV)
+	$(UV) lock --python "$$($(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))')"
 
 s3server-deps: $(S3SERVER_STAMP)
 

@@ -15,15 +15,17 @@ RUN apt-get update \
 # The official image installs Python packages as its `airflow` user (uid 50000, gid 0).
 USER 50000:0
 WORKDIR /opt/readmit
-# The runtime dependencies pyproject.toml declares, at the versions requirements.lock pins
-# (--constraint; the lock is a full freeze with dev tools, which workers do not need).
-# apache-airflow is pinned to the image's own 3.3.2 there, so this never moves Airflow.
-# The providers the base image ships stay installed: cncf.kubernetes among them, which the
-# KubernetesExecutor needs on Kubernetes.
-COPY --chown=50000:0 requirements.lock pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > runtime-requirements.txt \
- && pip install --no-cache-dir --constraint requirements.lock --requirement runtime-requirements.txt
+# The runtime dependencies pyproject.toml declares, at the versions uv.lock pins (exported by
+# uv, the release the Makefile pins), installed with the image's own pip next to its Airflow.
+# The lock's Airflow sits in the `stack` extra, which is left out, so this never moves the
+# image's Airflow. The providers the base image ships stay installed: cncf.kubernetes among
+# them, which the KubernetesExecutor needs on Kubernetes.
+ARG UV_VERSION=0.13.9
+COPY --chown=50000:0 uv.lock pyproject.toml ./
+RUN pip install --no-cache-dir uv==${UV_VERSION} \
+ && python -m uv export --frozen --no-emit-project --no-hashes --output-file runtime-requirements.txt \
+ && pip uninstall -y uv \
+ && pip install --no-cache-dir --requirement runtime-requirements.txt
 COPY --chown=50000:0 README.md ./
 COPY --chown=50000:0 src ./src
 RUN pip install --no-cache-dir --no-deps . \

@@ -4,31 +4,37 @@
 #   docker build -f deploy/docker/api.Dockerfile -t readmit-api:0.1.0 .
 #
 # The build context is the repository root; .dockerignore sends only src/, dags/,
-# pyproject.toml, README.md, requirements.lock and the health check script.
+# pyproject.toml, README.md, uv.lock and the health check script.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---- builder: a virtualenv holding the package and its runtime dependencies -------------
 # (the same stage as in ui.Dockerfile, so one build reuses the other's cached layers)
 FROM ${PYTHON_IMAGE} AS builder
+# uv: the release the Makefile pins; it installs exactly what uv.lock pins.
+ARG UV_VERSION=0.13.9
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
+RUN pip install uv==${UV_VERSION}
 WORKDIR /src
-# requirements.lock is a full `pip freeze` of the development environment, dev tools
-# (Playwright, Locust, mypy, ruff, ...) included. The image installs only the runtime
-# dependencies that pyproject.toml declares, each at the version the lock pins
-# (--constraint): the versions the tests ran with, without the dev tools and their weight.
-COPY requirements.lock pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > runtime-requirements.txt \
- && pip install --constraint requirements.lock --requirement runtime-requirements.txt \
- && pip check
+# The runtime dependencies that pyproject.toml declares, at the versions uv.lock pins: the
+# versions the tests ran with, without the extras (Airflow, the dev tools) and their weight.
+# --locked refuses a lock that no longer matches pyproject.toml.
+COPY uv.lock pyproject.toml ./
+RUN uv sync --locked --no-install-project --python /usr/local/bin/python3 \
+ && uv pip check --python /opt/venv/bin/python
 COPY README.md ./
 COPY src ./src
-RUN pip install --no-deps . \
- && readmit --help > /dev/null
+RUN uv sync --locked --no-editable --python /usr/local/bin/python3 \
+ && /opt/venv/bin/readmit --help > /dev/null
+
+# ---- loadtest-builder: the same virtualenv plus Locust, at the version uv.lock pins -------
+FROM builder AS loadtest-builder
+RUN uv export --frozen --all-extras --no-emit-project --no-hashes --output-file /tmp/pins.txt \
+ && uv pip install --python /opt/venv/bin/python --constraint /tmp/pins.txt locust
 
 # ---- runtime: the virtualenv on a clean slim image, run by an unprivileged user ----------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -64,11 +70,7 @@ CMD ["readmit", "serve"]
 
 # ---- loadtest: the runtime plus Locust (loadtest/payloads.py imports the package) -------
 FROM runtime AS loadtest
-USER 0
-COPY requirements.lock /tmp/requirements.lock
-RUN pip install --no-cache-dir --constraint /tmp/requirements.lock locust \
- && rm /tmp/requirements.lock
-USER 10001:10001
+COPY --from=loadtest-builder /opt/venv /opt/venv
 # A one-shot job: Locust runs headless against the API and exits.
 HEALTHCHECK NONE
 CMD ["locust"]

@@ -9,22 +9,29 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---- builder ----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
+# uv: the release the Makefile pins.
+ARG UV_VERSION=0.13.9
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never
+RUN pip install uv==${UV_VERSION} \
+ && uv venv --python /usr/local/bin/python3 /opt/venv
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Only what `readmit mlflow-server` needs: MLflow, the PostgreSQL driver, boto3 for S3 and the
-# command line's own imports, each at the version requirements.lock pins (--constraint).
-# The package itself goes in without its dependencies (Airflow, Streamlit, the model
-# libraries), which this server never imports.
-COPY requirements.lock ./
-RUN pip install --constraint requirements.lock \
+# command line's own imports, each at the version uv.lock pins (--constraint, from
+# `uv export`). The package itself goes in without its dependencies (Airflow, Streamlit, the
+# model libraries), which this server never imports.
+COPY uv.lock pyproject.toml ./
+RUN uv export --frozen --all-extras --no-emit-project --no-hashes --output-file /tmp/pins.txt \
+ && uv pip install --constraint /tmp/pins.txt \
         "mlflow[auth]" "psycopg[binary]" boto3 typer rich pydantic-settings httpx \
- && pip check
-COPY pyproject.toml README.md ./
+ && uv pip check
+COPY README.md ./
 COPY src ./src
-RUN pip install --no-deps . \
+RUN uv pip install --no-deps . \
  && readmit mlflow-server --help > /dev/null \
  && python -c "import readmit.services"
 

@@ -8,24 +8,25 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 # ---- builder: a virtualenv holding the package and its runtime dependencies -------------
 # (the same stage as in api.Dockerfile, so one build reuses the other's cached layers)
 FROM ${PYTHON_IMAGE} AS builder
+# uv: the release the Makefile pins; it installs exactly what uv.lock pins.
+ARG UV_VERSION=0.13.9
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
+RUN pip install uv==${UV_VERSION}
 WORKDIR /src
-# requirements.lock is a full `pip freeze` of the development environment, dev tools
-# (Playwright, Locust, mypy, ruff, ...) included. The image installs only the runtime
-# dependencies that pyproject.toml declares, each at the version the lock pins
-# (--constraint): the versions the tests ran with, without the dev tools and their weight.
-COPY requirements.lock pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > runtime-requirements.txt \
- && pip install --constraint requirements.lock --requirement runtime-requirements.txt \
- && pip check
+# The runtime dependencies that pyproject.toml declares, at the versions uv.lock pins: the
+# versions the tests ran with, without the extras (Airflow, the dev tools) and their weight.
+# --locked refuses a lock that no longer matches pyproject.toml.
+COPY uv.lock pyproject.toml ./
+RUN uv sync --locked --no-install-project --python /usr/local/bin/python3 \
+ && uv pip check --python /opt/venv/bin/python
 COPY README.md ./
 COPY src ./src
-RUN pip install --no-deps . \
- && readmit --help > /dev/null
+RUN uv sync --locked --no-editable --python /usr/local/bin/python3 \
+ && /opt/venv/bin/readmit --help > /dev/null
 
 # ---- runtime ----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS ui

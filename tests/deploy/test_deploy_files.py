@@ -51,7 +51,19 @@ def test_airflow_image_extends_the_official_image_with_dags_and_package() -> Non
     assert stages[0].base == "apache/airflow:3.3.2-python3.11"
     assert stages[-1].user == "50000:0"
     assert re.search(r"^COPY .*dags /opt/airflow/dags$", text, re.M)
-    assert "--constraint requirements.lock" in text
+    assert "uv export --frozen --no-emit-project" in text
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_images_install_from_uv_lock_with_the_makefiles_uv(name: str) -> None:
+    """The images take their versions from uv.lock, through the uv release `make install` uses."""
+    makefile = (REPO / "Makefile").read_text()
+    pinned = re.search(r"^UV_VERSION := (\S+)$", makefile, re.M)
+    assert pinned, "Makefile pins no UV_VERSION"
+    text = DOCKERFILES[name].read_text()
+    assert re.findall(r"^ARG UV_VERSION=(\S+)$", text, re.M) == [pinned.group(1)]
+    assert re.search(r"^COPY .*uv\.lock pyproject\.toml \./$", text, re.M)
+    assert re.search(r"uv (sync --locked|export --frozen)", text)
 
 
 @pytest.mark.parametrize("name", ["api.Dockerfile", "ui.Dockerfile", "mlflow.Dockerfile"])
@@ -124,7 +136,7 @@ def test_dockerignore_keeps_local_state_and_data_out_of_the_context() -> None:
         "dags",
         "pyproject.toml",
         "README.md",
-        "requirements.lock",
+        "uv.lock",
         "deploy/docker/healthcheck.py",
     }
 
@@ -136,7 +148,7 @@ def test_images_copy_only_what_the_context_allows() -> None:
         "dags",
         "pyproject.toml",
         "README.md",
-        "requirements.lock",
+        "uv.lock",
         "deploy/docker/healthcheck.py",
     )
     for name, path in DOCKERFILES.items():
