@@ -19,12 +19,13 @@ import pandas as pd
 
 from readmit.dataset import load_dataset, typed_rows
 from readmit.features import HISTORY_FIELD, FittedTransform, clean_frame
-from readmit.pipeline.clean import MIN_CATEGORY_COUNT, CleanBuild
+from readmit.pipeline.clean import MIN_CATEGORY_COUNT
 from readmit.pipeline.ingest import row_hashes
 from readmit.pipeline.train import TrainingData, fit_and_evaluate
 from readmit.schema import INPUT_FIELDS
 from readmit.settings import Settings
 from readmit.split import SPLITS, assign_splits
+from readmit.storage.clean import CleanBuild
 
 
 def training_data(raw: pd.DataFrame, salt: str) -> TrainingData:

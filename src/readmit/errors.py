@@ -11,3 +11,10 @@ class DatasetError(ReadmitError):
 
 class StorageError(ReadmitError):
     """A database could not be reached or is not in the expected state."""
+
+
+def first_line(value: object) -> str:
+    """The first line of an error (or any text), for one-line messages and logs; "" when the
+    message is empty, so a bare `raise SomeError()` never turns into an IndexError."""
+    lines = str(value).strip().splitlines()
+    return lines[0].strip() if lines else ""

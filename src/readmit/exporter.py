@@ -16,15 +16,12 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from readmit.errors import first_line
 from readmit.settings import Settings
 from readmit.storage import clean, raw
 from readmit.storage.db import make_engine
 
 log = logging.getLogger(__name__)
-
-
-def _count(conn: sa.Connection, table: sa.Table) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 class PipelineCollector(Collector):
@@ -57,45 +54,32 @@ class PipelineCollector(Collector):
             "readmit_pipeline_batches", "Ingest batches by status", labels=["status"]
         )
         try:
-            with self.raw_engine.connect() as conn:
-                meta = raw.batch_metadata
-                counts: dict[str, int] = dict(
-                    conn.execute(
-                        sa.select(meta.c.status, sa.func.count()).group_by(meta.c.status)
-                    ).all()
-                )
-                for status in (raw.SUCCEEDED, raw.FAILED):
-                    batches.add_metric([status], counts.get(status, 0))
-                succeeded = conn.execute(
-                    sa.select(sa.func.max(meta.c.finished_at)).where(meta.c.status == raw.SUCCEEDED)
-                ).scalar_one()
-                latest = conn.execute(
-                    sa.select(meta.c.status).order_by(meta.c.finished_at.desc()).limit(1)
-                ).scalar_one_or_none()
-                for table in [*raw.SPLIT_TABLES.values(), raw.rejected]:
-                    rows.add_metric([table.name], _count(conn, table))
+            summary = raw.batch_summary(self.raw_engine)
+            table_rows = raw.table_rows(self.raw_engine)
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("raw-db unreadable", extra={"error": str(exc).splitlines()[0]})
+            log.warning("raw-db unreadable", extra={"error": first_line(exc)})
             return
-        if succeeded is not None:
-            last.add_metric(["ingest"], succeeded.timestamp())
-        if latest is not None:
-            ok.add_metric(["ingest"], 1.0 if latest == raw.SUCCEEDED else 0.0)
+        for status in (raw.SUCCEEDED, raw.FAILED):
+            batches.add_metric([status], summary.by_status.get(status, 0))
+        for name, count in table_rows.items():
+            rows.add_metric([name], count)
+        if summary.last_success is not None:
+            last.add_metric(["ingest"], summary.last_success.timestamp())
+        if summary.latest_status is not None:
+            ok.add_metric(["ingest"], 1.0 if summary.latest_status == raw.SUCCEEDED else 0.0)
         yield batches
 
     def _clean(
         self, rows: GaugeMetricFamily, last: GaugeMetricFamily, ok: GaugeMetricFamily
     ) -> None:
         try:
-            with self.clean_engine.connect() as conn:
-                for table in clean.SPLIT_TABLES.values():
-                    rows.add_metric([table.name], _count(conn, table))
-                built = conn.execute(
-                    sa.select(sa.func.max(clean.clean_build.c.created_at))
-                ).scalar_one()
+            table_rows = clean.table_rows(self.clean_engine)
+            built = clean.last_build_time(self.clean_engine)
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("clean-db unreadable", extra={"error": str(exc).splitlines()[0]})
+            log.warning("clean-db unreadable", extra={"error": first_line(exc)})
             return
+        for name, count in table_rows.items():
+            rows.add_metric([name], count)
         if built is not None:
             last.add_metric(["clean"], built.timestamp())
             ok.add_metric(["clean"], 1.0)
@@ -134,14 +118,14 @@ class PipelineCollector(Collector):
                     max_results=20,
                 )
         except Exception as exc:
-            log.warning("registry unreadable", extra={"error": str(exc).splitlines()[0]})
+            log.warning("registry unreadable", extra={"error": first_line(exc)})
             return
         if production is not None:
             try:
                 gone = missing_artifacts(client, name, str(production.version))
                 present.add_metric([], 0.0 if gone else 1.0)
             except Exception as exc:
-                log.warning("artifact store unreadable", extra={"error": str(exc).splitlines()[0]})
+                log.warning("artifact store unreadable", extra={"error": first_line(exc)})
             version.add_metric([], float(production.version))
             score = production.tags.get("readmit.candidate_test_auc")
             if score:

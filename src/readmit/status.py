@@ -6,11 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-
-from readmit.errors import StorageError
-from readmit.pipeline.clean import latest_build, open_clean_db
-from readmit.pipeline.ingest import open_raw_db
+from readmit.errors import StorageError, first_line
 from readmit.settings import Settings
 from readmit.storage import clean, raw
 
@@ -46,38 +42,28 @@ def production_model(settings: Settings) -> ProductionModel:
         version = str(holder.version)
         missing = missing_artifacts(client, name, version)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
         return ProductionModel(
-            name, None, "unknown", f"registry unreachable: {type(exc).__name__}: {first}"
+            name, None, "unknown", f"registry unreachable: {type(exc).__name__}: {first_line(exc)}"
         )
     if missing is not None:
         return ProductionModel(name, version, "missing", missing)
     return ProductionModel(name, version, "present", f"{name} v{version} is @production")
 
 
-def _count(conn: sa.Connection, table: sa.Table) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
-
-
 def collect_status(settings: Settings) -> Status:
     """Read both databases (creating empty tables if they are new)."""
     status = Status()
-    engine = open_raw_db(settings)
+    engine = raw.open_raw_db(settings)
     try:
-        with engine.connect() as conn:
-            query = sa.select(raw.batch_metadata).order_by(raw.batch_metadata.c.batch_id)
-            status.batches = [dict(r) for r in conn.execute(query).mappings()]
-            for table in [*raw.SPLIT_TABLES.values(), raw.rejected]:
-                status.table_rows[table.name] = _count(conn, table)
+        status.batches = raw.batch_records(engine)
+        status.table_rows.update(raw.table_rows(engine))
     finally:
         engine.dispose()
-    engine = open_clean_db(settings)
+    engine = clean.open_clean_db(settings)
     try:
-        with engine.connect() as conn:
-            for table in clean.SPLIT_TABLES.values():
-                status.table_rows[table.name] = _count(conn, table)
+        status.table_rows.update(clean.table_rows(engine))
         try:
-            build = latest_build(engine)
+            build = clean.latest_build(engine)
             status.last_build = {
                 "build_id": build.build_id,
                 "created_at": build.created_at,

@@ -17,13 +17,15 @@ import pytest
 import sqlalchemy as sa
 
 from readmit.dataset import Dataset, load_dataset, order_by_encounter
-from readmit.pipeline.clean import build_clean, latest_build, read_latest_build
-from readmit.pipeline.ingest import ingest, load_batch, open_raw_db
+from readmit.pipeline.clean import build_clean
+from readmit.pipeline.ingest import ingest, load_batch
 from readmit.pipeline.train import load_training_data
 from readmit.settings import Settings
 from readmit.split import SPLITS
+from readmit.storage.clean import latest_build, read_latest_build
 from readmit.storage.db import make_engine
 from readmit.storage.locks import exclusive
+from readmit.storage.raw import open_raw_db
 from tests.synthetic import synthetic_rows
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-import readmit.pipeline.ingest as ingest_module
+import readmit.storage.raw as raw_storage
 from readmit.dataset import Dataset, order_by_encounter
 from readmit.errors import StorageError
 from readmit.pipeline.ingest import ingest
@@ -52,14 +52,14 @@ def test_a_batch_that_fails_midway_leaves_no_rows_and_the_next_run_completes_it(
 ):
     dataset = _dataset()
     ingest(settings, dataset=dataset)
-    real_insert = ingest_module.bulk_insert
+    real_insert = raw_storage.bulk_insert
 
     def failing_insert(conn, table, frame):
         if table.name == "raw_test":
             raise RuntimeError("disk full (simulated)")
         return real_insert(conn, table, frame)
 
-    monkeypatch.setattr(ingest_module, "bulk_insert", failing_insert)
+    monkeypatch.setattr(raw_storage, "bulk_insert", failing_insert)
     with pytest.raises(StorageError, match="batch 2 failed and was rolled back: disk full"):
         ingest(settings, dataset=dataset)
     assert _counts(settings, batch_id=2) == 0
@@ -69,7 +69,7 @@ def test_a_batch_that_fails_midway_leaves_no_rows_and_the_next_run_completes_it(
             sa.text("SELECT status, error FROM batch_metadata WHERE batch_id = 2")
         ).one()
     assert status == "failed" and "disk full" in error
-    monkeypatch.setattr(ingest_module, "bulk_insert", real_insert)
+    monkeypatch.setattr(raw_storage, "bulk_insert", real_insert)
     retry = ingest(settings, dataset=dataset)
     assert [b.batch_id for b in retry.batches] == [2]
     ingest(settings, all_batches=True, dataset=dataset)

@@ -12,10 +12,11 @@ import sqlalchemy as sa
 
 from readmit.dataset import Dataset
 from readmit.features import DROPPED_DISPOSITIONS, FittedTransform
-from readmit.pipeline.clean import CleanResult, build_clean, latest_build, read_clean_split
+from readmit.pipeline.clean import CleanResult, build_clean
 from readmit.pipeline.ingest import IngestResult, ingest
 from readmit.settings import Settings
 from readmit.split import SPLITS
+from readmit.storage.clean import latest_build, read_clean_split
 from tests.databases import create_database, drop_database
 
 ROWS = 101_766

@@ -19,23 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from readmit.dataset import Dataset, load_dataset, typed_rows
-from readmit.errors import ReadmitError, StorageError
+from readmit.errors import ReadmitError, StorageError, first_line
 from readmit.schema import COLUMNS, SOURCE_NAMES, check_value
 from readmit.settings import Settings
 from readmit.split import SPLITS, assign_splits
 from readmit.storage import raw
-from readmit.storage.db import (
-    bulk_insert,
-    check_connection,
-    create_tables,
-    existing_keys,
-    make_engine,
-    transaction,
-)
 from readmit.storage.locks import exclusive
 
 Report = Callable[[str], None]
@@ -111,11 +102,9 @@ def _batch_bounds(batch_id: int, rows: int, batch_size: int) -> tuple[int, int]:
     return start, min(start + batch_size, rows)
 
 
-def _succeeded_batches(engine: Engine, dataset: Dataset, settings: Settings) -> set[int]:
-    """Batches already loaded; refuse to mix sources, salts or batch sizes in one raw-db."""
-    query = sa.select(raw.batch_metadata).where(raw.batch_metadata.c.status == raw.SUCCEEDED)
-    with engine.connect() as conn:
-        done = conn.execute(query).mappings().all()
+def check_batches(done: list[dict[str, Any]], dataset: Dataset, settings: Settings) -> set[int]:
+    """The ids of the loaded batches `done`; refuse to mix sources, salts or batch sizes in one
+    raw-db."""
     for row in done:
         start, end = _batch_bounds(row["batch_id"], len(dataset.frame), settings.batch_size)
         if row["source_sha256"] != dataset.sha256:
@@ -133,24 +122,24 @@ def _succeeded_batches(engine: Engine, dataset: Dataset, settings: Settings) -> 
     return {row["batch_id"] for row in done}
 
 
-def _new_rows(conn: sa.Connection, split: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows not yet in the split's table, each once: what makes a re-run idempotent."""
-    table = raw.SPLIT_TABLES[split]
-    rows = rows.drop_duplicates("row_hash")
-    present = existing_keys(conn, table.c.row_hash, rows["row_hash"].tolist())
-    return rows[~rows["row_hash"].isin(present)]
+@dataclass
+class PreparedBatch:
+    """One batch ready to be written: its valid rows per split, its rejected rows with the
+    field and the reason, and its batch_metadata record (before the outcome is known)."""
+
+    rows: dict[str, pd.DataFrame]
+    rejected: pd.DataFrame
+    record: dict[str, Any]
+
+    @property
+    def valid(self) -> int:
+        return sum(len(part) for part in self.rows.values())
 
 
-def _new_rejects(conn: sa.Connection, rejected: pd.DataFrame) -> pd.DataFrame:
-    rejected = rejected.drop_duplicates("row_hash")
-    present = existing_keys(conn, raw.rejected.c.row_hash, rejected["row_hash"].tolist())
-    return rejected[~rejected["row_hash"].isin(present)]
-
-
-def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settings) -> BatchResult:
-    """Load one batch in one transaction and record it; on failure record it as failed."""
-    started = datetime.now(UTC)
-    clock = time.perf_counter()
+def prepare_batch(
+    dataset: Dataset, batch_id: int, settings: Settings, started: datetime
+) -> PreparedBatch:
+    """Hash, validate, type and split the source rows of one batch; nothing is read or written."""
     start, end = _batch_bounds(batch_id, len(dataset.frame), settings.batch_size)
     chunk = dataset.frame.iloc[start:end]
     hashes = pd.Series(row_hashes(chunk, dataset.problems), index=chunk.index)
@@ -185,29 +174,18 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
         "rows_rejected": len(errors),
         "started_at": started,
     }
+    return PreparedBatch({s: rows[splits == s] for s in SPLITS}, rejected, record)
+
+
+def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settings) -> BatchResult:
+    """Load one batch in one transaction and record it; on failure record it as failed."""
+    clock = time.perf_counter()
+    batch = prepare_batch(dataset, batch_id, settings, datetime.now(UTC))
     try:
-        with transaction(engine, "raw-db") as conn:
-            inserted = {
-                split: bulk_insert(
-                    conn, raw.SPLIT_TABLES[split], _new_rows(conn, split, rows[splits == split])
-                )
-                for split in SPLITS
-            }
-            bulk_insert(conn, raw.rejected, _new_rejects(conn, rejected))
-            duplicates = len(rows) - sum(inserted.values())
-            conn.execute(_delete_failed(batch_id))
-            conn.execute(
-                raw.batch_metadata.insert().values(
-                    **record,
-                    **{f"rows_{s}": n for s, n in inserted.items()},
-                    rows_duplicate=duplicates,
-                    status=raw.SUCCEEDED,
-                    finished_at=datetime.now(UTC),
-                )
-            )
+        inserted = raw.write_batch(engine, batch.rows, batch.rejected, batch.record)
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _record_failure(engine, batch_id, record, reason)
+        reason = first_line(exc) or type(exc).__name__
+        raw.record_failure(engine, batch.record, reason)
         log.error("batch failed", extra={"step": "ingest", "batch_id": batch_id, "error": reason})
         if isinstance(exc, ReadmitError):
             raise
@@ -216,10 +194,10 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
         ) from exc
     result = BatchResult(
         batch_id=batch_id,
-        rows_read=len(chunk),
+        rows_read=batch.record["rows_read"],
         inserted=inserted,
-        duplicates=duplicates,
-        rejected=len(errors),
+        duplicates=batch.valid - sum(inserted.values()),
+        rejected=len(batch.rejected),
         seconds=time.perf_counter() - clock,
     )
     log.info(
@@ -230,7 +208,7 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
             "source_sha256": dataset.sha256,
             "rows_read": result.rows_read,
             "inserted": inserted,
-            "duplicates": duplicates,
+            "duplicates": result.duplicates,
             "rejected": result.rejected,
             "seconds": round(result.seconds, 3),
         },
@@ -238,46 +216,12 @@ def load_batch(engine: Engine, dataset: Dataset, batch_id: int, settings: Settin
     return result
 
 
-def _delete_failed(batch_id: int) -> sa.Delete:
-    """The failed record of a batch, replaced by the run that loads it; a success stays."""
-    table = raw.batch_metadata
-    return table.delete().where(table.c.batch_id == batch_id, table.c.status == raw.FAILED)
-
-
-def _record_failure(engine: Engine, batch_id: int, record: dict[str, Any], reason: str) -> None:
-    """Record the batch as failed, unless another run has loaded it: its record stays as is."""
-    table = raw.batch_metadata
-    try:
-        with transaction(engine, "raw-db") as conn:
-            status = conn.execute(
-                sa.select(table.c.status).where(table.c.batch_id == batch_id)
-            ).scalar_one_or_none()
-            if status == raw.SUCCEEDED:
-                return
-            conn.execute(_delete_failed(batch_id))
-            conn.execute(
-                table.insert().values(
-                    **record, status=raw.FAILED, error=reason, finished_at=datetime.now(UTC)
-                )
-            )
-    except StorageError as exc:
-        log.error("batch failure not recorded", extra={"batch_id": batch_id, "error": str(exc)})
-
-
-def open_raw_db(settings: Settings) -> Engine:
-    """Connect to raw-db and create its tables if they are not there yet."""
-    engine = make_engine(settings.resolved_raw_db_url, "raw-db")
-    check_connection(engine, "raw-db")
-    create_tables(engine, raw.metadata, "raw-db")
-    return engine
-
-
 def _load_pending(
     engine: Engine, dataset: Dataset, settings: Settings, all_batches: bool, report: Report
 ) -> IngestResult:
     """Load the next pending batch (or all); the caller holds the ingest lock of raw-db."""
     total = math.ceil(len(dataset.frame) / settings.batch_size)
-    done = _succeeded_batches(engine, dataset, settings)
+    done = check_batches(raw.succeeded_batches(engine), dataset, settings)
     pending = [b for b in range(1, total + 1) if b not in done]
     result = IngestResult(total_batches=total)
     if not pending:
@@ -298,7 +242,7 @@ def ingest(
     dataset: Dataset | None = None,
 ) -> IngestResult:
     """Load the next pending batch, or every pending batch with `all_batches`."""
-    engine = open_raw_db(settings)
+    engine = raw.open_raw_db(settings)
     try:
         dataset = dataset or load_dataset(settings)
         with exclusive(engine, "raw-db", "ingest", report):

@@ -36,16 +36,11 @@ from readmit.model import (
     ReadmissionModel,
     XGBoostEstimator,
 )
-from readmit.pipeline.clean import (
-    CleanBuild,
-    open_clean_db,
-    read_latest_build,
-    read_model_inputs,
-)
-from readmit.pipeline.ingest import open_raw_db
 from readmit.registry import Decision, compare_and_promote, discard_version, register
 from readmit.repair import owner_tags, repair
 from readmit.settings import Settings
+from readmit.storage.clean import CleanBuild, open_clean_db, read_latest_build
+from readmit.storage.raw import open_raw_db, read_model_inputs
 from readmit.tracking import as_float_dict, configure, git_commit, log_figure, log_model
 
 Report = Callable[[str], None]

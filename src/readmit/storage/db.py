@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from readmit.errors import StorageError
+from readmit.errors import StorageError, first_line
 from readmit.files import private_file
 
 KEY_CHUNK = 5_000
@@ -123,7 +123,7 @@ def check_connection(engine: Engine, name: str) -> None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        reason = first_line(exc.orig or exc)
         raise StorageError(
             f"{name}: cannot connect to {safe_url(str(engine.url))}: {reason}"
         ) from exc
@@ -136,8 +136,13 @@ def transaction(engine: Engine, name: str) -> Iterator[Connection]:
         with engine.begin() as conn:
             yield conn
     except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        reason = first_line(exc.orig or exc)
         raise StorageError(f"{name}: {reason}") from exc
+
+
+def count_rows(conn: Connection, table: sa.Table) -> int:
+    """How many rows `table` holds."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def is_postgres(conn: Connection) -> bool:
