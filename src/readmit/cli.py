@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from readmit.errors import ReadmitError
+from readmit.errors import ReadmitError, first_line
 from readmit.settings import Settings, settings_problems
 from readmit.stack.s3 import BUCKET
 
@@ -56,9 +56,8 @@ def fails_cleanly(command: F) -> F:
                 raise typer.Exit(code=1) from None
             if _debug():
                 raise
-            first = str(exc).splitlines()[0] if str(exc) else ""
             err_console.print(
-                f"[bold red]error:[/] unexpected {type(exc).__name__}: {first} "
+                f"[bold red]error:[/] unexpected {type(exc).__name__}: {first_line(exc)} "
                 "(set READMIT_DEBUG=1 for the traceback)",
                 highlight=False,
             )

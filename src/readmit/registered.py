@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import Model
 
-from readmit.errors import ReadmitError
+from readmit.errors import ReadmitError, first_line
 from readmit.model import MODEL_FILE, ReadmissionModel
 from readmit.settings import Settings
 from readmit.tracking import connect
@@ -47,8 +47,7 @@ class ModelRefused(ReadmitError):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text[:300]}"
+    return f"{type(exc).__name__}: {first_line(exc)[:300]}"
 
 
 def check_scores(model: ReadmissionModel, example: pd.DataFrame) -> str | None:

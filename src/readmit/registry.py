@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from readmit.errors import ReadmitError
+from readmit.errors import ReadmitError, first_line
 from readmit.registered import ModelRefused, load_checked, missing_artifacts_message
 from readmit.settings import Settings
 from readmit.tracking import connect
@@ -124,8 +124,7 @@ def champion_auc(
     except ModelRefused as exc:
         return None, f"refused: {exc.reason}"
     except Exception as exc:
-        first = str(exc).splitlines()[0][:300] if str(exc) else ""
-        return None, f"could not be scored: {type(exc).__name__}: {first}"
+        return None, f"could not be scored: {type(exc).__name__}: {first_line(exc)[:300]}"
 
 
 def compare_and_promote(

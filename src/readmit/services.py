@@ -22,7 +22,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from readmit.errors import ReadmitError
+from readmit.errors import ReadmitError, first_line
 from readmit.files import SOURCE_ROOT, private_dir
 from readmit.settings import Settings
 from readmit.stack.s3 import BUCKET
@@ -256,7 +256,7 @@ def ensure_database(url: str) -> None:
     except sa.exc.DBAPIError as exc:
         from readmit.storage.db import safe_url
 
-        reason = str(exc.orig or exc).strip().splitlines()[0]
+        reason = first_line(exc.orig or exc)
         raise ServiceError(
             f"mlflow: cannot create the users' database {safe_url(url)}: {reason}"
         ) from exc

@@ -31,7 +31,7 @@ from typing import IO, Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from readmit.errors import StorageError
+from readmit.errors import StorageError, first_line
 from readmit.features import HISTORY_FIELD
 from readmit.monitoring.pseudonym import pseudonym, pseudonym_key
 from readmit.schema import INPUT_FIELDS, is_missing
@@ -379,10 +379,9 @@ class PredictionLog:
             self._tables_ready = False
             self._retry_at = time.monotonic() + self.settings.prediction_log_retry_seconds
             self.metrics.log_flush_failures.inc()
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             log.warning(
                 "prediction log: monitor-db write failed, rows kept for a retry: %s",
-                reason[0] if reason else type(exc).__name__,
+                first_line(getattr(exc, "orig", None) or exc) or type(exc).__name__,
             )
             return False
         self._tables_ready = True

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from readmit.errors import first_line
 from readmit.model import ReadmissionModel
 from readmit.registered import ModelRefused, load_checked
 from readmit.registry import PRODUCTION
@@ -115,8 +116,7 @@ class ModelStore:
         log.warning("model refused", extra={"model_version": version, "error": reason})
 
     def _failed(self, step: str, exc: Exception) -> None:
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        self.last_error = f"{step} failed: {type(exc).__name__}: {first_line}"
+        self.last_error = f"{step} failed: {type(exc).__name__}: {first_line(exc)}"
         self.metrics.reload_failed(step)
         log.warning("model %s failed", step, extra={"error": self.last_error})
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 import yaml
 from pydantic import SecretStr
 
-from readmit.errors import ReadmitError
+from readmit.errors import ReadmitError, first_line
 from readmit.files import SOURCE_ROOT
 from readmit.services import (
     S3_HEALTH_PATH,
@@ -525,7 +525,7 @@ def _up(stack: Stack, report: Report, timeout: float) -> None:
     try:
         created = postgres.ensure_databases(ends.server_url, settings.stack_db_prefix)
     except sa.exc.SQLAlchemyError as exc:
-        first = str(exc.orig if hasattr(exc, "orig") else exc).splitlines()[0]
+        first = first_line(getattr(exc, "orig", None) or exc)
         raise StackError(f"postgres: could not create the stack's databases: {first}") from None
     if created:
         report(f"postgres: created databases {', '.join(created)}")

@@ -19,7 +19,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmit.errors import StorageError
+from readmit.errors import StorageError, first_line
 from readmit.settings import Settings
 from readmit.storage import db
 from readmit.storage.db import is_postgres, make_engine
@@ -115,8 +115,8 @@ def insert_predictions(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
             for row in rows:
                 copy.write_row([_copy_value(name, row[name]) for name in PREDICTION_COLUMNS])
     except psycopg.Error as exc:  # the raw cursor's errors are not wrapped by SQLAlchemy
-        reason = str(exc).strip().splitlines()
-        raise StorageError(f"monitor-db: COPY failed: {reason[0] if reason else exc}") from exc
+        reason = first_line(exc) or type(exc).__name__
+        raise StorageError(f"monitor-db: COPY failed: {reason}") from exc
     added = conn.execute(
         sa.text(
             f"INSERT INTO predictions ({names}) SELECT {names} FROM predictions_in "

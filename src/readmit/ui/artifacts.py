@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from readmit.errors import first_line
 from readmit.settings import apply_mlflow_client_defaults
 from readmit.storage.db import safe_url
 
@@ -55,7 +56,7 @@ def fetch_plots(run_id: str, uri: str) -> Plots:
                 run_id=run_id, artifact_path=PLOTS_DIR, tracking_uri=uri, dst_path=tmp
             )
         except Exception as exc:  # MLflow raises many kinds: store, HTTP, S3, file system
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc) or type(exc).__name__
             return Plots(
                 missing=list(PLOTS),
                 error=f"The plots of run {run_id} could not be fetched from MLflow at "
