@@ -293,6 +293,36 @@ def loadtest(
 
 @app.command()
 @fails_cleanly
+def simulate(
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the API."),
+    scenario: str = typer.Option(
+        "steady",
+        help="steady, case-mix, a1c-measured, specialty-missing, hours-for-days, poor-ranking.",
+    ),
+    records: int = typer.Option(2000, help="Encounters of the test split to send."),
+    outcome_delay: str = typer.Option(
+        "0", help="Wait after scoring before the outcomes are posted (30s, 5m, 1h)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the sample of encounters."),
+) -> None:
+    """Replay test-split encounters (as they are, or shifted) through the API, then post
+    their true outcomes to /outcomes."""
+    from readmit.monitoring.simulate import parse_delay, scenario_of
+    from readmit.monitoring.simulate import simulate as run_simulation
+
+    settings = Settings()
+    chosen, delay = scenario_of(scenario), parse_delay(outcome_delay)
+    console.print(
+        f"[bold]simulate[/] {chosen.name} ({chosen.about}): {records:,} records to {url}, "
+        f"outcomes after {delay:.0f} s",
+        highlight=False,
+    )
+    result = run_simulation(settings, url, chosen.name, records, delay, seed, report=_say)
+    console.print(f"[green]simulate done[/]: {result.summary()}", highlight=False)
+
+
+@app.command()
+@fails_cleanly
 def exporter(
     host: str = typer.Option("127.0.0.1", help="Bind address."),
     port: int = typer.Option(9108, help="Port of /metrics."),
