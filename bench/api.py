@@ -27,9 +27,9 @@ import numpy as np
 
 from readmit.pipeline.train import load_training_data
 from readmit.registry import PRODUCTION, by_alias, client_for, production_uri
-from readmit.services import Service, _spawn, free_port, start_api, stop_process_group
 from readmit.serving.model_store import load_version
 from readmit.settings import Settings
+from readmit.stack.foreground import Service, free_port, spawn, start_api, stop_process_group
 from readmit.tracking import connect
 
 LEVELS = (1, 20, 50)
@@ -98,7 +98,7 @@ def start_mlflow_serve(settings: Settings, port: int, log: Path) -> Service:
         "--workers",
         "1",
     ]
-    service = _spawn("mlflow-serve", command, env, log, f"http://127.0.0.1:{port}")
+    service = spawn("mlflow-serve", command, env, log, f"http://127.0.0.1:{port}")
     for _ in range(240):
         try:
             if httpx.get(f"{service.url}/ping", timeout=2).status_code == 200:

@@ -38,9 +38,9 @@ from readmit.model import Calibration, ReadmissionModel
 from readmit.pipeline.clean import build_clean
 from readmit.pipeline.ingest import ingest
 from readmit.pipeline.train import fit_lightgbm, load_training_data
-from readmit.services import Service, free_port, start_api
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
+from readmit.stack.foreground import Service, free_port, start_api
 from readmit.tracking import configure, log_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,8 +35,8 @@ from readmit.model import Calibration, ReadmissionModel
 from readmit.pipeline.clean import build_clean
 from readmit.pipeline.ingest import ingest
 from readmit.pipeline.train import fit_lightgbm, load_training_data
-from readmit.services import free_port, start_api
 from readmit.settings import Settings
+from readmit.stack.foreground import free_port, start_api
 from readmit.tracking import configure, log_model
 
 ROWS = 30_000

@@ -19,17 +19,10 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
-from readmit.services import (
-    S3_HEALTH_PATH,
-    Service,
-    _spawn,
-    free_port,
-    program,
-    s3_env,
-    start_s3_server,
-    wait_healthy,
-)
 from readmit.stack import s3
+from readmit.stack.foreground import Service, free_port, spawn, start_s3_server, wait_healthy
+from readmit.stack.s3 import s3_env
+from readmit.stack.services import S3_HEALTH_PATH, program
 
 ROUNDS = 3
 CONFIG = TransferConfig()  # boto3's defaults: multipart above 8 MiB, as MLflow uploads
@@ -57,7 +50,7 @@ def model_folder(root: Path) -> Path:
 
 def start_moto(port: int, log: Path) -> Service:
     command = [program("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-    service = _spawn("moto", command, dict(os.environ), log, f"http://127.0.0.1:{port}")
+    service = spawn("moto", command, dict(os.environ), log, f"http://127.0.0.1:{port}")
     wait_healthy(service, "/moto-api/", timeout=60)
     client(service.url).create_bucket(Bucket=s3.BUCKET)
     return service

@@ -27,7 +27,7 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def s3_server_installed() -> None:
     """The local S3 server (node and s3server/'s packages) can run here."""
-    from readmit.services import s3_server_problem
+    from readmit.stack.s3 import s3_server_problem
 
     problem = s3_server_problem()
     if problem is not None:

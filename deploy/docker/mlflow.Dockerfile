@@ -33,7 +33,7 @@ COPY README.md ./
 COPY src ./src
 RUN uv pip install --no-deps . \
  && readmit mlflow-server --help > /dev/null \
- && python -c "import readmit.services"
+ && python -c "import readmit.stack.services, readmit.stack.mlflow_server"
 
 # ---- runtime ----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS mlflow

@@ -341,7 +341,8 @@ def exporter(
 @fails_cleanly
 def mlflow_server() -> None:
     """Run the MLflow tracking server of the settings in the foreground."""
-    from readmit.services import mlflow_server_command, standalone_mlflow_env
+    from readmit.stack.mlflow_server import standalone_mlflow_env
+    from readmit.stack.services import mlflow_server_command
 
     settings = Settings()
     command = mlflow_server_command(settings)
@@ -361,7 +362,7 @@ def s3_server(
 ) -> None:
     """Run a local S3-compatible server with the artifact bucket, its objects on disk under
     <data dir>/s3store."""
-    from readmit.services import start_s3_server
+    from readmit.stack.foreground import start_s3_server
 
     settings = Settings()
     store = settings.data_dir.resolve() / "s3store"
@@ -448,7 +449,8 @@ app.add_typer(stack_app, name="stack")
 @fails_cleanly
 def stack_up() -> None:
     """Start every service on 127.0.0.1, wait until all are healthy, print URLs and logins."""
-    from readmit.stack.manager import MLFLOW_USER, up
+    from readmit.stack.credentials import MLFLOW_USER
+    from readmit.stack.up import up
 
     settings = Settings()
     clock = time.perf_counter()
@@ -481,7 +483,7 @@ def stack_up() -> None:
 @fails_cleanly
 def stack_down() -> None:
     """Stop every process `stack up` started (whole process groups), and nothing else."""
-    from readmit.stack.manager import down
+    from readmit.stack.down import down
 
     settings = Settings()
     stopped = down(settings, report=_say)
@@ -498,7 +500,7 @@ def stack_down() -> None:
 @fails_cleanly
 def stack_status() -> None:
     """Each service's process and health; exit 1 when one is not healthy."""
-    from readmit.stack.manager import status as stack_state
+    from readmit.stack.status import status as stack_state
 
     services = stack_state(Settings())
     table = Table(title="readmit stack")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import readmit.ui
-from readmit.services import free_port, stop_process_group
+from readmit.stack.foreground import free_port, stop_process_group
 from tests.ui.stack import Stack, shared_stack, stop_stack
 
 APP = Path(readmit.ui.__file__).parent / "app.py"

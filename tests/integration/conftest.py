@@ -18,12 +18,13 @@ from pydantic import SecretStr
 from readmit import registry
 from readmit.model import Calibration, ReadmissionModel
 from readmit.pipeline.train import fit_lightgbm
-from readmit.services import free_port, start_mlflow_server, start_s3_server
 from readmit.serving.app import create_app
 from readmit.settings import Settings
+from readmit.stack.foreground import free_port, start_s3_server
 from tests.databases import create_database, drop_database
 from tests.models import API_KEY, MODEL_INPUTS, log_and_register, records
 from tests.monitoring import PATIENT
+from tests.services import start_mlflow_server
 
 
 @dataclass

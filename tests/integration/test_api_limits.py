@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from readmit.services import free_port, start_api
 from readmit.serving.body import MAX_ERRORS
 from readmit.serving.schemas import EXAMPLE, Encounter
 from readmit.serving.server import build_server
+from readmit.stack.foreground import free_port, start_api
 from tests.models import records
 
 WAIT = 30.0  # generous guard so a broken server fails the test instead of hanging it

@@ -10,11 +10,12 @@ import httpx
 import pytest
 
 from readmit import registry
-from readmit.services import free_port, start_api, start_mlflow_server
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
+from readmit.stack.foreground import free_port, start_api
 from tests.models import MODEL_INPUTS, log_and_register
 from tests.scraped import samples, value
+from tests.services import start_mlflow_server
 
 
 def _api_env(settings: Settings, tracking_uri: str, model_name: str, port: int) -> dict[str, str]:

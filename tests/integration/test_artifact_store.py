@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from readmit import registry
 from readmit.cli import app
 from readmit.exporter import registry_for
-from readmit.services import s3_env
 from readmit.serving.app import create_app
 from readmit.settings import Settings
 from readmit.stack import s3
+from readmit.stack.s3 import s3_env
 from readmit.status import production_model
 from tests.models import API_KEY, MODEL_INPUTS, log_and_register
 

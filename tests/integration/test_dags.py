@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from readmit import registry
 from readmit.orchestration import CLEAN_ASSET, RAW_ASSET
-from readmit.services import s3_env
 from readmit.settings import Settings
 from readmit.stack.airflow import airflow_env
+from readmit.stack.s3 import s3_env
 from tests.subset import write_subset
 
 pytestmark = pytest.mark.postgres

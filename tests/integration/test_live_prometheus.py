@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from readmit.pipeline.train import train
-from readmit.services import free_port, start_api, start_exporter, start_prometheus
+from readmit.stack.foreground import free_port, start_api
 from tests.models import records
 from tests.observability.dashboards import (
     dashboard_files,
@@ -23,6 +23,7 @@ from tests.observability.dashboards import (
     rule_files,
     rules,
 )
+from tests.services import start_exporter, start_prometheus
 
 
 @pytest.fixture(scope="module")

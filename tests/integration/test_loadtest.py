@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from readmit import registry
 from readmit.cli import app
 from readmit.loadtest import LoadTestResult, figure, run
-from readmit.services import free_port, start_api
 from readmit.settings import Settings
+from readmit.stack.foreground import free_port, start_api
 from tests.models import MODEL_INPUTS, log_and_register
 
 

@@ -156,7 +156,7 @@ def test_shap_tree_explainer_works_on_a_registered_xgboost_model(settings, small
 def test_artifacts_land_in_the_s3_bucket(mlflow_server):
     import boto3
 
-    from readmit.services import s3_env
+    from readmit.stack.s3 import s3_env
 
     env = s3_env(mlflow_server.s3_endpoint)
     s3 = boto3.client(

@@ -14,8 +14,9 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from readmit.cli import app
-from readmit.services import free_port, program, stop_process_group
+from readmit.stack.foreground import free_port, stop_process_group
 from readmit.stack.processes import descendants
+from readmit.stack.services import program
 from tests.synthetic import synthetic_rows
 
 SECRET = "Zq7-not-for-your-eyes"

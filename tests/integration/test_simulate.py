@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from readmit.cli import app
 from readmit.monitoring.simulate import OLD_AGES, SimulationError, simulate, split_encounters
-from readmit.services import Service, free_port, start_api
 from readmit.settings import Settings
+from readmit.stack.foreground import Service, free_port, start_api
 from readmit.storage import monitor
 from tests.models import API_KEY
 from tests.monitoring import KEY, wait_until

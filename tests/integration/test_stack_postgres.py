@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from readmit.services import free_port
 from readmit.stack import postgres, processes
+from readmit.stack.foreground import free_port
 from tests.conftest import _unavailable
 
 

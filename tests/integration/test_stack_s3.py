@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from readmit.services import Service, free_port, s3_env, start_s3_server
 from readmit.stack import s3
+from readmit.stack.foreground import Service, free_port, start_s3_server
+from readmit.stack.s3 import s3_env
 
 pytestmark = pytest.mark.usefixtures("s3_server_installed")
 MULTIPART = TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20)

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from readmit.services import free_port
 from readmit.stack import postgres, processes
+from readmit.stack.foreground import free_port
 
 READMIT = str(Path(sys.executable).parent / "readmit")
 PORTS = ("API", "UI", "MLFLOW", "S3", "AIRFLOW", "EXPORTER", "PROMETHEUS")

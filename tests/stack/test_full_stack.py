@@ -21,8 +21,10 @@ from readmit import registry
 from readmit.monitoring.pseudonym import pseudonym
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
-from readmit.stack import manager, postgres, processes
+from readmit.stack import postgres, processes, services
 from readmit.stack.airflow import AirflowClient
+from readmit.stack.down import stragglers
+from readmit.stack.layout import paths_for
 from readmit.storage import monitor
 from tests.stack.stack import cli, stack_environment
 
@@ -70,7 +72,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert "readmit stack is up" in up.stdout
     status = _cli(stack_env, "stack", "status", timeout=60)
     assert status.returncode == 0, status.stdout
-    for name in manager.SERVICES:
+    for name in services.NAMES:
         assert name in status.stdout
 
     data_dir = Path(stack_env["READMIT_DATA_DIR"])
@@ -172,14 +174,14 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert logged == pseudonym(keys["pseudonym_key"].encode(), EXAMPLE["patient_nbr"])
 
     # 5. Down: every recorded process group and every process started by the stack is gone.
-    paths = manager.paths_for(Settings(data_dir=Path(stack_env["READMIT_DATA_DIR"])))
+    paths = paths_for(Settings(data_dir=Path(stack_env["READMIT_DATA_DIR"])))
     pids = [r.pid for r in processes.records(paths.run)]
-    assert len(pids) == len(manager.SERVICES) - 1  # PostgreSQL is the running server's
+    assert len(pids) == len(services.NAMES) - 1  # PostgreSQL is the running server's
     down = _cli(stack_env, "stack", "down", timeout=180)
     assert down.returncode == 0, down.stdout + down.stderr
     assert processes.records(paths.run) == []
     assert all(processes.group_members(pid) == [] for pid in pids)
-    assert manager.stragglers(paths) == []
+    assert stragglers(paths) == []
     assert _cli(stack_env, "stack", "status", timeout=60).returncode == 1
 
     # 6. Up again: the registry (PostgreSQL) and the artifacts (S3 on disk) are still there.
@@ -206,6 +208,6 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert any(p in processes.group_members(p) for p in tree), "no task in a group of its own"
     airflow.close()
     assert _cli(stack_env, "stack", "down", timeout=180).returncode == 0
-    assert manager.stragglers(paths) == []
+    assert stragglers(paths) == []
     assert [p for p in tree if processes.alive(p)] == []
     print(f"full stack end to end: {time.monotonic() - clock:.0f} s")

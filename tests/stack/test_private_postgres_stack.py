@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from readmit.services import free_port
 from readmit.settings import Settings
-from readmit.stack import manager, postgres, processes
+from readmit.stack import postgres, processes
+from readmit.stack.credentials import load_secrets
+from readmit.stack.foreground import free_port
+from readmit.stack.layout import paths_for
 from tests.conftest import _unavailable
 
 pytestmark = pytest.mark.slow
@@ -42,7 +44,7 @@ def test_stack_up_starts_a_private_cluster_when_no_server_answers(dataset_uri: s
         "READMIT_STACK_PRIVATE_PG_PORT": str(private_port),
     }
     settings = Settings(data_dir=folder / "data", stack_private_pg_port=private_port)
-    paths = manager.paths_for(settings)
+    paths = paths_for(settings)
     try:
         up = subprocess.run(
             [READMIT, "stack", "up"], env=env, capture_output=True, text=True, timeout=400
@@ -51,7 +53,7 @@ def test_stack_up_starts_a_private_cluster_when_no_server_answers(dataset_uri: s
         assert "private cluster" in up.stdout
         rec = processes.record(paths.run, "postgres")
         assert rec is not None and rec.running
-        password = manager.load_secrets(paths, settings).postgres_password
+        password = load_secrets(paths, settings).postgres_password
         url = postgres.private_cluster_url(private_port, password)
         assert postgres.reachable(url)
         raw = postgres.database_urls(url, "")["raw"]

@@ -25,8 +25,11 @@ from mlflow.tracking import MlflowClient
 
 from readmit import registry
 from readmit.settings import Settings
-from readmit.stack import manager, processes
+from readmit.stack import processes
 from readmit.stack.airflow import AirflowClient
+from readmit.stack.down import stragglers
+from readmit.stack.layout import Paths, paths_for
+from readmit.stack.status import status
 from tests.stack.stack import cli, stack_environment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -61,8 +64,8 @@ def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.Temp
         yield env
 
 
-def _paths(env: dict[str, str]) -> manager.Paths:
-    return manager.paths_for(Settings(data_dir=Path(env["READMIT_DATA_DIR"])))
+def _paths(env: dict[str, str]) -> Paths:
+    return paths_for(Settings(data_dir=Path(env["READMIT_DATA_DIR"])))
 
 
 def _up(env: dict[str, str]) -> None:
@@ -84,11 +87,11 @@ def _kill_9_everything(env: dict[str, str]) -> None:
     for pid in groups:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-    for pid in manager.stragglers(paths):
+    for pid in stragglers(paths):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while any(processes.alive(pid) for pid in groups) or manager.stragglers(paths):
+    while any(processes.alive(pid) for pid in groups) or stragglers(paths):
         assert time.monotonic() < deadline, "stack processes outlived SIGKILL"
         time.sleep(0.2)
 
@@ -158,7 +161,7 @@ def _check_after_kill(env: dict[str, str], before: dict, production: str, tmp: P
     _kill_9_everything(env)
     _up(env)
     settings = Settings(data_dir=Path(env["READMIT_DATA_DIR"]), s3_port=int(env["READMIT_S3_PORT"]))
-    s3 = next(s for s in manager.status(settings) if s.name == "s3")
+    s3 = next(s for s in status(settings) if s.name == "s3")
     assert s3.healthy and f"objects on disk in {_paths(env).s3_store}" in s3.detail, s3
     _served(env, production)
     assert _production(env) == production

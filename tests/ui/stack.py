@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from readmit.dataset import Dataset
-from readmit.services import Service, free_port, start_api
 from readmit.settings import Settings
+from readmit.stack.foreground import Service, free_port, start_api
 
 ROWS = 24_000
 

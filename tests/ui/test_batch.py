@@ -10,7 +10,7 @@ import pytest
 
 from readmit.dataset import typed_rows
 from readmit.schema import COLUMNS, INPUT_FIELDS, SOURCE_NAMES
-from readmit.services import free_port
+from readmit.stack.foreground import free_port
 from readmit.ui.batch import (
     BatchFormatError,
     BatchScores,

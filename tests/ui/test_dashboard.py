@@ -11,9 +11,9 @@ import httpx
 import pytest
 import yaml
 
-from readmit.services import free_port, start_prometheus
 from readmit.serving.metrics import LATENCY_BUCKETS
 from readmit.serving.schemas import EXAMPLE
+from readmit.stack.foreground import free_port
 from readmit.ui.client import PrometheusClient
 from readmit.ui.dashboard import (
     Dashboard,
@@ -24,6 +24,7 @@ from readmit.ui.dashboard import (
     summarise,
 )
 from tests.observability.dashboards import rule_files
+from tests.services import start_prometheus
 from tests.ui.pages import assert_clean, captions, errors, metrics, open_page
 
 

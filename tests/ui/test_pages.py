@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from readmit.services import free_port, start_api
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
+from readmit.stack.foreground import free_port, start_api
 from readmit.ui import forms
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import exact, percent, risk_band

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from readmit.services import free_port, port_taken, program
+from readmit.stack.foreground import free_port
 from readmit.stack.processes import alive, descendants
+from readmit.stack.services import port_taken, program
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:

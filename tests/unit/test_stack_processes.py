@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from readmit.services import free_port
 from readmit.settings import Settings
-from readmit.stack import manager, processes
+from readmit.stack import processes
+from readmit.stack.down import down, stragglers
+from readmit.stack.errors import StackError
+from readmit.stack.foreground import free_port
+from readmit.stack.launch import Stack
+from readmit.stack.layout import MARKER, paths_for
+from readmit.stack.up import check_ports
 
 
 def _wait_members(pgid: int, count: int) -> list[int]:
@@ -69,8 +74,8 @@ def test_a_reused_pid_and_other_processes_are_left_alone(tmp_path: Path) -> None
 
 def test_down_also_stops_processes_that_left_the_group(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    paths = manager.paths_for(settings)
-    env = {**os.environ, manager.MARKER: str(paths.root)}
+    paths = paths_for(settings)
+    env = {**os.environ, MARKER: str(paths.root)}
     # setsid puts the sleeper in a session (and group) of its own.
     rec = processes.launch(
         "svc",
@@ -80,16 +85,16 @@ def test_down_also_stops_processes_that_left_the_group(tmp_path: Path) -> None:
         paths.run,
     )
     deadline = time.monotonic() + 10
-    while len(manager.stragglers(paths)) < 3 and time.monotonic() < deadline:
+    while len(stragglers(paths)) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    started = manager.stragglers(paths)
+    started = stragglers(paths)
     assert len(started) == 3 and len(processes.group_members(rec.pid)) == 2
-    assert manager.down(settings, report=lambda _: None) == ["svc"]
+    assert down(settings, report=lambda _: None) == ["svc"]
     deadline = time.monotonic() + 5
     while any(processes.alive(p) for p in started) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(processes.alive(p) for p in started)
-    assert manager.stragglers(paths) == []
+    assert stragglers(paths) == []
 
 
 def test_up_refuses_a_port_another_program_holds(tmp_path: Path) -> None:
@@ -102,25 +107,25 @@ def test_up_refuses_a_port_another_program_holds(tmp_path: Path) -> None:
         holder.listen()
         held = holder.getsockname()[1]
         settings = Settings(data_dir=tmp_path, ui_port=held, **ports)
-        stack = manager.Stack(settings, manager.paths_for(settings), None, None, False)  # type: ignore[arg-type]
-        with pytest.raises(manager.StackError, match=f"ui port {held} \\(set READMIT_UI_PORT\\)"):
-            manager._check_ports(stack)
-    manager._check_ports(stack)
+        stack = Stack(settings, paths_for(settings), None, None, False)  # type: ignore[arg-type]
+        with pytest.raises(StackError, match=f"ui port {held} \\(set READMIT_UI_PORT\\)"):
+            check_ports(stack)
+    check_ports(stack)
 
 
 def test_down_stops_a_descendant_that_left_the_group_and_lost_the_marker(tmp_path: Path) -> None:
     # Like an Airflow task: its own session, a new process title, no stack marker to find.
     settings = Settings(data_dir=tmp_path)
-    paths = manager.paths_for(settings)
-    env = {**os.environ, manager.MARKER: str(paths.root)}
+    paths = paths_for(settings)
+    env = {**os.environ, MARKER: str(paths.root)}
     script = "env -i setsid sleep 301 & wait"
     rec = processes.launch("svc", ["sh", "-c", script], env, paths.logs / "svc.log", paths.run)
     deadline = time.monotonic() + 10
     while not (escaped := list(processes.descendants([rec.pid]))) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(escaped) == 1 and manager.stragglers(paths) == [rec.pid]
+    assert len(escaped) == 1 and stragglers(paths) == [rec.pid]
     assert processes.group_members(rec.pid) == [rec.pid]
-    assert manager.down(settings, report=lambda _: None) == ["svc"]
+    assert down(settings, report=lambda _: None) == ["svc"]
     deadline = time.monotonic() + 5
     while processes.alive(escaped[0]) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from readmit.errors import ReadmitError
-from readmit.services import port_taken
 from readmit.stack.processes import ProcessRecord, launch
+from readmit.stack.services import port_taken
 
 DATABASES = ("raw", "clean", "monitor", "airflow", "mlflow", "mlflow_auth")
 

@@ -1,4 +1,4 @@
-"""The stack's S3 bucket on disk.
+"""The local S3 server and the stack's bucket on disk.
 
 The stack's S3 server (s3server/server.js) keeps each object as files under
 <data dir>/stack/s3store/<bucket>/ and answers a write only once it is fsynced there, so the
@@ -11,12 +11,38 @@ Earlier versions kept the bucket in memory and saved it to <data dir>/stack/s3/<
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from readmit.files import SOURCE_ROOT
+
 BUCKET = "mlflow-artifacts"
 OBJECT_SUFFIX = "._S3rver_object"
+S3_SERVER = SOURCE_ROOT / "s3server"
+
+
+def s3_server_problem() -> str | None:
+    """Why the local S3 server cannot start here, or None."""
+    if shutil.which("node") is None:
+        return "`node` (Debian package nodejs)"
+    if not (S3_SERVER / "server.js").exists():
+        return f"{S3_SERVER / 'server.js'} (run from a checkout of the repository)"
+    if not (S3_SERVER / "node_modules" / "s3rver").is_dir():
+        return f"the S3 server's packages (`make s3server-deps`, or `npm ci --prefix {S3_SERVER}`)"
+    return None
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """Credentials and endpoint of a local S3 server, for its clients (MLflow, boto3)."""
+    return {
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "readmit-local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "readmit-local-secret"),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    }
 
 
 def client(endpoint: str, access_key: str, secret_key: str) -> Any:
