@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 # The stack's S3 server (node): its packages as pinned in s3server/package-lock.json.
 S3SERVER_STAMP := s3server/node_modules/.installed-stamp
 
-.PHONY: install lock s3server-deps run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api bench-s3 clean-state
+.PHONY: install lock s3server-deps run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api bench-s3 bench-reload clean-state
 
 $(UV_BOOTSTRAP)/bin/uv:
 	$(PYTHON) -m venv $(UV_BOOTSTRAP)
@@ -81,6 +81,9 @@ bench-model: install
 
 bench-s3: install s3server-deps
 	$(BIN)/python bench/s3_store.py
+
+bench-reload: install
+	$(BIN)/python bench/reload.py
 
 clean-state:
 	rm -rf .readmit

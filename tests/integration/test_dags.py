@@ -20,6 +20,7 @@ from readmit.orchestration import CLEAN_ASSET, RAW_ASSET
 from readmit.settings import Settings
 from readmit.stack.airflow import airflow_env
 from readmit.stack.s3 import s3_env
+from tests.splits import assert_batches_keep_patients_together
 from tests.subset import write_subset
 
 pytestmark = pytest.mark.postgres
@@ -146,6 +147,8 @@ def test_dags_ingest_clean_train_and_promote(dag_runner: DagRunner) -> None:
     assert "clean summary: build" in out and "from batches [1, 2]" in out
     assert dag_runner.last_run("2_clean_build") == ("success", {"build_clean": "success"})
     assert dag_runner.asset_events(CLEAN_ASSET) == 1
+    # Each batch was loaded by its own `airflow dags test` process.
+    assert_batches_keep_patients_together(dag_runner.urls["raw"], dag_runner.urls["clean"])
 
     out = dag_runner.test("3_train_and_register")
     assert "train summary:" in out and "v1 @production" in out

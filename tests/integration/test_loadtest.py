@@ -37,8 +37,8 @@ def test_a_short_locust_run_reports_its_figures_and_verdict(
     finally:
         api.stop()
     # Behaviour, not speed: every request answered, the figures are Locust's own, and the
-    # verdict follows them. Whether this machine meets the p95 SLO is for bench/reload.py
-    # and `make loadtest`.
+    # verdict follows them. Whether this machine meets the p95 SLO is for bench/api.py and
+    # `make loadtest`.
     assert result.requests > 0 and result.failures == 0, result.summary()
     stats = aggregated_row(result.report_dir / "locust_stats.csv")
     assert result.requests == int(stats["Request Count"])

@@ -26,6 +26,7 @@ from readmit.stack.airflow import AirflowClient
 from readmit.stack.down import stragglers
 from readmit.stack.layout import paths_for
 from readmit.storage import monitor
+from tests.splits import assert_stack_keeps_patients_together
 from tests.stack.stack import cli, stack_environment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -138,6 +139,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     last_clean = max(cleans, key=lambda r: r["end_date"])
     build = _xcom(airflow, CLEAN, last_clean["dag_run_id"], "build_clean")
     assert build["raw_batches"] == list(range(1, total + 1))
+    assert_stack_keeps_patients_together(stack_env)
     newest = max(full, key=lambda v: int(v.version))
     assert newest.tags["readmit.clean_build"] == build["build_id"]
     last_train = max(trains, key=lambda r: r["end_date"])
