@@ -20,6 +20,7 @@ from readmit.features import HISTORY_FIELD, NUMERIC_FEATURES
 from readmit.model import MODEL_FILE, Calibration, ReadmissionModel
 from readmit.pipeline.train import fit_logistic, fit_xgboost
 from readmit.schema import INPUT_FIELDS
+from readmit.stack.s3 import BUCKET
 from tests.models import log_and_register
 
 MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
@@ -168,7 +169,7 @@ def test_artifacts_land_in_the_s3_bucket(settings, models, small_data, mlflow_se
     )
 
     def keys() -> set[str]:
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket="mlflow-artifacts")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
     before = keys()  # the bucket may be missing or hold other tests' models: only new keys count
