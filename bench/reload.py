@@ -30,9 +30,9 @@ import httpx
 from prediction_log import build_model  # bench/ is the script's folder, first on sys.path
 
 from readmit import registry
-from readmit.services import free_port, start_api
 from readmit.serving.model_store import load_version
 from readmit.settings import Settings
+from readmit.stack.foreground import free_port, start_api
 
 
 class BusyLoop:
