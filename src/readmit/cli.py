@@ -304,6 +304,7 @@ def simulate(
         "0", help="Wait after scoring before the outcomes are posted (30s, 5m, 1h)."
     ),
     seed: int = typer.Option(0, help="Seed of the sample of encounters."),
+    outcomes: bool = typer.Option(True, help="Post the outcomes (--no-outcomes: score only)."),
 ) -> None:
     """Replay test-split encounters (as they are, or shifted) through the API, then post
     their true outcomes to /outcomes."""
@@ -312,12 +313,14 @@ def simulate(
 
     settings = Settings()
     chosen, delay = scenario_of(scenario), parse_delay(outcome_delay)
+    when = f"outcomes after {delay:.0f} s" if outcomes else "no outcomes"
     console.print(
-        f"[bold]simulate[/] {chosen.name} ({chosen.about}): {records:,} records to {url}, "
-        f"outcomes after {delay:.0f} s",
+        f"[bold]simulate[/] {chosen.name} ({chosen.about}): {records:,} records to {url}, {when}",
         highlight=False,
     )
-    result = run_simulation(settings, url, chosen.name, records, delay, seed, report=_say)
+    result = run_simulation(
+        settings, url, chosen.name, records, delay, seed, report=_say, outcomes=outcomes
+    )
     console.print(f"[green]simulate done[/]: {result.summary()}", highlight=False)
 
 

@@ -240,9 +240,11 @@ def simulate(
     batch_size: int = 250,
     encounters: pd.DataFrame | None = None,
     report: Callable[[str], None] | None = None,
+    outcomes: bool = True,
 ) -> SimulationResult:
     """Score `records` encounters of the scenario through the API at `url`, then post their
-    outcomes once `outcome_delay` seconds have passed since each batch was scored."""
+    outcomes once `outcome_delay` seconds have passed since each batch was scored (none
+    with `outcomes=False`: they can be loaded later with `readmit outcomes`)."""
     scenario = scenario_of(scenario_name)
     if records <= 0:
         raise SimulationError(f"--records: {records} is not a positive number of records")
@@ -257,7 +259,8 @@ def simulate(
         for start in range(0, len(rows), size):
             batch = rows.iloc[start : start + size]
             answered = api.score(api_records(batch))
-            pending.due.append((time.monotonic() + outcome_delay, _outcomes(batch, answered)))
+            if outcomes:
+                pending.due.append((time.monotonic() + outcome_delay, _outcomes(batch, answered)))
             _count(result, len(batch), answered)
             if not scenario.poor_outcomes:
                 _post(api, result, pending.ready(time.monotonic()), size)
