@@ -150,16 +150,12 @@ def prepare_batch(
     rows["batch_id"] = batch_id
     rows["ingested_at"] = started
     splits = pd.Series(assign_splits(rows["patient_nbr"], settings.split_salt), index=rows.index)
-    rejected = pd.DataFrame(
-        {
-            "row_hash": hashes[errors.index],
-            "batch_id": batch_id,
-            "source_row": errors.index.astype("int64"),
-            "field": errors["field"],
-            "reason": errors["reason"],
-            "raw_values": [json.dumps(r) for r in chunk.loc[errors.index].to_dict("records")],
-            "ingested_at": started,
-        }
+    rejected = errors.assign(
+        row_hash=hashes[errors.index],
+        batch_id=batch_id,
+        source_row=errors.index.astype("int64"),
+        raw_values=[json.dumps(r) for r in chunk.loc[errors.index].to_dict("records")],
+        ingested_at=started,
     )
     record: dict[str, Any] = {
         "batch_id": batch_id,
