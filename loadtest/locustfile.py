@@ -7,11 +7,13 @@ Users are mixed 10 : 1 : 2 (single predictions, batches of 100, explanations), e
 loadtest/payloads.jsonl (JSON lines, one encounter each), else from the API's example with
 varied counts; see payloads.py. A response counts as failed unless it is a 200 with the
 expected body, so a 503 while no model is loaded shows up as failures, not as fast successes.
+Every request carries $READMIT_API_KEY in X-API-Key when it is set.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from locust import HttpUser, between, events, task
@@ -46,6 +48,12 @@ class ReadmitUser(HttpUser):
     abstract = True
     host = "http://127.0.0.1:8000"
     wait_time = between(0.5, 1.5)
+
+    def on_start(self) -> None:
+        """Send $READMIT_API_KEY when set: the API may require keys (READMIT_AUTH=keys)."""
+        key = os.environ.get("READMIT_API_KEY")
+        if key:
+            self.client.headers["X-API-Key"] = key
 
     def post_json(
         self, path: str, body: dict[str, Any], expect: str, name: str | None = None

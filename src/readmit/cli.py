@@ -224,15 +224,16 @@ def outcomes(
 @fails_cleanly
 def serve() -> None:
     """Serve the @production model over HTTP (host, port and limits from the settings)."""
-    from readmit.serving.server import build_server
+    from readmit.serving.server import serve as serve_api
 
     settings = Settings()
     console.print(
-        f"API on http://{settings.api_host}:{settings.api_port} (docs at /docs), serving "
+        f"API on http://{settings.api_host}:{settings.api_port} (docs at /docs, "
+        f"{settings.api_workers} worker(s)), serving "
         f"models:/{settings.model_name}@production from {safe_url(settings.resolved_tracking_uri)}",
         highlight=False,
     )
-    build_server(settings).run()
+    serve_api(settings)
 
 
 @app.command()

@@ -25,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker, when the API runs several
             "msg": record.getMessage(),
         }
         payload.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})

@@ -183,6 +183,13 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=1000, gt=0, description="Open API connections; more are closed on accept."
     )
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes of `readmit serve`, one per core to use; they share the port, "
+        "and /metrics adds them up.",
+    )
     max_in_flight: int = Field(
         default=64,
         gt=0,

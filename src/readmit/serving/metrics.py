@@ -1,18 +1,27 @@
-"""Prometheus metrics of the API, on a registry of its own (one per app instance)."""
+"""Prometheus metrics of the API, on a registry of its own (one per app instance).
+
+With several workers (`workers.py`) the values live in prometheus_client's multiprocess files
+and `render` adds up every worker's: counters and histograms are summed, and each gauge says
+how its workers' values combine (`multiprocess_mode`: summed for what each worker holds,
+the lowest for "a model is loaded", the latest for the served model's AUC).
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    Info,
     generate_latest,
+    multiprocess,
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CLOSE_REASONS = ("over_limit", "header_timeout", "header_too_large")
 
 
@@ -53,8 +62,21 @@ class Metrics:
             buckets=PROBABILITY_BUCKETS,
             registry=r,
         )
-        self.model_info = Info("readmit_model", "The model being served", registry=r)
-        self.model_ready = Gauge("readmit_model_loaded", "1 when a model is loaded", registry=r)
+        # A gauge, not an Info: Info has no multiprocess mode. The samples are the same.
+        self.model_info = Gauge(
+            "readmit_model_info",
+            "The model being served",
+            ["name", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._served: tuple[str, str] | None = None
+        self.model_ready = Gauge(
+            "readmit_model_loaded",
+            "1 when a model is loaded (in every worker)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.reloads = Counter("readmit_model_reloads_total", "Models swapped in", registry=r)
         self.reload_failures = Counter(
             "readmit_model_reload_failures_total",
@@ -83,13 +105,22 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "readmit_http_requests_in_flight", "Requests in progress now", registry=r
+            "readmit_http_requests_in_flight",
+            "Requests in progress now",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.open_connections = Gauge(
-            "readmit_http_open_connections", "HTTP connections open now", registry=r
+            "readmit_http_open_connections",
+            "HTTP connections open now",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_test_auc = Gauge(
-            "readmit_model_test_roc_auc", "Test ROC-AUC of the model being served", registry=r
+            "readmit_model_test_roc_auc",
+            "Test ROC-AUC of the model being served",
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
 
         self.log_rows = Counter(
@@ -111,6 +142,7 @@ class Metrics:
             "readmit_prediction_log_pending",
             "Scored records waiting for monitor-db (in memory and in the spill file)",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.log_flush_failures = Counter(
             "readmit_prediction_log_flush_failures_total",
@@ -119,7 +151,11 @@ class Metrics:
         )
 
     def model_loaded(self, name: str, version: str, test_auc: float | None = None) -> None:
-        self.model_info.info({"name": name, "version": version})
+        if self._served is not None and self._served != (name, version):
+            self.model_info.labels(*self._served).set(0)  # what other workers read meanwhile
+            self.model_info.remove(*self._served)
+        self._served = (name, version)
+        self.model_info.labels(name=name, version=version).set(1)
         self.model_ready.set(1)
         self.reloads.inc()
         if test_auc is not None:
@@ -146,4 +182,9 @@ class Metrics:
             self.probability.observe(p)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        folder = os.environ.get(MULTIPROCESS_DIR)
+        if folder is None:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker, folder)
+        return generate_latest(every_worker)

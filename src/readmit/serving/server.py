@@ -182,3 +182,13 @@ def build_server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Serv
         log_level="warning",
     )
     return uvicorn.Server(config)
+
+
+def serve(settings: Settings) -> None:
+    """Run `readmit serve`: one process, or READMIT_API_WORKERS of them (`workers.py`)."""
+    if settings.api_workers > 1:
+        from readmit.serving.workers import run_workers
+
+        run_workers(settings)
+        return
+    build_server(settings).run()

@@ -5,6 +5,7 @@ scripts and the tests all start and check their processes from here."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from dataclasses import dataclass
@@ -141,6 +142,13 @@ def api_command() -> list[str]:
 
 def api_env(host: str, port: int) -> dict[str, str]:
     return {"READMIT_API_HOST": host, "READMIT_API_PORT": str(port)}
+
+
+def api_workers(settings: Settings) -> int:
+    """READMIT_API_WORKERS when set, otherwise one API worker per core."""
+    if "api_workers" in settings.model_fields_set:
+        return settings.api_workers
+    return os.cpu_count() or 1
 
 
 def ui_command() -> list[str]:

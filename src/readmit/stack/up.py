@@ -251,6 +251,7 @@ def _start_api(stack: Stack, env: dict[str, str]) -> None:
     api_env = {
         **env,
         **services.api_env(services.HOST, spec.port(stack.settings)),
+        "READMIT_API_WORKERS": str(services.api_workers(stack.settings)),
         "READMIT_PSEUDONYM_KEY": stack.secrets.pseudonym_key,
     }
     launch(stack, spec.name, services.api_command(), api_env)

@@ -62,6 +62,8 @@ class ApiClient:
 
     def __init__(self, base_url: str | None = None) -> None:
         self.base_url = (base_url or api_url()).rstrip("/")
+        key = Settings().api_key  # sent when set: the API may require keys (READMIT_AUTH)
+        self.headers = {"X-API-Key": key} if key else {}
 
     def _call(
         self,
@@ -73,7 +75,9 @@ class ApiClient:
     ) -> httpx.Response:
         url = f"{self.base_url}{path}"
         try:
-            response = httpx.request(method, url, json=body, params=params, timeout=timeout)
+            response = httpx.request(
+                method, url, json=body, params=params, headers=self.headers, timeout=timeout
+            )
         except httpx.ConnectError as exc:
             raise ApiError(
                 f"The prediction API at {self.base_url} is unreachable ({exc}). Start it with "

@@ -1,0 +1,106 @@
+"""`readmit serve` with two workers, as a real process: both serve, /metrics adds them up, a
+promoted version reaches every worker, every scored record is logged once."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from readmit import registry
+from readmit.settings import Settings
+from readmit.stack.foreground import free_port, start_api
+from tests.models import MODEL_INPUTS, log_and_register, records
+from tests.monitoring import window
+
+WAIT = 300.0  # a bound against hanging only
+SENT = 60
+
+
+def _log_lines(path) -> list[dict]:
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+def _metric(url: str, name: str, labels: str = "") -> float:
+    text = httpx.get(f"{url}/metrics").text
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$"
+    found = [float(v) for v in re.findall(pattern, text, re.MULTILINE)]
+    assert len(found) == 1, (name, labels, [s for s in text.splitlines() if name in s])
+    return found[0]
+
+
+def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
+    small_data, lightgbm_model, tmp_path
+):
+    settings = Settings(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        api_port=free_port(),
+    )
+    inputs = small_data.test_inputs[MODEL_INPUTS]
+    first = log_and_register(settings, lightgbm_model, inputs)
+    registry.promote(settings, first)
+    env = {
+        "READMIT_API_WORKERS": "2",
+        "READMIT_DATA_DIR": str(tmp_path),
+        "READMIT_MLFLOW_TRACKING_URI": str(settings.mlflow_tracking_uri),
+        "READMIT_API_PORT": str(settings.api_port),
+        "READMIT_MODEL_POLL_SECONDS": "1",
+        "READMIT_PREDICTION_LOG_FLUSH_SECONDS": "0.2",
+    }
+    log = tmp_path / "api.log"
+    api = start_api(settings, log, env)
+    try:
+        payloads = [
+            {**r, "encounter_id": 700_000 + i, "patient_nbr": 800_000 + i}
+            for i, r in enumerate(records(inputs.head(SENT)))
+        ]
+        with ThreadPoolExecutor(6) as pool:  # a new connection per request
+            statuses = list(
+                pool.map(lambda p: httpx.post(f"{api.url}/predict", json=p).status_code, payloads)
+            )
+        assert statuses == [200] * SENT
+        served = [
+            line
+            for line in _log_lines(log)
+            if line.get("msg") == "request" and line.get("endpoint") == "/predict"
+        ]
+        assert len(served) == SENT and len({line["pid"] for line in served}) == 2
+        total = '{endpoint="/predict",method="POST",status="200"}'
+        assert _metric(api.url, "readmit_http_requests_total", total) == SENT
+        assert (
+            _metric(api.url, "readmit_http_request_duration_seconds_count", '{endpoint="/predict"}')
+            == SENT
+        )
+        assert _metric(api.url, "readmit_model_loaded") == 1.0
+
+        second = log_and_register(settings, lightgbm_model, inputs)
+        registry.promote(settings, second)
+        deadline = time.monotonic() + WAIT
+        while True:
+            loaded = {
+                line["pid"]
+                for line in _log_lines(log)
+                if line.get("msg") == "model loaded" and line.get("model_version") == second
+            }
+            if len(loaded) == 2:
+                break
+            assert time.monotonic() < deadline, "not every worker took the promoted version"
+            time.sleep(0.2)
+        versions = {httpx.get(f"{api.url}/health").json()["model"]["version"] for _ in range(20)}
+        assert versions == {second}
+        now = f'{{name="readmission",version="{second}"}}'
+        assert _metric(api.url, "readmit_model_info", now) == 1.0
+        assert _metric(api.url, "readmit_model_reloads_total") == 4  # two loads in each worker
+    finally:
+        api.stop()
+    assert api.process.returncode is not None
+    logged = window(settings.resolved_monitor_db_url)
+    assert sorted(row["encounter_id"] for row in logged) == [p["encounter_id"] for p in payloads]
