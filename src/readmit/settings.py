@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         description="Who may call /predict, /predict-batch and /explain: `none` (anyone who "
         "reaches the port) or `keys` (an X-API-Key with the `predict` scope).",
     )
+    api_key_rate: float = Field(
+        default=0.0,
+        ge=0,
+        description="Requests a second each API key may make (0: no limit); more get 429.",
+    )
     api_keys_file: Path | None = Field(
         default=None,
         description="Named API keys, one a line: `NAME SCOPE[,SCOPE] sha256:HEX` (scopes "

@@ -141,3 +141,29 @@ def test_the_key_file_holds_digests_not_keys():
     assert WARD not in line
     (key,) = parse_keys(line)
     assert key.name == "ward-7" and key.scopes == {"predict"}
+
+
+def test_a_key_over_its_rate_gets_a_429_and_others_are_not_slowed(registered, key_file, tmp_path):
+    settings = registered.model_copy(
+        update={
+            "data_dir": tmp_path,
+            "auth": "keys",
+            "api_keys_file": key_file,
+            "api_key_rate": 2.0,
+            "prediction_log_enabled": False,
+        }
+    )
+    with TestClient(create_app(settings)) as client:
+        now = [100.0]
+        client.app.state.keys.limit.clock = lambda: now[0]  # time moves only when told
+
+        def predict(key: str):
+            return client.post("/predict", json=EXAMPLE, headers={"X-API-Key": key})
+
+        assert [predict(WARD).status_code for _ in range(2)] == [200, 200]
+        over = predict(WARD)
+        assert over.status_code == 429 and over.headers["retry-after"] == "1"
+        assert "ward-7 is over its 2 requests a second" in over.json()["detail"]
+        assert predict(API_KEY).status_code == 200  # another key has its own budget
+        now[0] += 0.5  # one request's worth comes back
+        assert [predict(WARD).status_code for _ in range(2)] == [200, 429]

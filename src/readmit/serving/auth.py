@@ -8,6 +8,10 @@ revoked without a restart; a file that no longer parses keeps the keys read befo
 in the log. A presented key is hashed and compared with every stored digest in constant time.
 Keys are never logged; the log line of a request names the key (`caller`).
 
+Each key may make READMIT_API_KEY_RATE requests a second (0: no limit), a burst of one second's
+worth; past it a 429 with `Retry-After`. Each of READMIT_API_WORKERS workers allows its share,
+so the limit holds on average over the workers.
+
 Scopes: `predict` (/predict, /predict-batch, /explain; checked only when READMIT_AUTH=keys),
 `outcomes` (POST /outcomes) and `admin` (/reload-model), both always checked.
 """
@@ -98,6 +102,25 @@ def parse_keys(text: str) -> list[ApiKey]:
     return keys
 
 
+class RateLimit:
+    """A token bucket per key name: `rate` a second, holding at most max(rate, 1) tokens.
+    Called from the event loop only, so no lock."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.clock = time.monotonic
+        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, when)
+
+    def allow(self, name: str) -> bool:
+        now = self.clock()
+        tokens, then = self._buckets.get(name, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - then) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[name] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+
 class KeyRing:
     """The keys in force; `find` is what a request calls."""
 
@@ -111,6 +134,8 @@ class KeyRing:
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
+        share = settings.api_key_rate / settings.api_workers
+        self.limit = RateLimit(share) if share > 0 else None
         if self.path is not None:
             self._from_file = parse_keys(self.path.read_text(encoding="utf-8"))
             self._stamp = _stamp(self.path)
@@ -155,6 +180,7 @@ def _stamp(path: Path) -> tuple[int, int]:
     return status.st_mtime_ns, status.st_size
 
 
+RETRY = {"Retry-After": "1"}
 API_KEY_HEADER = APIKeyHeader(
     name=HEADER,
     auto_error=False,
@@ -182,5 +208,10 @@ def require(scope: str) -> Callable[..., Awaitable[None]]:
         request.state.caller = key.name
         if scope not in key.scopes:
             raise HTTPException(403, f"the key {key.name} lacks the scope {scope}")
+        if ring.limit is not None and not ring.limit.allow(key.name):
+            rate = settings.api_key_rate
+            raise HTTPException(
+                429, f"the key {key.name} is over its {rate:g} requests a second", RETRY
+            )
 
     return check

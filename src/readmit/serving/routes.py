@@ -51,6 +51,7 @@ PREDICT = Depends(require("predict"))
 KEYS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No X-API-Key, or not a valid key"},
     403: {"description": "The key lacks this endpoint's scope"},
+    429: {"description": "The key is over READMIT_API_KEY_RATE; see Retry-After"},
 }
 
 
