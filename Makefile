@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 # The stack's S3 server (node): its packages as pinned in s3server/package-lock.json.
 S3SERVER_STAMP := s3server/node_modules/.installed-stamp
 
-.PHONY: install lock s3server-deps run ui stack-up stack-down test lint loadtest bench-ingest bench-model bench-api bench-s3 bench-reload clean-state
+.PHONY: install lock s3server-deps run ui stack-up stack-down test lint images images-local loadtest bench-ingest bench-model bench-api bench-s3 bench-reload clean-state
 
 $(UV_BOOTSTRAP)/bin/uv:
 	$(PYTHON) -m venv $(UV_BOOTSTRAP)
@@ -62,6 +62,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The images of deploy/docker built with podman (build time and size printed). images-local:
+# on a Debian base made here with mmdebstrap, where python:3.11.14-slim-bookworm cannot be pulled.
+images:
+	deploy/podman/images.sh
+
+images-local:
+	deploy/podman/images.sh --local-base
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py

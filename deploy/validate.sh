@@ -101,6 +101,6 @@ for dockerfile in deploy/docker/*.Dockerfile; do
   linted+=("$(basename "$dockerfile")")
 done
 say "ok  hadolint: ${linted[*]}"
-shellcheck deploy/validate.sh deploy/k8s/make-dev-secrets.sh || fail "shellcheck"
-say "ok  shellcheck: deploy/validate.sh deploy/k8s/make-dev-secrets.sh"
+shellcheck deploy/validate.sh deploy/k8s/make-dev-secrets.sh deploy/podman/images.sh || fail "shellcheck"
+say "ok  shellcheck: deploy/validate.sh deploy/k8s/make-dev-secrets.sh deploy/podman/images.sh"
 say "validate: all deploy checks passed"

@@ -18,17 +18,20 @@ ENV PIP_NO_CACHE_DIR=1 \
     UV_NO_CACHE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/venv
-RUN pip install uv==${UV_VERSION}
+# In a virtualenv of its own: any base with python3 and its venv module will do.
+RUN python3 -m venv /opt/uv \
+ && /opt/uv/bin/pip install uv==${UV_VERSION} \
+ && ln -s /opt/uv/bin/uv /usr/local/bin/uv
 WORKDIR /src
 # The runtime dependencies that pyproject.toml declares, at the versions uv.lock pins: the
 # versions the tests ran with, without the extras (Airflow, the dev tools) and their weight.
 # --locked refuses a lock that no longer matches pyproject.toml.
 COPY uv.lock pyproject.toml ./
-RUN uv sync --locked --no-install-project --python /usr/local/bin/python3 \
+RUN uv sync --locked --no-install-project --python python3 \
  && uv pip check --python /opt/venv/bin/python
 COPY README.md ./
 COPY src ./src
-RUN uv sync --locked --no-editable --python /usr/local/bin/python3 \
+RUN uv sync --locked --no-editable --python python3 \
  && /opt/venv/bin/readmit --help > /dev/null
 
 # ---- loadtest-builder: the same virtualenv plus Locust, at the version uv.lock pins -------

@@ -15,8 +15,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_NO_CACHE=1 \
     UV_PYTHON_DOWNLOADS=never
-RUN pip install uv==${UV_VERSION} \
- && uv venv --python /usr/local/bin/python3 /opt/venv
+# In a virtualenv of its own: any base with python3 and its venv module will do.
+RUN python3 -m venv /opt/uv \
+ && /opt/uv/bin/pip install uv==${UV_VERSION} \
+ && ln -s /opt/uv/bin/uv /usr/local/bin/uv \
+ && uv venv --python python3 /opt/venv
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 WORKDIR /src

@@ -19,6 +19,7 @@ from tests.deploy.checks import (
     DOCKER,
     K8S,
     OVERLAYS,
+    REPO,
 )
 from tests.deploy.conftest import copy_deploy_tree, find_tool, run, unavailable
 
@@ -61,6 +62,34 @@ def test_kustomize_fails_without_the_secret_files(kubectl: str, tmp_path: Path) 
     result = run(kubectl, "kustomize", str(root / "deploy" / "k8s" / "overlays" / "dev"))
     assert result.returncode != 0
     assert ".env" in result.stderr
+
+
+WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+
+
+def test_ci_workflow_matches_the_github_workflow_schema(check_jsonschema: str) -> None:
+    result = run(check_jsonschema, "--builtin-schema", "vendor.github-workflows", str(WORKFLOW))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflow_schema_rejects_a_misspelt_key(check_jsonschema: str, tmp_path: Path) -> None:
+    broken = tmp_path / "ci.yml"
+    broken.write_text(WORKFLOW.read_text().replace("runs-on:", "runs_on:", 1))
+    result = run(check_jsonschema, "--builtin-schema", "vendor.github-workflows", str(broken))
+    assert result.returncode != 0
+    assert "runs-on" in result.stdout + result.stderr
+
+
+def test_ci_workflow_deploys_only_release_tags_after_approval() -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    deploy = workflow["jobs"]["deploy"]
+    assert deploy["needs"] == "images" and workflow["jobs"]["images"]["needs"] == "test"
+    assert deploy["if"] == "startsWith(github.ref, 'refs/tags/v')"
+    assert deploy["environment"] == "production"
+    images = workflow["jobs"]["images"]["strategy"]["matrix"]["image"]
+    assert {f"{name}.Dockerfile" for name in images} == {
+        p.name for p in DOCKER.glob("*.Dockerfile")
+    }
 
 
 def test_compose_file_matches_the_compose_specification(check_jsonschema: str) -> None:
@@ -123,7 +152,12 @@ def test_hadolint_rejects_an_unpinned_base(hadolint: str, tmp_path: Path) -> Non
 
 
 def test_shellcheck(shellcheck: str) -> None:
-    result = run(shellcheck, str(DEPLOY / "validate.sh"), str(K8S / "make-dev-secrets.sh"))
+    result = run(
+        shellcheck,
+        str(DEPLOY / "validate.sh"),
+        str(K8S / "make-dev-secrets.sh"),
+        str(DEPLOY / "podman" / "images.sh"),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
