@@ -222,6 +222,60 @@ def outcomes(
 
 @app.command()
 @fails_cleanly
+def monitor(
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="How far back: 7d, 36h, 90m or all [default: READMIT_MONITOR_WINDOW_DAYS]."
+        ),
+    ] = None,
+    rows: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="At most the newest N predictions [default: READMIT_MONITOR_WINDOW_ROWS]."
+        ),
+    ] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Judge this version [default: the one serving production].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """Judge logged predictions: drift against the model's training data, live performance
+    once outcomes are in, and a verdict (ok, drift, degraded, insufficient-data)."""
+    import json
+
+    from readmit.monitoring.monitor import MonitorWindow, run_monitor
+
+    settings = Settings()
+    days = settings.monitor_window_days if window is None else MonitorWindow.parse_days(window)
+    chosen = MonitorWindow(
+        days=days, rows=rows or settings.monitor_window_rows, model_version=model_version
+    )
+    out = err_console if as_json else console
+    out.print(f"[bold]monitor[/] {chosen.describe()}", highlight=False)
+    clock = time.perf_counter()
+    result = run_monitor(settings, chosen, lambda line: out.print(f"  {line}", highlight=False))
+    if as_json:
+        print(json.dumps(result.as_json(), default=str))
+        return
+    for reason in result.reasons:
+        _say(reason)
+    colour = {"ok": "green", "drift": "yellow", "degraded": "red"}.get(result.verdict, "blue")
+    auc = "n/a" if result.live_auc is None else f"{result.live_auc:.4f}"
+    console.print(
+        f"[{colour}]verdict {result.verdict}[/]: {result.rows:,} predictions of "
+        f"{result.model_name or '-'} version {result.model_version or '-'}, "
+        f"{result.labelled_rows:,} with outcomes, live ROC-AUC {auc}, "
+        f"drifted: {', '.join(result.drifted_features) or 'none'}; "
+        f"run {result.monitor_run_id} in monitor_runs, "
+        f"MLflow run {result.mlflow_run_id or 'none'}, "
+        f"{time.perf_counter() - clock:.1f} s",
+        highlight=False,
+    )
+
+
+@app.command()
+@fails_cleanly
 def serve() -> None:
     """Serve the @production model over HTTP (host, port and limits from the settings)."""
     from readmit.serving.server import serve as serve_api

@@ -141,9 +141,95 @@ class PipelineCollector(Collector):
         yield by_version
 
 
+class MonitorCollector(Collector):
+    """The latest monitoring run in monitor-db: drift, live performance and its verdict.
+    No run yet (or monitor-db unreadable): no monitor gauges, so alerts see them absent."""
+
+    def __init__(self, settings: Settings) -> None:
+        from readmit.storage.monitor import monitor_engine
+
+        self.engine = monitor_engine(settings)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from readmit.monitoring.monitor import VERDICTS
+        from readmit.storage.monitor import latest_runs
+
+        try:
+            with self.engine.connect() as conn:
+                runs = latest_runs(conn, 1)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("monitor-db unreadable", extra={"error": str(exc).splitlines()[0]})
+            return
+        if not runs:
+            return
+        run = runs[0]
+        figures = run["figures"]
+        yield _gauge(
+            "readmit_monitor_last_run_timestamp_seconds",
+            "When the latest monitoring run finished (unix time)",
+            run["run_at"].timestamp(),
+        )
+        yield _gauge(
+            "readmit_monitor_labelled_rows",
+            "Predictions with an outcome in the latest run's window",
+            run["labelled_rows"],
+        )
+        verdict = GaugeMetricFamily(
+            "readmit_monitor_verdict", "1 for the latest run's verdict", labels=["verdict"]
+        )
+        for name in VERDICTS:
+            verdict.add_metric([name], 1.0 if run["verdict"] == name else 0.0)
+        yield verdict
+        yield from _drift_gauges(figures.get("drift"))
+        yield from _performance_gauges(figures.get("performance"))
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation)
+    gauge.add_metric([], float(value))
+    return gauge
+
+
+def _drift_gauges(drift: dict[str, Any] | None) -> Iterator[GaugeMetricFamily]:
+    """Absent when the latest run could not judge drift (too few rows, no reference)."""
+    if not drift:
+        return
+    detected = bool(drift["drifted_features"]) or bool(drift["prediction_drift"]["drifted"])
+    yield _gauge(
+        "readmit_monitor_drift_share", "Share of input fields that drifted", drift["drift_share"]
+    )
+    yield _gauge(
+        "readmit_monitor_prediction_drift_score",
+        "Drift score of the predicted probability (normed Wasserstein distance)",
+        drift["prediction_drift"]["score"],
+    )
+    yield _gauge("readmit_monitor_drift_detected", "1 when any drift was detected", detected)
+    scores = GaugeMetricFamily(
+        "readmit_monitor_feature_drift_score",
+        "Drift score of each input field (its threshold is in the run's figures)",
+        labels=["feature"],
+    )
+    for feature, column in drift["features"].items():
+        scores.add_metric([feature], float(column["score"]))
+    yield scores
+
+
+def _performance_gauges(performance: dict[str, Any] | None) -> Iterator[GaugeMetricFamily]:
+    """Absent until enough outcomes came back for the latest run's window."""
+    if not performance:
+        return
+    for suffix, key, about in (
+        ("", "roc_auc", "Live ROC-AUC on the predictions with an outcome"),
+        ("_ci_low", "roc_auc_ci_low", "Lower end of the live ROC-AUC's 95% interval"),
+        ("_ci_high", "roc_auc_ci_high", "Upper end of the live ROC-AUC's 95% interval"),
+    ):
+        yield _gauge(f"readmit_monitor_live_auc{suffix}", about, performance[key])
+
+
 def registry_for(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(PipelineCollector(settings))
+    registry.register(MonitorCollector(settings))
     return registry
 
 

@@ -251,3 +251,15 @@ def versions(settings: Settings) -> list[ModelVersion]:
     client = client_for(settings)
     found = client.search_model_versions(f"name='{settings.model_name}'")
     return sorted(found, key=lambda v: int(v.version))
+
+
+def run_id_of(settings: Settings, name: str, version: str) -> str:
+    """The training run a registered version came from (RegistryError when unknown)."""
+    client = client_for(settings)
+    try:
+        found = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"registry: {name} version {version} is unknown: {exc}") from None
+    if not found.run_id:
+        raise RegistryError(f"registry: {name} version {version} names no training run")
+    return str(found.run_id)

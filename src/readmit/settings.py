@@ -79,6 +79,39 @@ class Settings(BaseSettings):
     prediction_log_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Connect and statement timeout of prediction log writes."
     )
+    monitor_window_days: float = Field(
+        default=7.0, gt=0, description="A monitoring run looks at predictions this recent..."
+    )
+    monitor_window_rows: int = Field(
+        default=5_000, gt=0, description="...and at most this many of the newest of them."
+    )
+    monitor_min_rows: int = Field(
+        default=500,
+        gt=0,
+        description="Fewest predictions of one model a run needs to judge drift; fewer give "
+        "the verdict insufficient-data.",
+    )
+    monitor_min_labelled_rows: int = Field(
+        default=500,
+        gt=0,
+        description="Fewest predictions with an outcome a run needs to judge live performance.",
+    )
+    monitor_auc_floor: float = Field(
+        default=0.62,
+        gt=0,
+        lt=1,
+        description="Live ROC-AUC floor: a run whose 95% interval lies below it is degraded.",
+    )
+    monitor_calibration_tolerance: float = Field(
+        default=0.03,
+        gt=0,
+        lt=1,
+        description="Largest gap between the observed readmission rate and the mean predicted "
+        "probability before a run is degraded.",
+    )
+    monitor_experiment_name: str = Field(
+        default="readmission-monitoring", description="MLflow experiment of monitoring runs."
+    )
     batch_size: int = Field(default=15_000, gt=0, description="Rows per ingest batch.")
     ingest_schedule: str = Field(
         default="@hourly", description="Airflow schedule of DAG 1 (one batch per run)."

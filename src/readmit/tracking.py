@@ -81,14 +81,16 @@ def _check_server(settings: Settings, uri: str) -> None:
         )
 
 
-def configure(settings: Settings) -> str:
-    """Connect, and return the id of the experiment runs go to (created on first use)."""
+def configure(settings: Settings, experiment_name: str | None = None) -> str:
+    """Connect, and return the id of the experiment runs go to (created on first use):
+    training's by default."""
     uri = connect(settings)
-    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    name = experiment_name or settings.experiment_name
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
     location = None if is_remote(uri) else (settings.data_dir / "mlartifacts").resolve().as_uri()
-    return str(mlflow.create_experiment(settings.experiment_name, artifact_location=location))
+    return str(mlflow.create_experiment(name, artifact_location=location))
 
 
 def git_commit(settings: Settings) -> str:

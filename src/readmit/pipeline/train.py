@@ -36,6 +36,7 @@ from readmit.model import (
     ReadmissionModel,
     XGBoostEstimator,
 )
+from readmit.monitoring.reference import log_reference
 from readmit.registry import Decision, compare_and_promote, discard_version, register
 from readmit.repair import owner_tags, repair
 from readmit.settings import Settings
@@ -297,6 +298,9 @@ def train(
             "validation_roc_auc": outcome.chosen.validation_auc,
         }
         _log_parent(outcome, data)
+        log_reference(
+            settings, data.frames["train"], outcome.test_probabilities, data.labels("test")
+        )
         info = log_model(
             model, data.test_inputs.drop(columns=["encounter_id", "patient_nbr"]).head(3)
         )

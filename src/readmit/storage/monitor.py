@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -65,6 +65,25 @@ outcome_corrections = sa.Table(
     sa.Column("readmitted", sa.String(3), nullable=False),
     sa.Column("corrected_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+monitor_runs = sa.Table(
+    "monitor_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("window_since", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("window_limit", sa.Integer, nullable=True),
+    sa.Column("first_scored_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_scored_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("model_name", sa.Text, nullable=True),
+    sa.Column("model_version", sa.Text, nullable=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("labelled_rows", sa.Integer, nullable=False),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+    sa.Column("mlflow_run_id", sa.String(64), nullable=True),
+)
+MONITOR_RUN_COLUMNS = [c.name for c in monitor_runs.columns]
 
 
 def monitor_engine(settings: Settings, timeout: float | None = None) -> Engine:
@@ -280,3 +299,32 @@ def corrections_of(conn: Connection, encounter_id: int) -> list[tuple[str, str]]
         .order_by(outcome_corrections.c.id)
     )
     return [(str(p), str(r)) for p, r in conn.execute(query)]
+
+
+# --- monitoring runs --------------------------------------------------------------------------
+
+
+def insert_run(conn: Connection, run: dict[str, Any]) -> int:
+    """Record one monitoring run (every column of monitor_runs but `id`); returns its id."""
+    key = conn.execute(monitor_runs.insert(), run).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def latest_runs(conn: Connection, n: int = 1) -> list[dict[str, Any]]:
+    """The newest `n` monitoring runs, newest first, as dicts of monitor_runs' columns
+    (`figures` is the run's figures as a dict; times are timezone-aware UTC)."""
+    query = sa.select(monitor_runs).order_by(monitor_runs.c.run_at.desc(), monitor_runs.c.id.desc())
+    found = conn.execute(query.limit(n)).mappings().all()
+    return [_run_dict(row) for row in found]
+
+
+def _run_dict(row: Any) -> dict[str, Any]:
+    run = dict(row)
+    for name in ("run_at", "window_since", "first_scored_at", "last_scored_at"):
+        value = run[name]
+        if isinstance(value, datetime) and value.tzinfo is None:
+            run[name] = value.replace(tzinfo=UTC)  # SQLite gives back naive UTC times
+    if isinstance(run["figures"], str):
+        run["figures"] = json.loads(run["figures"])
+    return run
