@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -254,7 +255,11 @@ def monitor(
     out = err_console if as_json else console
     out.print(f"[bold]monitor[/] {chosen.describe()}", highlight=False)
     clock = time.perf_counter()
-    result = run_monitor(settings, chosen, lambda line: out.print(f"  {line}", highlight=False))
+    # Libraries print to stdout too (MLflow names each run's URL): with --json, stdout holds
+    # the JSON object only.
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with quiet:
+        result = run_monitor(settings, chosen, lambda line: out.print(f"  {line}", highlight=False))
     if as_json:
         print(json.dumps(result.as_json(), default=str))
         return

@@ -28,7 +28,7 @@ from readmit.model import ReadmissionModel
 from readmit.monitoring.monitor import MonitorWindow, run_monitor
 from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.prediction_log import Scored
-from readmit.monitoring.reference import load_reference, log_reference
+from readmit.monitoring.reference import log_reference
 from readmit.services import free_port
 from readmit.settings import Settings
 from readmit.storage import monitor
@@ -262,17 +262,21 @@ def test_other_versions_are_left_out_and_a_small_window_is_insufficient(monitore
 
 
 def test_mlflow_down_still_completes_from_the_cached_reference(monitored, tmp_path):
-    settings = settings_for(monitored, f"sqlite:///{tmp_path}/monitor.db")
+    settings = settings_for(monitored, f"sqlite:///{tmp_path}/monitor.db", data_dir=tmp_path)
     shifted = steady(monitored)
     shifted["a1cresult"] = ">7"
     log_scored(settings, monitored, shifted)
-    load_reference(settings, registry.run_id_of(settings, settings.model_name, monitored.version))
+    assert run_monitor(settings.model_copy(update=NO_DRIFT)).verdict == "insufficient-data"
+    assert not (tmp_path / "monitor-reference").exists()  # no drift judged, nothing fetched
+    up = run_monitor(settings)  # fetches the reference and notes the version's run
+    assert (up.verdict, up.drifted_features[0]) == ("drift", "a1cresult")
     down = settings.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"})
     result = run_monitor(down)
     assert result.mlflow_run_id is None
     assert any(reason.startswith("MLflow unreachable") for reason in result.reasons)
-    assert (result.verdict, result.drifted_features) == ("drift", ["a1cresult"])
+    assert (result.verdict, result.drifted_features) == ("drift", up.drifted_features)
     assert latest(settings)["verdict"] == "drift"
+    assert latest(settings)["mlflow_run_id"] is None
 
 
 def test_cli_json_prints_one_object_with_the_documented_keys(monitored, tmp_path):

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from readmit.features import HISTORY_FIELD
+from readmit.monitoring.reference import load_reference
 from readmit.pipeline.train import CANDIDATES, PREDICTIONS_ARTIFACT, fit_and_evaluate, train
 from readmit.schema import INPUT_FIELDS
 
@@ -222,3 +223,18 @@ def test_model_info_travels_with_the_registered_model(trained):
     for key in ("readmit.clean_build", "readmit.raw_batches", "readmit.dataset_sha256"):
         assert info[key] == run_tags[key]
     assert info["test_metrics"]["roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])
+
+
+def test_train_stores_the_monitoring_reference_with_its_run(trained, small_data, tmp_path):
+    settings, first, _ = trained
+    reference = load_reference(settings.model_copy(update={"data_dir": tmp_path}), first.run_id)
+    train_rows = small_data.frames["train"]
+    assert list(reference.inputs.columns) == MODEL_INPUTS
+    assert len(reference.inputs) == len(train_rows)
+    assert not reference.inputs.isin(["?"]).any().any()  # missing values as the log holds them
+    assert reference.inputs["race"].isna().any()
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    logged = mlflow.artifacts.load_text(f"runs:/{first.run_id}/{PREDICTIONS_ARTIFACT}")
+    at_training = pd.read_csv(io.StringIO(logged), float_precision="round_trip")
+    np.testing.assert_array_equal(reference.probabilities, at_training["probability"].to_numpy())
+    np.testing.assert_array_equal(reference.labels, small_data.labels("test"))

@@ -5,19 +5,23 @@ Methods and thresholds, chosen on purpose:
   differences too small to matter and its meaning changes with the window size. A distance
   measures how far the distributions moved, so one threshold means the same at 2,000 and at
   50,000 rows.
-- Counts (days in hospital, lab procedures, visits, prior encounters) and the probability:
-  Wasserstein distance normed by the reference's standard deviation (`wasserstein`), drifted
-  at 0.1 (Evidently's default: the mass moved a tenth of a standard deviation on average).
-  A unit or feed error (a count x10) scores far above it.
+- Counts (days in hospital, lab procedures, visits, prior encounters): Wasserstein distance
+  normed by the reference's standard deviation (`wasserstein`), drifted at 0.2: the mass
+  moved a fifth of a standard deviation on average. Evidently's default, 0.1, is what steady
+  windows of 2,000 rows reach on the heavy-tailed visit counts (up to 0.10 on
+  number_emergency over ten windows). A unit or feed error (a count x10) scores in the tens.
 - Every other field is a category, the admission, discharge and source codes included (their
   numbers are labels): Jensen-Shannon distance (`jensenshannon`), drifted at 0.1. Two
-  preparations keep sampling noise of a 2,000-row window below the threshold: diagnosis
-  codes (700+ ICD-9 codes) are compared by their clinical group (the model's own grouping),
-  and a value seen in under 1% of reference rows (or never) counts as one value "__other__".
-  Missing is a value of its own ("__missing__"; a lab test not taken is the data set's
-  "None"), so a field suddenly recorded, or suddenly missing, is drift.
-Measured on the data set: steady windows of 2,000 test-split rows against the training rows
-score at most ~0.06 on any field after these preparations (bench/monitoring.py prints it).
+  preparations keep the sampling noise of a 2,000-row window far below it: diagnosis codes
+  (700+ ICD-9 codes, 0.2 on steady windows as they are) are compared by their clinical
+  group (the model's own grouping), and a value seen in under 1% of reference rows (or never)
+  counts as one value "__other__". Missing is a value of its own ("__missing__"; a lab test
+  not taken is the data set's "None"), so a field suddenly recorded, or suddenly missing, is
+  drift. Steady windows then score at most 0.04 on any category.
+- The probability: normed Wasserstein distance against the test-split probabilities, drifted
+  at 0.1 (a smooth, light-tailed distribution: its steady noise is far smaller).
+Measured on the whole data set: ten steady windows of 2,000 test-split rows against the
+training rows, no field drifted (bench/monitoring.py prints these figures).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ CATEGORY_FIELDS = tuple(f for f in INPUT_FIELDS if f not in NUMERIC_FIELDS)
 DRIFT_FIELDS = (*NUMERIC_FIELDS, *CATEGORY_FIELDS)
 NUMERIC_METHOD = "wasserstein"
 CATEGORY_METHOD = "jensenshannon"
-NUMERIC_THRESHOLD = 0.1
+NUMERIC_THRESHOLD = 0.2
 CATEGORY_THRESHOLD = 0.1
 PREDICTION_METHOD = "wasserstein"
 PREDICTION_THRESHOLD = 0.1

@@ -31,7 +31,13 @@ import pandas as pd
 from readmit.errors import ReadmitError
 from readmit.monitoring.drift import DriftFigures, feature_and_prediction_drift
 from readmit.monitoring.performance import LivePerformance, enough_outcomes, live_performance
-from readmit.monitoring.reference import Reference, ReferenceMissing, load_reference
+from readmit.monitoring.reference import (
+    Reference,
+    ReferenceMissing,
+    load_reference,
+    remember_run,
+    remembered_run,
+)
 from readmit.settings import Settings
 from readmit.storage import monitor
 from readmit.storage.db import WRITE_FIRST, transaction
@@ -271,15 +277,21 @@ def _drift(
 
 
 def _reference(settings: Settings, name: str, version: str) -> Reference:
-    """The reference of a registered version; any registry or store failure is ReferenceMissing."""
+    """The reference of a registered version; any registry or store failure is ReferenceMissing.
+    The version's run is remembered, so a registry that is down later does not stop drift."""
     from readmit.registry import run_id_of
 
     try:
         run_id = run_id_of(settings, name, version)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        message = f"cannot find the run of {name} version {version}: {first}"
-        raise ReferenceMissing(message) from None
+        remembered = remembered_run(settings, name, version)
+        if remembered is None:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = f"cannot find the run of {name} version {version}: {first}"
+            raise ReferenceMissing(message) from None
+        run_id = remembered
+    else:
+        remember_run(settings, name, version, run_id)
     return load_reference(settings, run_id)
 
 

@@ -14,6 +14,7 @@ Two run artifacts, written by training (`log_reference`) and read by the monitor
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ REFERENCE_DIR = "reference"
 INPUTS_FILE = "train_inputs.parquet"
 PROBABILITIES_FILE = "test_probabilities.parquet"
 REFERENCE_FIELDS = (*INPUT_FIELDS, HISTORY_FIELD)
+SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,200}")
 
 
 class ReferenceMissing(ReadmitError):
@@ -85,6 +87,31 @@ def log_reference(
         as_logged(inputs).to_parquet(folder / INPUTS_FILE, index=False)
         probabilities.to_parquet(folder / PROBABILITIES_FILE, index=False)
         mlflow.log_artifacts(str(folder), REFERENCE_DIR)
+
+
+def _run_file(settings: Settings, name: str, version: str) -> Path | None:
+    key = f"{name}@{version}"
+    if not SAFE_KEY.fullmatch(key):
+        return None
+    return settings.data_dir / "monitor-reference" / "versions" / key
+
+
+def remember_run(settings: Settings, name: str, version: str, run_id: str) -> None:
+    """Note which run a version came from, for runs while the registry is unreachable."""
+    path = _run_file(settings, name, version)
+    if path is None or not SAFE_KEY.fullmatch(run_id):
+        return
+    private_dir(path.parent)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as out:
+        out.write(run_id)
+    Path(out.name).replace(path)
+
+
+def remembered_run(settings: Settings, name: str, version: str) -> str | None:
+    path = _run_file(settings, name, version)
+    if path is None or not path.exists():
+        return None
+    return path.read_text().strip() or None
 
 
 def load_reference(settings: Settings, run_id: str) -> Reference:
