@@ -29,8 +29,8 @@ from readmit.monitoring.monitor import MonitorWindow, run_monitor
 from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.prediction_log import Scored
 from readmit.monitoring.reference import log_reference
-from readmit.services import free_port
 from readmit.settings import Settings
+from readmit.stack.foreground import free_port
 from readmit.storage import monitor
 from readmit.tracking import configure, log_model
 from tests.models import MODEL_INPUTS, records

@@ -27,9 +27,9 @@ import pandas as pd
 from readmit.errors import ReadmitError
 from readmit.features import HISTORY_FIELD
 from readmit.files import private_dir
-from readmit.storage.raw import open_raw_db, read_model_inputs
 from readmit.schema import INPUT_FIELDS, MISSING
 from readmit.settings import Settings
+from readmit.storage.raw import open_raw_db, read_model_inputs
 
 log = logging.getLogger(__name__)
 REFERENCE_DIR = "reference"
