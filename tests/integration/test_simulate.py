@@ -41,6 +41,7 @@ def serving(registered: Settings, folder: Path) -> Iterator[tuple[Service, str, 
         "READMIT_DATA_DIR": str(folder),
         "READMIT_API_PORT": str(settings.api_port),
         "READMIT_API_KEY": API_KEY,
+        "READMIT_AUTH": "keys",  # predictions need the key too
         "READMIT_MONITOR_DB_URL": url,
         "READMIT_PSEUDONYM_KEY": KEY,
         "READMIT_PREDICTION_LOG_FLUSH_SECONDS": "0.1",
@@ -134,6 +135,13 @@ def test_poor_ranking_labels_a_subgroup_on_which_the_live_auc_is_poor(registered
     live = roc_auc_score(labelled["label"].astype(int), labelled["probability"])
     everyone = roc_auc_score((_source(pool, rows)["readmitted"] == "<30"), rows["probability"])
     assert live < 0.5 < everyone, (live, everyone)
+
+
+def test_an_api_that_wants_a_key_it_was_not_given_is_one_clear_error(api, pool):
+    service, _, settings = api
+    keyless = settings.model_copy(update={"api_key": None})
+    with pytest.raises(SimulationError, match=r"/predict-batch answered HTTP 401"):
+        simulate(keyless, service.url, "steady", 5, encounters=pool, outcomes=False)
 
 
 def test_the_cli_names_an_unknown_scenario_and_an_api_that_is_not_there(tmp_path):

@@ -42,6 +42,7 @@ A1C_MEASURED_SHARE = 0.9
 HOURS_PER_DAY = 24
 RECORD_FIELDS = [*(f for f in FIELDS if f != "readmitted"), HISTORY_FIELD]
 OUTCOME_COUNTS = ("received", "inserted", "updated", "unchanged", "unmatched")
+RATE_LIMITED_TRIES = 30
 
 
 class SimulationError(ReadmitError):
@@ -179,18 +180,25 @@ class SimulationResult:
 
 
 class _Api:
-    """The calls the simulation makes; any failure is one SimulationError naming the call."""
+    """The calls the simulation makes, with the API key when there is one (the API may want
+    it for predictions too, READMIT_AUTH=keys); a 429 is waited out as its Retry-After says,
+    any other failure is one SimulationError naming the call."""
 
     def __init__(self, client: httpx.Client, api_key: str | None) -> None:
         self.client, self.api_key = client, api_key
+        self.headers = {"X-API-Key": api_key} if api_key else {}
 
-    def _post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
-        try:
-            response = self.client.post(path, json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise SimulationError(
-                f"simulate: {path} failed at {self.client.base_url}: {exc}"
-            ) from None
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        for _ in range(RATE_LIMITED_TRIES):
+            try:
+                response = self.client.post(path, json=body, headers=self.headers)
+            except httpx.HTTPError as exc:
+                raise SimulationError(
+                    f"simulate: {path} failed at {self.client.base_url}: {exc}"
+                ) from None
+            if response.status_code != 429:
+                break
+            time.sleep(float(response.headers.get("Retry-After", "1")))
         if response.status_code != 200:
             raise SimulationError(
                 f"simulate: {path} answered HTTP {response.status_code}: {response.text[:300]}"
@@ -198,14 +206,14 @@ class _Api:
         return response.json()
 
     def score(self, records: list[dict[str, Any]]) -> list[float | None]:
-        body = self._post("/predict-batch", {"records": records}, {})
+        body = self._post("/predict-batch", {"records": records})
         return [r["probability"] for r in body["results"]]
 
     def post_outcomes(self, entries: list[tuple[int, str]]) -> dict[str, int]:
         if not self.api_key:
             raise SimulationError("simulate: outcomes need READMIT_API_KEY (the API's key)")
         body = {"outcomes": [{"encounter_id": e, "readmitted": r} for e, r in entries]}
-        found = self._post("/outcomes", body, {"X-API-Key": self.api_key})
+        found = self._post("/outcomes", body)
         return {k: int(found[k]) for k in OUTCOME_COUNTS}
 
 
