@@ -7,7 +7,9 @@ the model at `@staging` and moves `@production` to it when it beats the current 
 version on the same test set by `READMIT_PROMOTE_MIN_DELTA`. The API picks up a new
 `@production` within its poll interval.
 
-- Triggered by the `readmit_clean_db` Asset (a new clean build).
+- Triggered by the `readmit_clean_db` Asset (a new clean build) or by the
+  `readmit_retrain_requested` Asset (DAG 4 found drift or a degraded model; the event's extra
+  says why). Either way the latest clean build is trained on.
 - Connections come from the `READMIT_*` settings and `MLFLOW_TRACKING_URI` of the environment.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from readmit.orchestration import CLEAN_ASSET
+from readmit.orchestration import CLEAN_ASSET, RETRAIN_ASSET
 from readmit.settings import Settings
 
 log = logging.getLogger("airflow.task")
@@ -28,7 +30,7 @@ log = logging.getLogger("airflow.task")
 
 @dag(
     dag_id="3_train_and_register",
-    schedule=[Asset(CLEAN_ASSET)],
+    schedule=(Asset(CLEAN_ASSET) | Asset(RETRAIN_ASSET)),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

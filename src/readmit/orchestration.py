@@ -1,4 +1,4 @@
-"""The three scheduled steps as plain functions returning JSON-able summaries.
+"""The scheduled steps as plain functions returning JSON-able summaries.
 
 The Airflow DAGs are thin wiring over these: a task calls one, its log gets every progress
 line and the summary, and the summary becomes the task's XCom. Kept free of Airflow imports so
@@ -18,9 +18,12 @@ from readmit.storage.db import safe_url
 
 Report = Callable[[str], None]
 
-# Names of the Airflow Assets that chain the DAGs: raw-db gained a batch -> clean-db rebuilt.
+# Names of the Airflow Assets that chain the DAGs: raw-db gained a batch -> clean-db rebuilt
+# -> a model trained; a monitoring run that finds drift or degradation asks for training too.
 RAW_ASSET = "readmit_raw_db"
 CLEAN_ASSET = "readmit_clean_db"
+RETRAIN_ASSET = "readmit_retrain_requested"
+RETRAIN_VERDICTS = ("drift", "degraded")
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +105,45 @@ def train_and_register(settings: Settings, report: Report) -> dict[str, Any]:
         f"run {result.run_id}, {summary['seconds']} s; MLflow {summary['tracking_uri']}"
     )
     return summary
+
+
+def monitor(settings: Settings, report: Report) -> dict[str, Any]:
+    """One monitoring run over the latest window of the prediction log; `retrain` says
+    whether its verdict asks for a new model, `why` says why in one line."""
+    from readmit.monitoring.monitor import run_monitor
+
+    _audit(settings)
+    clock = time.perf_counter()
+    result = run_monitor(settings, report=report)
+    retrain = result.verdict in RETRAIN_VERDICTS
+    summary = {
+        "verdict": result.verdict,
+        "reasons": list(result.reasons),
+        "drift_detected": bool(result.drift_detected),
+        "drifted_features": list(result.drifted_features),
+        "rows": int(result.rows),
+        "labelled_rows": int(result.labelled_rows),
+        "live_auc": None if result.live_auc is None else round(float(result.live_auc), 4),
+        "retrain": retrain,
+        "why": _why(result.verdict, list(result.reasons)),
+        "seconds": round(time.perf_counter() - clock, 2),
+        "monitor_db": safe_url(settings.resolved_monitor_db_url),
+    }
+    report(
+        f"monitor summary: verdict {summary['verdict']} over {summary['rows']:,} rows "
+        f"({summary['labelled_rows']:,} labelled), drifted {summary['drifted_features'] or 'none'}"
+        f", live AUC {summary['live_auc']}; "
+        f"{'retraining requested' if retrain else 'no retraining'}: {summary['why']}; "
+        f"{summary['seconds']} s; monitor-db {summary['monitor_db']}"
+    )
+    return summary
+
+
+def _why(verdict: str, reasons: list[str]) -> str:
+    return f"{verdict}: {'; '.join(reasons)}" if reasons else verdict
+
+
+def retrain_request(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the `readmit_retrain_requested` Asset event records: the verdict and its reasons."""
+    keys = ("verdict", "why", "reasons", "drifted_features", "rows", "labelled_rows", "live_auc")
+    return {key: summary[key] for key in keys}

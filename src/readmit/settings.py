@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     ingest_schedule: str = Field(
         default="@hourly", description="Airflow schedule of DAG 1 (one batch per run)."
     )
+    monitor_schedule: str = Field(
+        default="@daily", description="Airflow schedule of DAG 4 (one monitoring run a run)."
+    )
     split_salt: str = Field(default="readmit-split-v1", description="Salt of the patient split.")
     mlflow_tracking_uri: str | None = Field(
         default=None,

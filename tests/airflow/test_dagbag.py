@@ -8,10 +8,15 @@ from typing import Any
 
 import pytest
 
-from readmit.orchestration import CLEAN_ASSET, RAW_ASSET
+from readmit.orchestration import CLEAN_ASSET, RAW_ASSET, RETRAIN_ASSET
 from readmit.stack.airflow import dags_folder
 
-DAG_IDS = ("1_raw_batch_ingest_15k", "2_clean_build", "3_train_and_register")
+DAG_IDS = (
+    "1_raw_batch_ingest_15k",
+    "2_clean_build",
+    "3_train_and_register",
+    "4_monitor_and_retrain",
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +25,7 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory) -> Any:
         # Airflow reads AIRFLOW_HOME on its first import: point it at a throw-away folder.
         env.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
         env.setenv("READMIT_INGEST_SCHEDULE", "*/20 * * * *")
+        env.setenv("READMIT_MONITOR_SCHEDULE", "15 3 * * *")
         from airflow.models.dagbag import DagBag
 
         return DagBag(dag_folder=str(dags_folder()))
@@ -69,7 +75,29 @@ def test_assets_chain_ingest_to_clean_to_train(dagbag: Any) -> None:
     clean, train = dagbag.dags["2_clean_build"], dagbag.dags["3_train_and_register"]
     assert [a.name for a in clean.timetable.asset_condition.objects] == [RAW_ASSET]
     assert _outlets(clean) == {"build_clean": [CLEAN_ASSET]}
-    assert [a.name for a in train.timetable.asset_condition.objects] == [CLEAN_ASSET]
+    condition = train.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"  # either Asset alone triggers training
+    assert [a.name for a in condition.objects] == [CLEAN_ASSET, RETRAIN_ASSET]
+
+
+def test_monitor_runs_on_the_configured_schedule_and_requests_retraining_only_after_a_verdict(
+    dagbag: Any,
+) -> None:
+    dag = dagbag.dags["4_monitor_and_retrain"]
+    assert dag.timetable.expression == "15 3 * * *"
+    assert _outlets(dag) == {
+        "run_monitor": [],
+        "retrain_needed": [],
+        "request_retrain": [RETRAIN_ASSET],
+    }
+    assert dag.get_task("request_retrain").upstream_task_ids == {"retrain_needed", "run_monitor"}
+    assert dag.get_task("retrain_needed").upstream_task_ids == {"run_monitor"}
+
+
+def test_the_monitor_schedule_is_daily_unless_set(tmp_path: Path) -> None:
+    from readmit.settings import Settings
+
+    assert Settings(data_dir=tmp_path).monitor_schedule == "@daily"
 
 
 def test_dags_hold_no_connection_strings() -> None:
