@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from prometheus_client.registry import CollectorRegistry
 from readmit.exporter import registry_for
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
-from readmit.storage import clean, raw
+from readmit.storage import clean, monitor, raw
 from tests.observability.dashboards import (
     DATASOURCE_UID,
     SCRAPE_SERIES,
@@ -37,7 +38,7 @@ from tests.observability.dashboards import (
 
 RunPromtool = Callable[..., subprocess.CompletedProcess[str]]
 CONSTANT = re.compile(r"vector\([0-9.e+-]+\)")
-EXPECTED_TITLES = {"readmit — API SLOs", "readmit — Pipeline and model"}
+EXPECTED_TITLES = {"readmit — API SLOs", "readmit — Pipeline and model", "readmit — Model health"}
 SUFFIXES = {
     "counter": ("_total", "_created"),
     "gauge": ("",),
@@ -71,15 +72,57 @@ def pipeline_series(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         engine = sa.create_engine(url)
         metadata.create_all(engine)
         engine.dispose()
+    _record_a_monitoring_run(settings)
     return series_of(registry_for(settings))
 
 
+def _record_a_monitoring_run(settings: Settings) -> None:
+    """One monitoring run that judged drift and live performance: the monitor gauges are
+    exported only once such a run exists."""
+    column = {"method": "psi", "threshold": 0.1, "score": 0.02, "drifted": False}
+    figures = {
+        "drift": {
+            "drift_share": 0.0,
+            "drifted_features": [],
+            "prediction_drift": {**column, "method": "wasserstein"},
+            "features": {"age": column},
+        },
+        "performance": {"roc_auc": 0.66, "roc_auc_ci_low": 0.62, "roc_auc_ci_high": 0.7},
+        "reasons": [],
+    }
+    engine = monitor.monitor_engine(settings)
+    monitor.ensure_tables(engine)
+    with engine.begin() as conn:
+        monitor.insert_run(
+            conn,
+            {
+                "run_at": datetime.now(UTC),
+                "window_since": None,
+                "window_limit": 5000,
+                "first_scored_at": None,
+                "last_scored_at": None,
+                "model_name": "readmission",
+                "model_version": "1",
+                "rows": 600,
+                "labelled_rows": 600,
+                "verdict": "ok",
+                "figures": figures,
+                "mlflow_run_id": None,
+            },
+        )
+    engine.dispose()
+
+
 def test_the_exporter_exposes_its_pipeline_and_model_series(pipeline_series: set[str]) -> None:
-    """Every source of the exporter answered: a family of each (raw-db, clean-db, registry)."""
+    """Every source of the exporter answered: a family of each (raw-db, clean-db, registry,
+    monitor-db)."""
     assert {
         "readmit_pipeline_batches",
         "readmit_pipeline_rows",
         "readmit_production_model_version",
+        "readmit_monitor_verdict",
+        "readmit_monitor_live_auc_ci_low",
+        "readmit_monitor_feature_drift_score",
     } <= pipeline_series
 
 
@@ -89,7 +132,7 @@ def dashboard(request: pytest.FixtureRequest) -> dict[str, Any]:
     return load_dashboard(path)
 
 
-def test_both_dashboards_exist() -> None:
+def test_every_dashboard_exists() -> None:
     titles = {load_dashboard(path)["title"] for path in dashboard_files()}
     assert titles == EXPECTED_TITLES
 

@@ -111,3 +111,17 @@ def test_every_recording_rule_has_an_expected_value() -> None:
                     tested.add(case["expr"].strip())
     missing = recorded_series() - tested
     assert not missing, f"recording rules without an expected value: {sorted(missing)}"
+
+
+def _threshold(name: str) -> float:
+    (rule,) = [r for r in rules() if r.get("record") == name]
+    return float(str(rule["expr"]).removeprefix("vector(").removesuffix(")"))
+
+
+def test_monitoring_thresholds_are_the_monitors_settings(tmp_path) -> None:
+    """The alert judges live ROC-AUC as the monitor does: the same floor, the same labels."""
+    from readmit.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    assert _threshold("readmit:monitor_live_auc_floor") == settings.monitor_auc_floor
+    assert _threshold("readmit:monitor_min_labelled_rows") == settings.monitor_min_labelled_rows
