@@ -1,10 +1,13 @@
 """`readmit serve` with two workers, as a real process: both serve, /metrics adds them up, a
-promoted version reaches every worker, every scored record is logged once."""
+promoted version reaches every worker, a killed worker is replaced, every scored record is
+logged once."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +21,7 @@ from tests.monitoring import window
 
 WAIT = 300.0  # a bound against hanging only
 SENT = 60
+MORE = 20
 
 
 def _log_lines(path) -> list[dict]:
@@ -34,6 +38,16 @@ def _metric(url: str, name: str, labels: str = "") -> float:
     found = [float(v) for v in re.findall(pattern, text, re.MULTILINE)]
     assert len(found) == 1, (name, labels, [s for s in text.splitlines() if name in s])
     return found[0]
+
+
+def _send(url: str, payloads: list[dict]) -> list[int]:
+    with ThreadPoolExecutor(6) as pool:  # a new connection per request
+        return list(pool.map(lambda p: httpx.post(f"{url}/predict", json=p).status_code, payloads))
+
+
+def _loaded_by(log) -> set[int]:
+    """The pids of the workers that logged loading a model."""
+    return {line["pid"] for line in _log_lines(log) if line.get("msg") == "model loaded"}
 
 
 def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
@@ -60,13 +74,9 @@ def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
     try:
         payloads = [
             {**r, "encounter_id": 700_000 + i, "patient_nbr": 800_000 + i}
-            for i, r in enumerate(records(inputs.head(SENT)))
+            for i, r in enumerate(records(inputs.head(SENT + MORE)))
         ]
-        with ThreadPoolExecutor(6) as pool:  # a new connection per request
-            statuses = list(
-                pool.map(lambda p: httpx.post(f"{api.url}/predict", json=p).status_code, payloads)
-            )
-        assert statuses == [200] * SENT
+        assert _send(api.url, payloads[:SENT]) == [200] * SENT
         served = [
             line
             for line in _log_lines(log)
@@ -99,6 +109,17 @@ def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
         now = f'{{name="readmission",version="{second}"}}'
         assert _metric(api.url, "readmit_model_info", now) == 1.0
         assert _metric(api.url, "readmit_model_reloads_total") == 4  # two loads in each worker
+
+        victim = min(loaded)
+        os.kill(victim, signal.SIGKILL)
+        while len(_loaded_by(log)) < 3:  # the replacement has loaded the model
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.2)
+        assert _send(api.url, payloads[SENT:]) == [200] * MORE
+        assert _metric(api.url, "readmit_http_requests_total", total) == SENT + MORE
+        assert _metric(api.url, "readmit_model_loaded") == 1.0
+        exited = [line for line in _log_lines(log) if "exited" in line.get("msg", "")]
+        assert len(exited) == 1 and str(victim) in exited[0]["msg"]
     finally:
         api.stop()
     assert api.process.returncode is not None

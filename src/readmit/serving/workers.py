@@ -31,6 +31,7 @@ from types import FrameType
 
 from prometheus_client import multiprocess, values
 
+from readmit.logs import configure_json_logging
 from readmit.serving.metrics import MULTIPROCESS_DIR
 from readmit.settings import Settings
 
@@ -121,6 +122,7 @@ class Supervisor:
 
 def run_workers(settings: Settings) -> None:
     """Serve with `settings.api_workers` processes until SIGTERM or SIGINT."""
+    configure_json_logging(settings.log_level)
     metrics_dir = Path(tempfile.mkdtemp(prefix="readmit-api-metrics-"))
     try:
         use_multiprocess_metrics(metrics_dir)
