@@ -1,6 +1,14 @@
-"""End to end on the full stack: `readmit stack up`, DAG 1 triggered through Airflow's REST API
-until every batch is in, DAGs 2 and 3 run from their Assets, the API serves the new
-@production version, and `readmit stack down` leaves no process behind.
+"""The full stack, brought up for this module once and taken through its life in order:
+
+1. End to end: `readmit stack up`, DAG 1 triggered through Airflow's REST API until every
+   batch is in, DAGs 2 and 3 run from their Assets, the API serves the new @production
+   version, `readmit stack down` leaves no process behind, and `stack up` again serves it.
+2. Kill -9 (no `stack down`) keeps every model artifact: after `stack up` the API serves the
+   same @production version, and each version's files download byte for byte as before —
+   after a training and again after a second one. This test also runs alone: it loads and
+   trains what it needs.
+3. `stack down` while an Airflow training task runs (of the data the tests before loaded)
+   leaves no task process behind.
 
 Every port is a free one and the databases carry a test prefix, so a stack the user runs on
 the default ports is not touched.
@@ -27,10 +35,12 @@ from readmit.stack.down import stragglers
 from readmit.stack.layout import paths_for
 from readmit.storage import monitor
 from tests.splits import assert_stack_keeps_patients_together
+from tests.stack import durability
 from tests.stack.stack import cli, stack_environment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-INGEST, CLEAN, TRAIN = "1_raw_batch_ingest_15k", "2_clean_build", "3_train_and_register"
+DAGS = durability.DAGS
+INGEST, CLEAN, TRAIN = DAGS
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
@@ -39,7 +49,7 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.Co
 
 @pytest.fixture(scope="module")
 def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.TempPathFactory):
-    data_dir = tmp_path_factory.mktemp("full-stack")
+    data_dir = tmp_path_factory.mktemp("full-stack")  # one stack for the module's tests
     with stack_environment(pg_admin_url, dataset_uri, data_dir, "e2e") as env:
         yield env
 
@@ -197,8 +207,54 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
         time.sleep(1)
     assert health.json()["model"]["version"] == production.version, health.text
 
-    # 7. Down while a training task runs: Airflow runs each task in a session of its own.
-    airflow = AirflowClient(airflow.url, "admin", keys["airflow_password"])
+    print(f"full stack end to end: {time.monotonic() - clock:.0f} s")
+
+
+def test_artifacts_survive_a_kill_9_of_every_stack_process(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    clock = time.monotonic()
+    durability.stack_up(stack_env)
+    keys = json.loads(durability.stack_paths(stack_env).secrets.read_text())
+    airflow = AirflowClient(
+        f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin", keys["airflow_password"]
+    )
+    airflow.wait_for_dags(DAGS, timeout=120)
+    for dag in DAGS:  # the test trains itself, through the stack's MLflow and S3
+        airflow.pause(dag)
+    durability.wait_for_running_tasks(airflow)
+    airflow.close()
+
+    client = durability.stack_client_env(stack_env)
+    for step in (("ingest", "--all"), ("clean",)):
+        done = _cli(client, *step, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    durability.train(client)
+    production = durability.production_version(stack_env)
+    durability.served(stack_env, production)
+    first = durability.artifacts(stack_env, tmp_path)
+    assert first[production], "the production version has no files"
+    durability.check_after_kill(stack_env, first, production, tmp_path)
+
+    durability.train(client)
+    second = durability.artifacts(stack_env, tmp_path)
+    assert len(second) == len(first) + 1
+    production = durability.production_version(stack_env)
+    durability.served(stack_env, production)
+    durability.check_after_kill(stack_env, second, production, tmp_path)
+    print(f"stack kill -9 durability: {time.monotonic() - clock:.0f} s")
+
+
+def test_down_while_a_training_task_runs(stack_env: dict[str, str]) -> None:
+    """Airflow runs each task in a session of its own: `stack down` stops it too."""
+    durability.stack_up(stack_env)
+    paths = durability.stack_paths(stack_env)
+    keys = json.loads(paths.secrets.read_text())
+    airflow = AirflowClient(
+        f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin", keys["airflow_password"]
+    )
+    airflow.wait_for_dags([TRAIN], timeout=120)
+    airflow.unpause(TRAIN)  # the kill -9 test pauses it
     run_id = airflow.trigger(TRAIN)
     deadline = time.monotonic() + 120
     while airflow.task_state(TRAIN, run_id, "train_register_promote") != "running":
@@ -212,4 +268,3 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert _cli(stack_env, "stack", "down", timeout=180).returncode == 0
     assert stragglers(paths) == []
     assert [p for p in tree if processes.alive(p)] == []
-    print(f"full stack end to end: {time.monotonic() - clock:.0f} s")

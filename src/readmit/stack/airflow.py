@@ -105,6 +105,9 @@ class AirflowClient:
         """No new runs of the DAG (scheduled or asset-triggered) until it is unpaused."""
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
 
+    def unpause(self, dag_id: str) -> None:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
     def trigger(self, dag_id: str) -> str:
         run = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
         return str(run["dag_run_id"])
@@ -119,6 +122,11 @@ class AirflowClient:
     def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
         return self._call("GET", path).get("state")
+
+    def task_states(self, dag_id: str, run_id: str) -> list[tuple[str, str | None]]:
+        """(task id, state) of every task instance of one run."""
+        found = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return [(ti["task_id"], ti.get("state")) for ti in found["task_instances"]]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
