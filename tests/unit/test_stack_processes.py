@@ -17,7 +17,7 @@ from readmit.stack.errors import StackError
 from readmit.stack.foreground import free_port
 from readmit.stack.launch import Stack
 from readmit.stack.layout import MARKER, paths_for
-from readmit.stack.up import check_ports
+from readmit.stack.preflight import check_ports
 
 
 def _wait_members(pgid: int, count: int) -> list[int]:
