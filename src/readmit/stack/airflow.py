@@ -75,6 +75,8 @@ def component_command(airflow_bin: str, component: str, port: int) -> list[str]:
 class AirflowClient:
     """The public REST API (/api/v2) with a JWT from the simple auth manager."""
 
+    ATTEMPTS = 3
+
     def __init__(self, url: str, username: str, password: str, timeout: float = 15.0) -> None:
         self.url = url.rstrip("/")
         self._credentials = {"username": username, "password": password}
@@ -93,10 +95,22 @@ class AirflowClient:
         return {"Authorization": f"Bearer {self._token}"}
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        reply = self._http.request(method, f"/api/v2{path}", headers=self._headers(), **kwargs)
+        reply = self._request(method, f"/api/v2{path}", **kwargs)
         if reply.status_code >= 400:
             raise AirflowError(f"{method} {path}: HTTP {reply.status_code}: {reply.text[:300]}")
         return reply.json() if reply.content else None
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One call; a read or an idempotent update that times out is sent again. The
+        api-server (one worker) can stall past the timeout while it serves the tasks' own
+        calls on a busy machine; a new run (POST) is never sent twice."""
+        retries = self.ATTEMPTS - 1 if method in ("GET", "PATCH") else 0
+        for _ in range(retries):
+            try:
+                return self._http.request(method, url, headers=self._headers(), **kwargs)
+            except httpx.TimeoutException:
+                continue
+        return self._http.request(method, url, headers=self._headers(), **kwargs)
 
     def dag(self, dag_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/dags/{dag_id}"))

@@ -23,13 +23,15 @@ AIRFLOW_HEALTH_PATH = "/api/v2/monitor/health"
 @dataclass(frozen=True)
 class ServiceSpec:
     """One HTTP service of the stack. `listens` is False for Airflow's scheduler, dag-processor
-    and triggerer: they serve nothing, the api-server reports their health on its port."""
+    and triggerer: they serve nothing, the api-server reports their health on its port.
+    `attempts` health probes of 5 s each are made before a slow service counts as down."""
 
     name: str
     port_field: str
     health_path: str
     read: health.Reader = health.http_ok
     listens: bool = True
+    attempts: int = 3
 
     @property
     def port_setting(self) -> str:
@@ -44,12 +46,18 @@ class ServiceSpec:
 
     def check(self, settings: Settings) -> health.Health:
         """(healthy, detail) from one probe of the health path."""
-        return self.read(health.get(self.url(settings) + self.health_path))
+        return self.read(health.get(self.url(settings) + self.health_path, self.attempts))
 
+
+# Airflow's api-server runs one worker, which can stall for 20 s while it serves the tasks'
+# own calls on a busy machine: its health is waited for longer.
+AIRFLOW_ATTEMPTS = 6
 
 S3 = ServiceSpec("s3", "s3_port", S3_HEALTH_PATH, health.s3_health)
 MLFLOW = ServiceSpec("mlflow", "mlflow_port", "/health")
-AIRFLOW_API_SERVER = ServiceSpec("airflow-api-server", "airflow_port", AIRFLOW_HEALTH_PATH)
+AIRFLOW_API_SERVER = ServiceSpec(
+    "airflow-api-server", "airflow_port", AIRFLOW_HEALTH_PATH, attempts=AIRFLOW_ATTEMPTS
+)
 AIRFLOW_PARTS = tuple(
     ServiceSpec(
         f"airflow-{part}",
@@ -57,6 +65,7 @@ AIRFLOW_PARTS = tuple(
         AIRFLOW_HEALTH_PATH,
         health.airflow_component(part.replace("-", "_")),
         listens=False,
+        attempts=AIRFLOW_ATTEMPTS,
     )
     for part in ("scheduler", "dag-processor", "triggerer")
 )
