@@ -12,6 +12,9 @@ UV_BOOTSTRAP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/readmit/uv-$(UV_VERSION)
 UV := $(shell uv --version 2>/dev/null | grep -q '^uv $(UV_VERSION) ' && command -v uv || echo $(UV_BOOTSTRAP)/bin/uv)
 # Never a Python build of uv's own: the interpreter is $(PYTHON).
 export UV_PYTHON_DOWNLOADS := never
+# The system's CA certificates (those pip and apt trust here), not uv's bundled ones, so a
+# proxy's CA installed on the machine is trusted.
+export UV_SYSTEM_CERTS := 1
 # The stack's S3 server (node): its packages as pinned in s3server/package-lock.json.
 S3SERVER_STAMP := s3server/node_modules/.installed-stamp
 
