@@ -12,7 +12,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from readmit.ui.client import ApiClient, ApiError
-from readmit.ui.views import batch, explain, model, predict, service
+from readmit.ui.views import batch, explain, model, monitoring, predict, service
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ PAGES: dict[str, Callable[[ApiClient], None]] = {
     "Batch": batch.render,
     "Explanation": explain.render,
     "Model": model.render,
+    "Monitoring": monitoring.render,
     "Service": service.render,
 }
 
