@@ -4,12 +4,15 @@ loaded, and a real monitoring run over them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from readmit.monitoring.monitor import run_monitor
 from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.simulate import simulate, split_encounters
 from readmit.storage import monitor
+from tests.monitoring import wait_until
 from tests.ui.pages import assert_clean, errors, metrics, open_page
 
 
@@ -18,11 +21,13 @@ def monitored(stack, dataset_uri):
     """A monitoring run over 1,200 shifted predictions of the stack's API, all labelled."""
     settings = stack.settings.model_copy(update={"dataset_uri": dataset_uri})
     pool = split_encounters(settings)
+    start = datetime.now(UTC)
     result = simulate(
         settings, stack.api_url, "hours-for-days", 1_200, outcomes=False, encounters=pool
     )
     assert result.scored == 1_200
     engine = monitor.monitor_engine(settings)
+    wait_until(lambda: len(monitor.read_window(engine, since=start)) >= 1_200, "the log")
     logged = set(monitor.read_window(engine)["encounter_id"].dropna().astype(int))
     labels = pool.drop_duplicates("encounter_id").set_index("encounter_id")["readmitted"]
     record_outcomes(engine, [(e, labels[e]) for e in sorted(logged) if e in labels.index])

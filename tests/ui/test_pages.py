@@ -16,7 +16,7 @@ from readmit.ui.views.predict import PROBABILITY
 from tests.scraped import samples
 from tests.ui.pages import assert_clean, captions, click, errors, metrics, open_page
 
-PAGES = ["Single prediction", "Batch", "Explanation", "Model", "Service"]
+PAGES = ["Single prediction", "Batch", "Explanation", "Model", "Monitoring", "Service"]
 
 
 def _predicted_example(ui_env):

@@ -1,7 +1,8 @@
 """The UI's entry script: `readmit ui`, or `streamlit run src/readmit/ui/app.py`.
 
-The sidebar picks a page and shows whether the API answers; every page talks to the API
-through `ApiClient` and reports failures with `st.error`, never a traceback.
+The sidebar picks a page and shows whether the API answers; pages talk to the API through
+`ApiClient` (Monitoring reads monitor-db) and report failures with `st.error`, never a
+traceback.
 """
 
 from __future__ import annotations
