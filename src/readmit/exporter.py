@@ -198,11 +198,12 @@ def _drift_gauges(drift: dict[str, Any] | None) -> Iterator[GaugeMetricFamily]:
     yield _gauge(
         "readmit_monitor_drift_share", "Share of input fields that drifted", drift["drift_share"]
     )
-    yield _gauge(
-        "readmit_monitor_prediction_drift_score",
-        "Drift score of the predicted probability (normed Wasserstein distance)",
-        drift["prediction_drift"]["score"],
-    )
+    if drift["prediction_drift"]["score"] is not None:
+        yield _gauge(
+            "readmit_monitor_prediction_drift_score",
+            "Drift score of the predicted probability (normed Wasserstein distance)",
+            drift["prediction_drift"]["score"],
+        )
     yield _gauge("readmit_monitor_drift_detected", "1 when any drift was detected", detected)
     scores = GaugeMetricFamily(
         "readmit_monitor_feature_drift_score",
@@ -210,7 +211,8 @@ def _drift_gauges(drift: dict[str, Any] | None) -> Iterator[GaugeMetricFamily]:
         labels=["feature"],
     )
     for feature, column in drift["features"].items():
-        scores.add_metric([feature], float(column["score"]))
+        if column["score"] is not None:
+            scores.add_metric([feature], float(column["score"]))
     yield scores
 
 

@@ -17,6 +17,7 @@ reasons; the run completes all the same).
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -115,7 +116,8 @@ class MonitorResult:
     drift: DriftFigures | None = field(default=None, repr=False)  # holds Evidently's reports
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        """Plain JSON: a figure that is not a finite number is null."""
+        body = {
             "verdict": self.verdict,
             "reasons": self.reasons,
             "drift_detected": self.drift_detected,
@@ -130,6 +132,7 @@ class MonitorResult:
             "mlflow_run_id": self.mlflow_run_id,
             "figures": self.figures,
         }
+        return dict(finite(body))
 
 
 def run_monitor(
@@ -359,9 +362,21 @@ def _run_row(
         "rows": result.rows,
         "labelled_rows": result.labelled_rows,
         "verdict": result.verdict,
-        "figures": {**result.figures, "reasons": result.reasons},
+        "figures": finite({**result.figures, "reasons": result.reasons}),
         "mlflow_run_id": result.mlflow_run_id,
     }
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float as None: JSON (and PostgreSQL's json type)
+    has no such numbers, and a distance against a constant reference column is one."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _log_to_mlflow(settings: Settings, result: MonitorResult) -> str | None:
@@ -389,7 +404,7 @@ def _mlflow_run(settings: Settings, result: MonitorResult) -> str:
     }
     name = f"monitor-{result.run_at:%Y%m%dT%H%M%S}"
     with mlflow.start_run(experiment_id=experiment, run_name=name, tags=tags) as run:
-        mlflow.log_metrics(_metrics(result))
+        mlflow.log_metrics({k: v for k, v in _metrics(result).items() if math.isfinite(v)})
         mlflow.log_dict(result.as_json(), "monitor/figures.json")
         if result.drift is not None:
             with tempfile.TemporaryDirectory() as tmp:
