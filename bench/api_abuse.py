@@ -34,7 +34,7 @@ import psutil
 
 from readmit import registry
 from readmit.dataset import Dataset, load_dataset
-from readmit.model import Calibration, ReadmissionModel
+from readmit.model import Calibration, ReadmissionModel, TrainingInfo
 from readmit.pipeline.clean import build_clean
 from readmit.pipeline.ingest import ingest
 from readmit.pipeline.train import fit_lightgbm, load_training_data
@@ -69,7 +69,7 @@ def small_model(folder: Path) -> Settings:
         estimator,
         Calibration(1.0, 0.0),
         0.12,
-        info={"run_id": "bench", "estimator": "lightgbm"},
+        info=TrainingInfo(run_id="bench", estimator="lightgbm"),
     )
     inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"])
     with mlflow.start_run(experiment_id=configure(settings)) as run:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from readmit import registry
 from readmit.dataset import Dataset, load_dataset
-from readmit.model import Calibration, ReadmissionModel
+from readmit.model import Calibration, ReadmissionModel, TrainingInfo
 from readmit.pipeline.clean import build_clean
 from readmit.pipeline.ingest import ingest
 from readmit.pipeline.train import fit_lightgbm, load_training_data
@@ -56,7 +56,7 @@ def build_model(settings: Settings) -> list[dict]:
     xv, yv = data.encoded("validation"), data.labels("validation")
     estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=80)
     model = ReadmissionModel(
-        data.build.transform, estimator, Calibration(), 0.12, info={"estimator": "lightgbm"}
+        data.build.transform, estimator, Calibration(), 0.12, TrainingInfo(estimator="lightgbm")
     )
     inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"], errors="ignore")
     with mlflow.start_run(experiment_id=configure(settings)) as run:

@@ -85,7 +85,7 @@ class PipelineCollector(Collector):
             ok.add_metric(["clean"], 1.0)
 
     def _model(self, last: GaugeMetricFamily, ok: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
-        from readmit.registry import PRODUCTION, by_alias, client_for, missing_artifacts
+        from readmit.registry import PRODUCTION, Tag, by_alias, client_for, missing_artifacts
 
         version = GaugeMetricFamily(
             "readmit_production_model_version", "Version number of @production"
@@ -104,7 +104,7 @@ class PipelineCollector(Collector):
             client = client_for(self.settings)
             name = self.settings.model_name
             for v in client.search_model_versions(f"name='{name}'"):
-                score = v.tags.get("readmit.candidate_test_auc")
+                score = v.tags.get(Tag.CANDIDATE_TEST_AUC)
                 if score:
                     by_version.add_metric([str(v.version)], float(score))
             production = by_alias(client, name, PRODUCTION)
@@ -127,7 +127,7 @@ class PipelineCollector(Collector):
             except Exception as exc:
                 log.warning("artifact store unreadable", extra={"error": first_line(exc)})
             version.add_metric([], float(production.version))
-            score = production.tags.get("readmit.candidate_test_auc")
+            score = production.tags.get(Tag.CANDIDATE_TEST_AUC)
             if score:
                 auc.add_metric([], float(score))
         finished = [r for r in runs if r.info.status == "FINISHED" and r.info.end_time]

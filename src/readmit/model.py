@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -141,13 +141,46 @@ class Calibration:
         return float(self.apply(np.asarray([margin]))[0])
 
 
+@dataclass(frozen=True)
+class TrainingInfo:
+    """What training recorded about the model: saved with it, so the API, the exporter and the
+    UI read the same facts, under the same names, that training wrote."""
+
+    estimator: str | None = None
+    run_id: str | None = None
+    trained_at: str | None = None
+    clean_build: str | None = None
+    raw_batches: str | None = None
+    dataset_sha256: str | None = None
+    git_commit: str | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    validation_roc_auc: float | None = None
+
+    @property
+    def test_roc_auc(self) -> float | None:
+        return self.test_metrics.get("roc_auc")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> TrainingInfo:
+        """Unknown keys are ignored; a key with a dotted prefix (earlier models saved their
+        lineage under its tag names, e.g. `readmit.clean_build`) is read by its last part."""
+        names = {f.name for f in fields(cls)}
+        values = {k.rpartition(".")[2]: v for k, v in payload.items()}
+        values = {k: v for k, v in values.items() if k in names}
+        metrics = values.pop("test_metrics", None) or {}
+        return cls(**values, test_metrics={k: float(v) for k, v in metrics.items()})
+
+
 @dataclass
 class ReadmissionModel:
     transform: FittedTransform
     estimator: Estimator
     calibration: Calibration
     threshold: float
-    info: dict[str, Any] = field(default_factory=dict)
+    info: TrainingInfo = field(default_factory=TrainingInfo)
 
     def encode_frame(self, raw: pd.DataFrame) -> np.ndarray:
         return self.transform.transform_frame(clean_features(raw))
@@ -175,7 +208,7 @@ class ReadmissionModel:
                 "intercept": self.calibration.intercept,
             },
             "threshold": self.threshold,
-            "info": self.info,
+            "info": self.info.to_dict(),
         }
         (folder / MODEL_FILE).write_text(json.dumps(payload, indent=1, default=str))
         return folder
@@ -188,5 +221,5 @@ class ReadmissionModel:
             estimator=LOADERS[payload["estimator"]](Path(folder)),
             calibration=Calibration(**payload["calibration"]),
             threshold=float(payload["threshold"]),
-            info=payload["info"],
+            info=TrainingInfo.from_dict(payload.get("info") or {}),
         )

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from readmit.errors import ReadmitError, first_line
+from readmit.model import TrainingInfo
 from readmit.registered import ModelRefused, load_checked, missing_artifacts_message
 from readmit.settings import Settings
 from readmit.tracking import connect
@@ -28,7 +29,49 @@ from readmit.tracking import connect
 STAGING = "staging"
 PRODUCTION = "production"
 TAG_PREFIX = "readmit."
+PROMOTED = "promoted"
+KEPT_IN_STAGING = "kept_in_staging"
+ABANDONED = "abandoned"
 log = logging.getLogger(__name__)
+
+
+class Tag:
+    """Every tag readmit sets on training runs and model versions (all under TAG_PREFIX)."""
+
+    # Lineage, on the training run and on the version it registered.
+    CLEAN_BUILD = "readmit.clean_build"
+    RAW_BATCHES = "readmit.raw_batches"
+    DATASET_SHA256 = "readmit.dataset_sha256"
+    GIT_COMMIT = "readmit.git_commit"
+    # The training run's owner (stale runs are repaired) and its outcome.
+    HOST = "readmit.host"
+    PID = "readmit.pid"
+    REPAIRED = "readmit.repaired"
+    MODEL_VERSION = "readmit.model_version"
+    # The version: its run, the promotion decision, and its time in production.
+    RUN_ID = "readmit.run_id"
+    DECISION = "readmit.decision"
+    DECISION_REASON = "readmit.decision_reason"
+    CANDIDATE_TEST_AUC = "readmit.candidate_test_auc"
+    PRODUCTION_TEST_AUC = "readmit.production_test_auc"
+    COMPARED_WITH_VERSION = "readmit.compared_with_version"
+    CHAMPION_PROBLEM = "readmit.champion_problem"
+    DECIDED_AT = "readmit.decided_at"
+    PROMOTED_AT = "readmit.promoted_at"
+    PROMOTION_REASON = "readmit.promotion_reason"
+    ARCHIVED_AT = "readmit.archived_at"
+    ROLLED_BACK_AT = "readmit.rolled_back_at"
+
+
+def lineage_tags(info: TrainingInfo) -> dict[str, str]:
+    """The data and code a model came from, as tags of its run and of its version."""
+    values = {
+        Tag.CLEAN_BUILD: info.clean_build,
+        Tag.RAW_BATCHES: info.raw_batches,
+        Tag.DATASET_SHA256: info.dataset_sha256,
+        Tag.GIT_COMMIT: info.git_commit,
+    }
+    return {tag: value for tag, value in values.items() if value is not None}
 
 
 class RegistryError(ReadmitError):
@@ -43,6 +86,11 @@ class Decision:
     production_version: str | None
     production_auc: float | None
     reason: str
+
+    @property
+    def outcome(self) -> str:
+        """The decision tag's value."""
+        return PROMOTED if self.promoted else KEPT_IN_STAGING
 
 
 def client_for(settings: Settings) -> MlflowClient:
@@ -90,7 +138,7 @@ def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, st
     try:
         client.set_registered_model_alias(name, STAGING, version)
         _stage(client, name, version, "Staging")
-        client.set_model_version_tag(name, version, f"{TAG_PREFIX}run_id", run_id)
+        client.set_model_version_tag(name, version, Tag.RUN_ID, run_id)
     except Exception:
         client.delete_model_version(name, version)
         raise
@@ -127,6 +175,28 @@ def champion_auc(
         return None, f"could not be scored: {type(exc).__name__}: {first_line(exc)[:300]}"
 
 
+def decide(
+    candidate_auc: float,
+    champion: str | None,
+    champion_score: float | None,
+    problem: str,
+    min_delta: float,
+) -> tuple[bool, str]:
+    """Promote, and why: when there is no champion, when it cannot be compared (`problem`
+    says why), or when the candidate's test ROC-AUC beats it by `min_delta` at least."""
+    if champion is None:
+        return True, "no production model yet"
+    if champion_score is None:
+        return True, f"no comparable champion: production v{champion} {problem}"
+    gain = candidate_auc - champion_score
+    promoted = gain >= min_delta
+    reason = (
+        f"test ROC-AUC {candidate_auc:.4f} vs production v{champion} {champion_score:.4f}: "
+        f"gain {gain:+.4f} {'>=' if promoted else '<'} {min_delta}"
+    )
+    return promoted, reason
+
+
 def compare_and_promote(
     settings: Settings, version: str, candidate_auc: float, inputs: pd.DataFrame, labels: np.ndarray
 ) -> Decision:
@@ -142,45 +212,33 @@ def compare_and_promote(
     problem = ""
     if current is not None:
         production_auc, problem = champion_auc(settings, str(current.version), inputs, labels)
-    if current is None:
-        promoted, reason = True, "no production model yet"
-    elif production_auc is None:
-        promoted = True
-        reason = f"no comparable champion: production v{current.version} {problem}"
+    champion = None if current is None else str(current.version)
+    promoted, reason = decide(
+        candidate_auc, champion, production_auc, problem, settings.promote_min_delta
+    )
+    if champion is not None and production_auc is None:
         log.warning(
             "champion not comparable",
-            extra={
-                "model_version": version,
-                "production_version": str(current.version),
-                "reason": problem,
-            },
-        )
-    else:
-        gain = candidate_auc - production_auc
-        promoted = gain >= settings.promote_min_delta
-        reason = (
-            f"test ROC-AUC {candidate_auc:.4f} vs production v{current.version} "
-            f"{production_auc:.4f}: gain {gain:+.4f} "
-            f"{'>=' if promoted else '<'} {settings.promote_min_delta}"
+            extra={"model_version": version, "production_version": champion, "reason": problem},
         )
     tags = {
-        "decision": "promoted" if promoted else "kept_in_staging",
-        "decision_reason": reason,
-        "candidate_test_auc": f"{candidate_auc:.6f}",
-        "production_test_auc": "" if production_auc is None else f"{production_auc:.6f}",
-        "compared_with_version": "" if current is None else str(current.version),
-        "champion_problem": problem,
-        "decided_at": _now(),
+        Tag.DECISION: PROMOTED if promoted else KEPT_IN_STAGING,
+        Tag.DECISION_REASON: reason,
+        Tag.CANDIDATE_TEST_AUC: f"{candidate_auc:.6f}",
+        Tag.PRODUCTION_TEST_AUC: "" if production_auc is None else f"{production_auc:.6f}",
+        Tag.COMPARED_WITH_VERSION: champion or "",
+        Tag.CHAMPION_PROBLEM: problem,
+        Tag.DECIDED_AT: _now(),
     }
     for key, value in tags.items():
-        client.set_model_version_tag(name, version, f"{TAG_PREFIX}{key}", value)
+        client.set_model_version_tag(name, version, key, value)
     if promoted:
         promote(settings, version, reason="automatic: " + reason)
     return Decision(
         version=version,
         promoted=promoted,
         candidate_auc=candidate_auc,
-        production_version=None if current is None else str(current.version),
+        production_version=champion,
         production_auc=production_auc,
         reason=reason,
     )
@@ -205,12 +263,12 @@ def promote(settings: Settings, version: str, reason: str = "manual") -> str | N
     staging = by_alias(client, name, STAGING)
     if staging is not None and str(staging.version) == str(version):
         client.delete_registered_model_alias(name, STAGING)
-    client.set_model_version_tag(name, version, f"{TAG_PREFIX}promoted_at", _now())
-    client.set_model_version_tag(name, version, f"{TAG_PREFIX}promotion_reason", reason)
+    client.set_model_version_tag(name, version, Tag.PROMOTED_AT, _now())
+    client.set_model_version_tag(name, version, Tag.PROMOTION_REASON, reason)
     if previous is None or str(previous.version) == str(version):
         return None
     _stage(client, name, str(previous.version), "Archived")
-    client.set_model_version_tag(name, str(previous.version), f"{TAG_PREFIX}archived_at", _now())
+    client.set_model_version_tag(name, str(previous.version), Tag.ARCHIVED_AT, _now())
     return str(previous.version)
 
 
@@ -230,16 +288,16 @@ def rollback(settings: Settings) -> tuple[str, str]:
         raise RegistryError(
             f"registry: no version of {name} was in production before v{current.version}"
         )
-    target = max(earlier, key=lambda v: v.tags[f"{TAG_PREFIX}promoted_at"])
-    client.set_model_version_tag(name, str(current.version), f"{TAG_PREFIX}rolled_back_at", _now())
+    target = max(earlier, key=lambda v: v.tags[Tag.PROMOTED_AT])
+    client.set_model_version_tag(name, str(current.version), Tag.ROLLED_BACK_AT, _now())
     promote(settings, str(target.version), reason=f"rollback from v{current.version}")
     return str(current.version), str(target.version)
 
 
 def _served_without_rollback(version: ModelVersion) -> bool:
     """Was in production, and was not rolled back since it was last promoted."""
-    promoted = version.tags.get(f"{TAG_PREFIX}promoted_at")
-    rolled_back = version.tags.get(f"{TAG_PREFIX}rolled_back_at")
+    promoted = version.tags.get(Tag.PROMOTED_AT)
+    rolled_back = version.tags.get(Tag.ROLLED_BACK_AT)
     return promoted is not None and (rolled_back is None or rolled_back < promoted)
 
 

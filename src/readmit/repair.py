@@ -25,25 +25,33 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from readmit.registry import PRODUCTION, STAGING, TAG_PREFIX, _now, _stage, by_alias, client_for
+from readmit.registry import (
+    ABANDONED,
+    PRODUCTION,
+    PROMOTED,
+    STAGING,
+    Tag,
+    _now,
+    _stage,
+    by_alias,
+    client_for,
+)
 from readmit.settings import Settings
 from readmit.stack.processes import alive
 
 log = logging.getLogger(__name__)
-HOST_TAG = f"{TAG_PREFIX}host"
-PID_TAG = f"{TAG_PREFIX}pid"
 ENDED = {"FAILED", "KILLED"}
 
 
 def owner_tags() -> dict[str, str]:
     """Tags naming this process, so a later run can tell whether it is still alive."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    return {Tag.HOST: socket.gethostname(), Tag.PID: str(os.getpid())}
 
 
 def _gone(tags: dict[str, str], started_ms: int, stale_hours: float) -> str | None:
     """Why the run's process is gone, or None while it may still be running."""
-    pid = tags.get(PID_TAG, "")
-    if tags.get(HOST_TAG) == socket.gethostname() and pid.isdigit() and not alive(int(pid)):
+    pid = tags.get(Tag.PID, "")
+    if tags.get(Tag.HOST) == socket.gethostname() and pid.isdigit() and not alive(int(pid)):
         return f"its process {pid} on this host is gone"
     hours = (time.time() * 1000 - started_ms) / 3_600_000
     return f"it started {hours:.1f} h ago, over {stale_hours} h" if hours > stale_hours else None
@@ -62,14 +70,14 @@ def repair_runs(client: MlflowClient, settings: Settings) -> list[str]:
         why = _gone(run.data.tags, run.info.start_time, settings.stale_run_hours)
         if why is None:
             continue
-        client.set_tag(run.info.run_id, f"{TAG_PREFIX}repaired", f"marked KILLED: {why}")
+        client.set_tag(run.info.run_id, Tag.REPAIRED, f"marked KILLED: {why}")
         client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         done.append(f"run {run.info.run_id} ({run.info.run_name}) marked KILLED: {why}")
     return done
 
 
 def _run_status(client: MlflowClient, version: ModelVersion) -> str | None:
-    run_id = version.tags.get(f"{TAG_PREFIX}run_id") or version.run_id
+    run_id = version.tags.get(Tag.RUN_ID) or version.run_id
     if not run_id:
         return None
     try:
@@ -80,10 +88,10 @@ def _run_status(client: MlflowClient, version: ModelVersion) -> str | None:
 
 def _unfinished(tags: dict[str, str]) -> str | None:
     """The lifecycle step a version never got past, or None when it is complete."""
-    decision = tags.get(f"{TAG_PREFIX}decision")
+    decision = tags.get(Tag.DECISION)
     if decision is None:
         return "a decision"
-    if decision == "promoted" and f"{TAG_PREFIX}promoted_at" not in tags:
+    if decision == PROMOTED and Tag.PROMOTED_AT not in tags:
         return "the promotion landed"
     return None
 
@@ -106,14 +114,14 @@ def repair_versions(client: MlflowClient, settings: Settings) -> list[str]:
         status = _run_status(client, version) if unfinished else None
         if status in ENDED:
             reason = f"its training run ended {status} before {unfinished}"
-            client.set_model_version_tag(name, number, f"{TAG_PREFIX}decision", "abandoned")
-            client.set_model_version_tag(name, number, f"{TAG_PREFIX}decision_reason", reason)
+            client.set_model_version_tag(name, number, Tag.DECISION, ABANDONED)
+            client.set_model_version_tag(name, number, Tag.DECISION_REASON, reason)
             if staging is not None and str(staging.version) == number:
                 client.delete_registered_model_alias(name, STAGING)
             done.append(f"v{number} abandoned: {reason}")
         if version.current_stage == "Production" or status in ENDED:
             _stage(client, name, number, "Archived")
-            client.set_model_version_tag(name, number, f"{TAG_PREFIX}archived_at", _now())
+            client.set_model_version_tag(name, number, Tag.ARCHIVED_AT, _now())
             done.append(f"v{number} archived: not @production")
     return done
 

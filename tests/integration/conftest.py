@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from readmit import registry
-from readmit.model import Calibration, ReadmissionModel
+from readmit.model import Calibration, ReadmissionModel, TrainingInfo
 from readmit.pipeline.train import fit_lightgbm
 from readmit.serving.app import create_app
 from readmit.settings import Settings
@@ -145,7 +145,7 @@ def lightgbm_model(small_data) -> ReadmissionModel:
         estimator,
         Calibration(0.9, -0.1),
         0.12,
-        info={"run_id": "r1", "estimator": "lightgbm", "test_metrics": {"roc_auc": 0.66}},
+        info=TrainingInfo(run_id="r1", estimator="lightgbm", test_metrics={"roc_auc": 0.66}),
     )
 
 

@@ -19,8 +19,10 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from readmit.features import HISTORY_FIELD
+from readmit.model import TrainingInfo
 from readmit.monitoring.reference import load_reference
 from readmit.pipeline.train import CANDIDATES, PREDICTIONS_ARTIFACT, fit_and_evaluate, train
+from readmit.registry import Tag, lineage_tags
 from readmit.schema import INPUT_FIELDS
 
 MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
@@ -217,12 +219,12 @@ def test_model_info_travels_with_the_registered_model(trained):
         tracking_uri=settings.resolved_tracking_uri,
     )
     files = list(Path(path).rglob("readmit_model.json"))
-    info = json.loads(files[0].read_text())["info"]
-    assert info["run_id"] == first.run_id
+    info = TrainingInfo.from_dict(json.loads(files[0].read_text())["info"])
+    assert info.run_id == first.run_id
     run_tags = MlflowClient(settings.resolved_tracking_uri).get_run(first.run_id).data.tags
-    for key in ("readmit.clean_build", "readmit.raw_batches", "readmit.dataset_sha256"):
-        assert info[key] == run_tags[key]
-    assert info["test_metrics"]["roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])
+    for tag in (Tag.CLEAN_BUILD, Tag.RAW_BATCHES, Tag.DATASET_SHA256, Tag.GIT_COMMIT):
+        assert lineage_tags(info)[tag] == run_tags[tag]
+    assert info.test_metrics["roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])
 
 
 def test_train_stores_the_monitoring_reference_with_its_run(trained, small_data, tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import mlflow
@@ -34,10 +34,18 @@ from readmit.model import (
     LightGBMEstimator,
     LinearEstimator,
     ReadmissionModel,
+    TrainingInfo,
     XGBoostEstimator,
 )
 from readmit.monitoring.reference import log_reference
-from readmit.registry import Decision, compare_and_promote, discard_version, register
+from readmit.registry import (
+    Decision,
+    Tag,
+    compare_and_promote,
+    discard_version,
+    lineage_tags,
+    register,
+)
 from readmit.repair import owner_tags, repair
 from readmit.settings import Settings
 from readmit.storage.clean import CleanBuild, open_clean_db, read_latest_build
@@ -48,6 +56,35 @@ Report = Callable[[str], None]
 log = logging.getLogger(__name__)
 CANDIDATES = ("logistic_regression", "xgboost", "lightgbm")
 PREDICTIONS_ARTIFACT = "predictions/test_predictions.csv"
+MAX_ROUNDS = 2000  # boosting rounds at most; early stopping on validation ends sooner
+EARLY_STOPPING_ROUNDS = 100
+BOOTSTRAP_ROUNDS = 1000  # patient resamples of the test ROC-AUC interval
+
+# Hyperparameters of the candidates (seed and round limits are added where they are fitted).
+LOGISTIC_PARAMS: dict[str, Any] = {"C": 0.05, "max_iter": 3000}
+XGBOOST_PARAMS: dict[str, Any] = {
+    "learning_rate": 0.05,
+    "max_depth": 5,
+    "min_child_weight": 10,
+    "subsample": 0.8,
+    "colsample_bytree": 0.5,
+    "reg_lambda": 5.0,
+    "max_bin": 64,
+    "tree_method": "hist",
+}
+LIGHTGBM_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.03,
+    "num_leaves": 15,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.5,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 5.0,
+    "metric": "auc",
+    "verbosity": -1,
+    "num_threads": 2,
+}
 
 
 @dataclass
@@ -63,6 +100,11 @@ class TrainingData:
 
     def labels(self, split: str) -> np.ndarray:
         return self.frames[split]["label"].to_numpy(dtype=np.int64)
+
+    @property
+    def model_inputs(self) -> pd.DataFrame:
+        """The test split's raw fields as the model takes them (no identifiers)."""
+        return self.test_inputs.drop(columns=["encounter_id", "patient_nbr"])
 
 
 @dataclass
@@ -105,7 +147,7 @@ def load_training_data(settings: Settings) -> TrainingData:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[LinearEstimator, dict[str, Any]]:
-    params = {"C": 0.05, "max_iter": 3000}
+    params = dict(LOGISTIC_PARAMS)
     fitted = LogisticRegression(**params, random_state=seed).fit(x, y)
     estimator = LinearEstimator(
         fitted.coef_[0].astype(np.float64),
@@ -121,16 +163,9 @@ def fit_xgboost(
     import xgboost as xgb
 
     params = {
-        "learning_rate": 0.05,
-        "max_depth": 5,
-        "min_child_weight": 10,
-        "subsample": 0.8,
-        "colsample_bytree": 0.5,
-        "reg_lambda": 5.0,
-        "max_bin": 64,
-        "tree_method": "hist",
+        **XGBOOST_PARAMS,
         "n_estimators": max_rounds,
-        "early_stopping_rounds": 100,
+        "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
     }
     model = xgb.XGBClassifier(**params, eval_metric="auc", random_state=seed, n_jobs=2)
     model.fit(x, y, eval_set=[(xv, yv)], verbose=False)
@@ -144,26 +179,13 @@ def fit_lightgbm(
 ) -> tuple[LightGBMEstimator, dict[str, Any], int]:
     import lightgbm as lgb
 
-    params = {
-        "objective": "binary",
-        "learning_rate": 0.03,
-        "num_leaves": 15,
-        "min_data_in_leaf": 100,
-        "feature_fraction": 0.5,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "lambda_l2": 5.0,
-        "metric": "auc",
-        "verbosity": -1,
-        "num_threads": 2,
-        "seed": seed,
-    }
+    params = {**LIGHTGBM_PARAMS, "seed": seed}
     booster = lgb.train(
         params,
         lgb.Dataset(x, y),
         num_boost_round=max_rounds,
         valid_sets=[lgb.Dataset(xv, yv)],
-        callbacks=[lgb.early_stopping(100, verbose=False)],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )
     best = int(booster.best_iteration)
     trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
@@ -202,8 +224,8 @@ def fit_candidates(
 def fit_and_evaluate(
     data: TrainingData,
     seed: int,
-    max_rounds: int = 2000,
-    bootstrap_rounds: int = 1000,
+    max_rounds: int = MAX_ROUNDS,
+    bootstrap_rounds: int = BOOTSTRAP_ROUNDS,
     report: Report = lambda _: None,
 ) -> TrainingOutcome:
     """Everything but MLflow: fit, choose, calibrate, set the threshold, evaluate on test."""
@@ -248,11 +270,35 @@ class TrainResult:
     seconds: float
 
 
+def lineage_of(build: CleanBuild, commit: str) -> TrainingInfo:
+    """The data and code a model is trained from, before it is trained."""
+    return TrainingInfo(
+        clean_build=build.build_id,
+        raw_batches=",".join(str(b) for b in build.raw_batches),
+        dataset_sha256=",".join(build.source_sha256),
+        git_commit=commit,
+    )
+
+
+def training_info(
+    lineage: TrainingInfo, outcome: TrainingOutcome, run_id: str, trained_at: str
+) -> TrainingInfo:
+    """What the registered model carries about its training."""
+    return replace(
+        lineage,
+        estimator=outcome.chosen.name,
+        run_id=run_id,
+        trained_at=trained_at,
+        test_metrics=outcome.test_metrics,
+        validation_roc_auc=outcome.chosen.validation_auc,
+    )
+
+
 def train(
     settings: Settings,
     report: Report = lambda _: None,
-    max_rounds: int = 2000,
-    bootstrap_rounds: int = 1000,
+    max_rounds: int = MAX_ROUNDS,
+    bootstrap_rounds: int = BOOTSTRAP_ROUNDS,
 ) -> TrainResult:
     """Train on the latest clean build, log to MLflow, register, and promote if better."""
     clock = time.perf_counter()
@@ -264,58 +310,22 @@ def train(
     report(
         f"clean build {build.build_id}: " + ", ".join(f"{n:,} {s}" for s, n in build.rows.items())
     )
-    lineage = {
-        "readmit.clean_build": build.build_id,
-        "readmit.raw_batches": ",".join(str(b) for b in build.raw_batches),
-        "readmit.dataset_sha256": ",".join(build.source_sha256),
-        "readmit.git_commit": git_commit(settings),
-    }
-    run_tags = {**lineage, **owner_tags()}
+    lineage = lineage_of(build, git_commit(settings))
+    run_tags = {**lineage_tags(lineage), **owner_tags()}
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"train-{build.build_id}", tags=run_tags
     ) as parent:
+        run_id = parent.info.run_id
         outcome = fit_and_evaluate(data, settings.random_seed, max_rounds, bootstrap_rounds, report)
-        for candidate in outcome.candidates:
-            with mlflow.start_run(
-                experiment_id=experiment_id, run_name=candidate.name, nested=True, tags=run_tags
-            ):
-                mlflow.log_params(candidate.params)
-                mlflow.log_metrics(
-                    {
-                        "validation_roc_auc": candidate.validation_auc,
-                        "fit_seconds": candidate.seconds,
-                    }
-                )
-                if candidate.best_iteration:
-                    mlflow.log_metric("best_iteration", candidate.best_iteration)
-        model = outcome.model
-        model.info = {
-            **lineage,
-            "estimator": outcome.chosen.name,
-            "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
-            "run_id": parent.info.run_id,
-            "test_metrics": outcome.test_metrics,
-            "validation_roc_auc": outcome.chosen.validation_auc,
-        }
+        _log_candidates(outcome.candidates, experiment_id, run_tags)
+        trained_at = pd.Timestamp.now(tz="UTC").isoformat()
+        outcome.model.info = training_info(lineage, outcome, run_id, trained_at)
         _log_parent(outcome, data)
         log_reference(
             settings, data.frames["train"], outcome.test_probabilities, data.labels("test")
         )
-        info = log_model(
-            model, data.test_inputs.drop(columns=["encounter_id", "patient_nbr"]).head(3)
-        )
-        version = register(settings, info.model_uri, parent.info.run_id, lineage)
-        report(f"registered {settings.model_name} version {version} at @staging")
-        inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"])
-        try:
-            decision = compare_and_promote(
-                settings, version, outcome.test_metrics["roc_auc"], inputs, data.labels("test")
-            )
-        except Exception:
-            discard_version(settings, version)
-            raise
-        outcome_tag = "promoted" if decision.promoted else "kept_in_staging"
-        mlflow.set_tags({"readmit.model_version": version, "readmit.decision": outcome_tag})
+        version, decision = _register_and_decide(settings, outcome, data, run_id, report)
+        mlflow.set_tags({Tag.MODEL_VERSION: version, Tag.DECISION: decision.outcome})
         report(
             ("promoted to @production: " if decision.promoted else "kept in @staging: ")
             + decision.reason
@@ -324,9 +334,9 @@ def train(
         "model trained",
         extra={
             "step": "train",
-            "run_id": parent.info.run_id,
+            "run_id": run_id,
             "model_version": version,
-            "decision": outcome_tag,
+            "decision": decision.outcome,
             "clean_build": build.build_id,
             "raw_batches": build.raw_batches,
             "estimator": outcome.chosen.name,
@@ -334,13 +344,48 @@ def train(
         },
     )
     return TrainResult(
-        run_id=parent.info.run_id,
+        run_id=run_id,
         version=version,
         decision=decision,
         chosen=outcome.chosen.name,
         test_metrics=outcome.test_metrics,
         seconds=time.perf_counter() - clock,
     )
+
+
+def _log_candidates(
+    candidates: list[Candidate], experiment_id: str, run_tags: dict[str, str]
+) -> None:
+    """One nested run per candidate: its parameters, validation AUC and fit time."""
+    for candidate in candidates:
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=candidate.name, nested=True, tags=run_tags
+        ):
+            mlflow.log_params(candidate.params)
+            mlflow.log_metrics(
+                {"validation_roc_auc": candidate.validation_auc, "fit_seconds": candidate.seconds}
+            )
+            if candidate.best_iteration:
+                mlflow.log_metric("best_iteration", candidate.best_iteration)
+
+
+def _register_and_decide(
+    settings: Settings, outcome: TrainingOutcome, data: TrainingData, run_id: str, report: Report
+) -> tuple[str, Decision]:
+    """Log and register the model at @staging, then promote it if it beats @production; a
+    version whose decision fails is removed, so none is left half-done."""
+    info = log_model(outcome.model, data.model_inputs.head(3))
+    version = register(settings, info.model_uri, run_id, lineage_tags(outcome.model.info))
+    report(f"registered {settings.model_name} version {version} at @staging")
+    try:
+        auc = outcome.test_metrics["roc_auc"]
+        decision = compare_and_promote(
+            settings, version, auc, data.model_inputs, data.labels("test")
+        )
+    except Exception:
+        discard_version(settings, version)
+        raise
+    return version, decision
 
 
 def _log_parent(outcome: TrainingOutcome, data: TrainingData) -> None:

@@ -13,10 +13,9 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from readmit.errors import first_line
-from readmit.model import ReadmissionModel
+from readmit.model import ReadmissionModel, TrainingInfo
 from readmit.registered import ModelRefused, load_checked
 from readmit.registry import PRODUCTION
 from readmit.serving.metrics import Metrics
@@ -35,7 +34,7 @@ class LoadedModel:
     loaded_at: str
 
     @property
-    def info(self) -> dict[str, Any]:
+    def info(self) -> TrainingInfo:
         return self.model.info
 
 
@@ -99,8 +98,7 @@ class ModelStore:
                 return False
             self._current = loaded
             self.last_error = None
-            test_auc = loaded.info.get("test_metrics", {}).get("roc_auc")
-            self.metrics.model_loaded(loaded.name, loaded.version, test_auc)
+            self.metrics.model_loaded(loaded.name, loaded.version, loaded.info.test_roc_auc)
             log.info(
                 "model loaded",
                 extra={"model_version": version, "previous_version": current and current.version},

@@ -308,16 +308,15 @@ def metrics_endpoint(metrics: MetricsDep) -> Response:
 def model_info(current: ModelDep) -> ModelInfo:
     """What is being served, where it came from, and how it scored on its test split."""
     info = current.info
-    metrics = {k: float(v) for k, v in info.get("test_metrics", {}).items()}
     return ModelInfo(
         name=current.name,
         version=current.version,
         alias=PRODUCTION,
-        run_id=info.get("run_id"),
-        estimator=info.get("estimator"),
-        trained_at=info.get("trained_at"),
-        clean_build=info.get("readmit.clean_build"),
-        test_metrics=metrics,
+        run_id=info.run_id,
+        estimator=info.estimator,
+        trained_at=info.trained_at,
+        clean_build=info.clean_build,
+        test_metrics=info.test_metrics,
         threshold=current.model.threshold,
         features=MODEL_COLUMNS,
         loaded_at=current.loaded_at,
