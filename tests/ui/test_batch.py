@@ -10,6 +10,7 @@ import pytest
 
 from readmit.dataset import typed_rows
 from readmit.schema import COLUMNS, INPUT_FIELDS, SOURCE_NAMES
+from readmit.serving.schemas import ModelRef, RecordResult
 from readmit.stack.foreground import free_port
 from readmit.ui.batch import (
     BatchFormatError,
@@ -112,17 +113,17 @@ def test_chunked_scores_equal_one_direct_batch_call_with_per_record_errors(stack
         lambda done, total: seen.append((done, total)),
     )
     assert seen == [(500, ROWS), (1000, ROWS), (ROWS, ROWS)]
-    assert [r["index"] for r in scores.results] == list(range(ROWS))
+    assert [r.index for r in scores.results] == list(range(ROWS))
     assert scores.rejected == 2
-    assert "gender" in scores.results[BAD_GENDER]["error"]
-    assert "num_medications" in scores.results[BAD_COUNT]["error"]
+    assert "gender" in (scores.results[BAD_GENDER].error or "")
+    assert "num_medications" in (scores.results[BAD_COUNT].error or "")
     # The same rows built independently of the UI, in one call.
     good = sample.drop(index=[BAD_GENDER, BAD_COUNT])
     expected = api_records(typed_rows(good).drop(columns=["readmitted"]))
     direct = httpx.post(
         f"{stack.api_url}/predict-batch", json={"records": expected}, timeout=120
     ).json()
-    ours = [r["probability"] for r in scores.results if r["error"] is None]
+    ours = [r.probability for r in scores.results if r.error is None]
     assert ours == pytest.approx([r["probability"] for r in direct["results"]], abs=1e-12)
     frame = results_frame(parsed, scores)
     assert list(frame.columns[-4:]) == ["probability", "readmitted_30d", "risk_band", "error"]
@@ -150,11 +151,11 @@ def test_the_results_csv_carries_no_formula(sample):
     parsed = parse_batch(frame.to_csv(index=False, lineterminator="\r\n").encode())
     scores = BatchScores(
         results=[
-            {"index": i, "probability": p, "readmitted_30d": p > 0.5, "error": None}
+            RecordResult(index=i, probability=p, readmitted_30d=p > 0.5, error=None)
             for i, p in enumerate([0.25, 0.75, 0.5])
         ],
         threshold=0.5,
-        model={"name": "readmission", "version": "1"},
+        model=ModelRef(name="readmission", version="1"),
     )
     written = results_csv(results_frame(parsed, scores))
     again = pd.read_csv(io.BytesIO(written), dtype=str, keep_default_na=False)

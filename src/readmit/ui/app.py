@@ -40,11 +40,10 @@ def sidebar(client: ApiClient) -> tuple[str, str | None]:
         except ApiError as exc:
             st.error("API unreachable")
             return page, exc.message
-        served = health.get("model") or {}
-        if health.get("ready"):
-            st.success(f"Serving {served.get('name')} v{served.get('version')}")
+        if health.ready and health.model is not None:
+            st.success(f"Serving {health.model.name} v{health.model.version}")
         else:
-            st.warning(f"No model loaded: {health.get('detail', '')}")
+            st.warning(f"No model loaded: {health.detail}")
     return page, None
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from readmit import schema
 from readmit.features import HISTORY_FIELD
 from readmit.schema import BY_FIELD, INPUT_FIELDS, MISSING, Kind
+from readmit.serving.schemas import ModelRef, RecordResult
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import risk_band
 
@@ -125,13 +126,13 @@ def chunks(records: Sequence[Record], size: int = CHUNK_SIZE) -> Iterator[tuple[
 class BatchScores:
     """One result per record (index in the file's order), and the model that scored them."""
 
-    results: list[dict[str, Any]]
+    results: list[RecordResult]
     threshold: float
-    model: dict[str, str]
+    model: ModelRef | None
 
     @property
     def scored(self) -> int:
-        return sum(r.get("error") is None for r in self.results)
+        return sum(r.error is None for r in self.results)
 
     @property
     def rejected(self) -> int:
@@ -155,18 +156,17 @@ def score(
     """Score every record through /predict-batch, `size` at a time; `progress(done, total)`
     after each chunk. Indexes in the results are positions in `records`."""
     total = len(records)
-    results: list[dict[str, Any]] = []
+    results: list[RecordResult] = []
     threshold = 0.0
-    model: dict[str, str] = {}
+    model: ModelRef | None = None
     for start, piece in chunks(records, size):
         try:
             answer = client.predict_batch(piece)
         except ApiError as exc:
             raise PartialBatchError(exc.message, start, total) from exc
-        threshold = float(answer["threshold"])
-        model = dict(answer["model"])
-        for item in answer["results"]:
-            results.append({**item, "index": start + int(item["index"])})
+        threshold, model = answer.threshold, answer.model
+        for item in answer.results:
+            results.append(item.model_copy(update={"index": start + item.index}))
         if progress is not None:
             progress(min(start + len(piece), total), total)
     return BatchScores(results=results, threshold=threshold, model=model)
@@ -178,14 +178,14 @@ def results_frame(parsed: ParsedBatch, scores: BatchScores) -> pd.DataFrame:
     for name in RESULT_COLUMNS:
         if name in frame.columns:
             frame = frame.rename(columns={name: f"{name}_input"})
-    ordered = sorted(scores.results, key=lambda r: r["index"])
-    probabilities = [r.get("probability") for r in ordered]
+    ordered = sorted(scores.results, key=lambda r: r.index)
+    probabilities = [r.probability for r in ordered]
     frame["probability"] = pd.array(probabilities, dtype="Float64")
-    frame["readmitted_30d"] = pd.array([r.get("readmitted_30d") for r in ordered], dtype="boolean")
+    frame["readmitted_30d"] = pd.array([r.readmitted_30d for r in ordered], dtype="boolean")
     frame["risk_band"] = [
         None if p is None else risk_band(p, scores.threshold).name for p in probabilities
     ]
-    frame["error"] = [r.get("error") for r in ordered]
+    frame["error"] = [r.error for r in ordered]
     return frame
 
 

@@ -7,11 +7,15 @@ sentence instead of a traceback.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
+from readmit.serving.schemas import BatchPrediction, Explanation, Health, ModelInfo, Prediction
 from readmit.settings import Settings
+
+Reply = TypeVar("Reply", bound=BaseModel)
 
 FAST = 5.0  # health, metrics, model info
 PREDICT = 15.0
@@ -55,6 +59,12 @@ def _detail(response: httpx.Response) -> str:
                 parts.append(str(item))
         return "; ".join(parts)
     return str(detail)
+
+
+def _problems(exc: ValidationError) -> str:
+    """`field: reason` per problem, the first five."""
+    lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+    return "; ".join(lines)
 
 
 class ApiClient:
@@ -114,7 +124,20 @@ class ApiClient:
             raise ApiError(f"The API's answer to {method} {path} is not a JSON object.")
         return data
 
-    def health(self) -> dict[str, Any]:
+    def _reply(
+        self, reply: type[Reply], method: str, path: str, timeout: float, **kwargs: Any
+    ) -> Reply:
+        """The answer read with the API's own response model, so a field the API renamed or
+        dropped is named here, not found missing deep in a page."""
+        data = self._json(method, path, timeout, **kwargs)
+        try:
+            return reply.model_validate(data)
+        except ValidationError as exc:
+            raise ApiError(
+                f"The API's answer to {method} {path} is not a {reply.__name__}: {_problems(exc)}"
+            ) from exc
+
+    def health(self) -> Health:
         """GET /health; a 503 (live, no model yet) is an answer here, not an error."""
         try:
             response = httpx.get(f"{self.base_url}/health", timeout=FAST)
@@ -125,25 +148,28 @@ class ApiClient:
             ) from exc
         except ValueError as exc:
             raise ApiError(f"{self.base_url}/health did not answer JSON.") from exc
-        if not isinstance(data, dict) or "ready" not in data:
-            raise ApiError(f"{self.base_url}/health answered {response.status_code}.")
-        return data
+        try:
+            return Health.model_validate(data)
+        except ValidationError as exc:
+            raise ApiError(f"{self.base_url}/health answered {response.status_code}.") from exc
 
-    def predict(self, record: dict[str, Any]) -> dict[str, Any]:
+    def predict(self, record: dict[str, Any]) -> Prediction:
         """POST /predict: probability, class, threshold and model of one encounter."""
-        return self._json("POST", "/predict", PREDICT, body=record)
+        return self._reply(Prediction, "POST", "/predict", PREDICT, body=record)
 
-    def predict_batch(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def predict_batch(self, records: list[dict[str, Any]]) -> BatchPrediction:
         """POST /predict-batch: one result per record, in order; bad records carry `error`."""
-        return self._json("POST", "/predict-batch", BATCH, body={"records": records})
+        body = {"records": records}
+        return self._reply(BatchPrediction, "POST", "/predict-batch", BATCH, body=body)
 
-    def explain(self, record: dict[str, Any], top: int = 10) -> dict[str, Any]:
+    def explain(self, record: dict[str, Any], top: int = 10) -> Explanation:
         """POST /explain?top=N: the N largest SHAP contributions in log-odds."""
-        return self._json("POST", "/explain", PREDICT, body=record, params={"top": top})
+        params = {"top": top}
+        return self._reply(Explanation, "POST", "/explain", PREDICT, body=record, params=params)
 
-    def model_info(self) -> dict[str, Any]:
+    def model_info(self) -> ModelInfo:
         """GET /model-info: version, run id, test metrics and threshold of the served model."""
-        return self._json("GET", "/model-info", FAST)
+        return self._reply(ModelInfo, "GET", "/model-info", FAST)
 
     def metrics_text(self) -> str:
         """GET /metrics in the Prometheus text format."""

@@ -86,7 +86,7 @@ def show_results(result: dict[str, Any]) -> None:
     fourth.metric("Threshold", percent(scores.threshold))
     model = scores.model
     st.caption(
-        f"Model {model.get('name', '?')} version {model.get('version', '?')}; "
+        f"Model {model.name if model else '?'} version {model.version if model else '?'}; "
         f"threshold {exact(scores.threshold)}."
     )
     if scores.rejected:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from readmit.serving.schemas import Explanation
 from readmit.ui import forms
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import exact, percent
@@ -17,16 +17,16 @@ from readmit.ui.views.predict import PROBABILITY, current_patient
 UP, DOWN = "raises the risk", "lowers the risk"
 
 
-def contributions_frame(explanation: dict[str, Any]) -> pd.DataFrame:
+def contributions_frame(explanation: Explanation) -> pd.DataFrame:
     """One row per field, largest effect first, with its plain name and direction."""
     rows = [
         {
-            "field": item["field"],
-            "name": forms.label(item["field"]),
-            "contribution": float(item["contribution"]),
-            "effect": UP if float(item["contribution"]) > 0 else DOWN,
+            "field": item.field,
+            "name": forms.label(item.field),
+            "contribution": item.contribution,
+            "effect": UP if item.contribution > 0 else DOWN,
         }
-        for item in explanation.get("contributions", [])
+        for item in explanation.contributions
     ]
     return pd.DataFrame(rows, columns=["field", "name", "contribution", "effect"])
 
@@ -76,10 +76,9 @@ def render(client: ApiClient) -> None:
     except ApiError as exc:
         st.error(exc.message)
         return
-    base = float(explanation["base_value"])
-    margin = float(explanation["margin"])
+    base, margin = explanation.base_value, explanation.margin
     first, second, third = st.columns(3)
-    first.metric(PROBABILITY, percent(float(explanation["probability"])))
+    first.metric(PROBABILITY, percent(explanation.probability))
     second.metric(
         "Base value (log-odds)",
         f"{base:+.3f}",

@@ -3,8 +3,6 @@ evaluation plots of its training run in MLflow."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
@@ -89,27 +87,23 @@ def show_plots(run_id: str | None) -> None:
 def render(client: ApiClient) -> None:
     st.header("Model")
     try:
-        info: dict[str, Any] = client.model_info()
+        info = client.model_info()
     except ApiError as exc:
         st.error(exc.message)
         return
-    metrics = {k: float(v) for k, v in info.get("test_metrics", {}).items()}
+    metrics = info.test_metrics
     first, second, third, fourth = st.columns(4)
-    first.metric(
-        "Model version",
-        str(info["version"]),
-        help=f"Registered model {info['name']} @{info.get('alias')}",
-    )
-    second.metric("Estimator", str(info.get("estimator") or "unknown"))
+    first.metric("Model version", info.version, help=f"Registered model {info.name} @{info.alias}")
+    second.metric("Estimator", info.estimator or "unknown")
     third.metric("Test ROC-AUC", f"{metrics['roc_auc']:.3f}" if "roc_auc" in metrics else "n/a")
-    fourth.metric("Threshold", exact(float(info["threshold"])))
+    fourth.metric("Threshold", exact(info.threshold))
     facts = {
-        "Registered model": f"{info['name']} version {info['version']} (@{info.get('alias')})",
-        "Training run": info.get("run_id") or "unknown",
-        "Trained at": info.get("trained_at") or "unknown",
-        "Clean build": info.get("clean_build") or "unknown",
-        "Loaded by the API at": info.get("loaded_at") or "unknown",
-        "Input fields": str(len(info.get("features", []))),
+        "Registered model": f"{info.name} version {info.version} (@{info.alias})",
+        "Training run": info.run_id or "unknown",
+        "Trained at": info.trained_at or "unknown",
+        "Clean build": info.clean_build or "unknown",
+        "Loaded by the API at": info.loaded_at or "unknown",
+        "Input fields": str(len(info.features)),
     }
     st.table(pd.DataFrame({"": list(facts), "Value": list(facts.values())}).set_index(""))
     st.subheader("Test metrics")
@@ -118,4 +112,4 @@ def render(client: ApiClient) -> None:
         st.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)
     else:
         st.info("The served model carries no test metrics.")
-    show_plots(info.get("run_id"))
+    show_plots(info.run_id)

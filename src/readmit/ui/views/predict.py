@@ -6,6 +6,7 @@ from typing import Any
 
 import streamlit as st
 
+from readmit.serving.schemas import Prediction
 from readmit.ui import forms
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import BANDS, exact, percent, risk_band
@@ -23,25 +24,23 @@ def current_patient() -> tuple[dict[str, Any], bool]:
     return forms.to_record(forms.stored_values()), False
 
 
-def show_prediction(result: dict[str, Any]) -> None:
+def show_prediction(result: Prediction) -> None:
     """The answer, stacked in a narrow column beside the form."""
-    probability = float(result["probability"])
-    threshold = float(result["threshold"])
+    probability, threshold, model = result.probability, result.threshold, result.model
     band = risk_band(probability, threshold)
-    model = result.get("model", {})
     st.metric(PROBABILITY, percent(probability))
     st.metric("Risk band", band.name.capitalize())
     st.markdown(f":{band.colour}[**{band.name.capitalize()} risk**]: {band.meaning}.")
     st.metric("Model threshold", percent(threshold))
     st.metric(
         "Model version",
-        str(model.get("version", "?")),
-        help=f"Registered model {model.get('name', '?')}",
+        model.version,
+        help=f"Registered model {model.name}",
     )
     st.caption(
         f"Probability {exact(probability)}; threshold {exact(threshold)}; flagged as a likely "
-        f"readmission: {'yes' if result.get('readmitted_30d') else 'no'}; model "
-        f"{model.get('name', '?')} version {model.get('version', '?')}."
+        f"readmission: {'yes' if result.readmitted_30d else 'no'}; model "
+        f"{model.name} version {model.version}."
     )
     with st.expander("Risk bands"):
         for item in BANDS:
@@ -82,7 +81,7 @@ def render(client: ApiClient) -> None:
                     st.session_state[PATIENT] = record
                     st.session_state[PREDICTION] = result
         shown = st.session_state.get(PREDICTION)
-        if isinstance(shown, dict):
+        if isinstance(shown, Prediction):
             show_prediction(shown)
         elif record is None:
             st.info("Fill in the form (or load the example patient) and press Predict.")
