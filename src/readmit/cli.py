@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -17,8 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from readmit.errors import ReadmitError, first_line
-from readmit.settings import Settings, settings_problems
+from readmit.settings import DEFAULT_API_URL, Settings, settings_problems
 from readmit.stack.s3 import BUCKET
+
+if TYPE_CHECKING:
+    from readmit.summaries import Summary
 
 app = typer.Typer(
     help="readmit: 30-day readmission prediction for diabetic inpatients.",
@@ -78,6 +81,10 @@ def _say(message: str) -> None:
     console.print(f"  {message}", highlight=False)
 
 
+def _done(summary: Summary) -> None:
+    console.print(f"[green]{summary.step} done[/]: {summary.line}", highlight=False)
+
+
 def audit_log(settings: Settings) -> None:
     """Pipeline steps also write JSON lines to <data dir>/logs/pipeline.jsonl."""
     from readmit.logs import configure_file_logging
@@ -87,22 +94,19 @@ def audit_log(settings: Settings) -> None:
 
 def run_ingest(settings: Settings, all_batches: bool) -> None:
     from readmit.pipeline.ingest import ingest as ingest_step
+    from readmit.summaries import ingest_summary
 
     audit_log(settings)
     clock = time.perf_counter()
     raw_db = safe_url(settings.resolved_raw_db_url)
     console.print(f"[bold]ingest[/] {safe_url(settings.dataset_uri)} -> {raw_db}")
     result = ingest_step(settings, all_batches=all_batches, report=_say)
-    console.print(
-        f"[green]ingest done[/]: {len(result.batches)} batch(es), {result.rows_inserted:,} rows "
-        f"inserted, {result.pending_after} pending, {time.perf_counter() - clock:.1f} s; "
-        f"raw-db: {raw_db}",
-        highlight=False,
-    )
+    _done(ingest_summary(settings, result, time.perf_counter() - clock))
 
 
 def run_clean(settings: Settings) -> None:
     from readmit.pipeline.clean import build_clean
+    from readmit.summaries import clean_summary
 
     audit_log(settings)
     raw_db, clean_db = (
@@ -110,20 +114,13 @@ def run_clean(settings: Settings) -> None:
         safe_url(settings.resolved_clean_db_url),
     )
     console.print(f"[bold]clean[/] {raw_db} -> {clean_db}")
-    result = build_clean(settings, report=_say)
-    rows = ", ".join(f"{n:,} {s}" for s, n in result.rows.items())
-    console.print(
-        f"[green]clean done[/]: build {result.build_id} from batches {result.raw_batches}: {rows}; "
-        f"{result.features} encoded columns, {result.seconds:.1f} s; "
-        f"clean-db: {clean_db}",
-        highlight=False,
-    )
+    _done(clean_summary(settings, build_clean(settings, report=_say)))
 
 
 @app.command()
 @fails_cleanly
 def ingest(
-    all_batches: bool = typer.Option(False, "--all", help="Load every pending batch."),
+    all_batches: Annotated[bool, typer.Option("--all", help="Load every pending batch.")] = False,
 ) -> None:
     """Load the next pending batch of the data set into raw-db (or all with --all)."""
     run_ingest(Settings(), all_batches)
@@ -138,6 +135,7 @@ def clean() -> None:
 
 def run_train(settings: Settings) -> None:
     from readmit.pipeline.train import train as train_step
+    from readmit.summaries import train_summary
 
     audit_log(settings)
     clean_db, tracking = (
@@ -145,18 +143,7 @@ def run_train(settings: Settings) -> None:
         safe_url(settings.resolved_tracking_uri),
     )
     console.print(f"[bold]train[/] {clean_db} -> {tracking}")
-    result = train_step(settings, report=_say)
-    m = result.test_metrics
-    console.print(
-        f"[green]train done[/]: {result.chosen}, test ROC-AUC {m['roc_auc']:.4f} "
-        f"(95% CI {m['roc_auc_ci_low']:.4f}-{m['roc_auc_ci_high']:.4f}), PR-AUC {m['pr_auc']:.4f}, "
-        f"Brier {m['brier']:.4f}; at threshold {m['threshold']:.3f}: sensitivity "
-        f"{m['sensitivity']:.2f}, specificity {m['specificity']:.2f}, PPV {m['ppv']:.2f}; "
-        f"{settings.model_name} v{result.version} "
-        f"{'@production' if result.decision.promoted else '@staging'}; run {result.run_id}; "
-        f"{result.seconds:.1f} s; MLflow: {tracking}",
-        highlight=False,
-    )
+    _done(train_summary(settings, train_step(settings, report=_say)))
 
 
 @app.command()
@@ -169,7 +156,7 @@ def train() -> None:
 @app.command()
 @fails_cleanly
 def promote(
-    version: str = typer.Option(..., "--version", help="Version to put in production."),
+    version: Annotated[str, typer.Option("--version", help="Version to put in production.")],
 ) -> None:
     """Move @production to a given version (the previous one is archived)."""
     from readmit.registry import promote as promote_version
@@ -336,9 +323,9 @@ def ui() -> None:
 @app.command()
 @fails_cleanly
 def loadtest(
-    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the API."),
-    users: int = typer.Option(20, help="Concurrent Locust users."),
-    seconds: int = typer.Option(30, help="How long to run."),
+    url: Annotated[str, typer.Option(help="Base URL of the API.")] = DEFAULT_API_URL,
+    users: Annotated[int, typer.Option(help="Concurrent Locust users.")] = 20,
+    seconds: Annotated[int, typer.Option(help="How long to run.")] = 30,
 ) -> None:
     """Run Locust headless against the API; exit 1 when the SLOs are violated."""
     from readmit.loadtest import run
@@ -387,8 +374,8 @@ def simulate(
 @app.command()
 @fails_cleanly
 def exporter(
-    host: str = typer.Option("127.0.0.1", help="Bind address."),
-    port: int = typer.Option(9108, help="Port of /metrics."),
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of /metrics.")] = 9108,
 ) -> None:
     """Expose pipeline and model metrics (batches, rows, step times, production AUC)."""
     from readmit.exporter import serve_forever
@@ -420,8 +407,8 @@ def mlflow_server() -> None:
 @app.command("s3-server")
 @fails_cleanly
 def s3_server(
-    port: int = typer.Option(9000, help="Port on 127.0.0.1."),
-    bucket: str = typer.Option(BUCKET, help="Bucket to create."),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9000,
+    bucket: Annotated[str, typer.Option(help="Bucket to create.")] = BUCKET,
 ) -> None:
     """Run a local S3-compatible server with the artifact bucket, its objects on disk under
     <data dir>/s3store."""

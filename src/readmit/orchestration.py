@@ -15,6 +15,7 @@ from typing import Any
 from readmit.logs import configure_file_logging
 from readmit.settings import Settings
 from readmit.storage.db import safe_url
+from readmit.summaries import Summary, clean_summary, ingest_summary, train_summary
 
 Report = Callable[[str], None]
 
@@ -39,23 +40,7 @@ def ingest_next_batch(settings: Settings, report: Report) -> dict[str, Any]:
     _audit(settings)
     clock = time.perf_counter()
     result = ingest(settings, all_batches=False, report=report)
-    summary = {
-        "batches_added": len(result.batches),
-        "batch_ids": [b.batch_id for b in result.batches],
-        "rows_inserted": result.rows_inserted,
-        "duplicates": sum(b.duplicates for b in result.batches),
-        "rejected": sum(b.rejected for b in result.batches),
-        "total_batches": result.total_batches,
-        "pending_after": result.pending_after,
-        "seconds": round(time.perf_counter() - clock, 2),
-        "raw_db": safe_url(settings.resolved_raw_db_url),
-    }
-    report(
-        f"ingest summary: {summary['batches_added']} batch(es) {summary['batch_ids']}, "
-        f"{summary['rows_inserted']:,} rows inserted, {summary['pending_after']} of "
-        f"{summary['total_batches']} pending, {summary['seconds']} s; raw-db {summary['raw_db']}"
-    )
-    return summary
+    return _closing(ingest_summary(settings, result, time.perf_counter() - clock), report)
 
 
 def build_clean(settings: Settings, report: Report) -> dict[str, Any]:
@@ -63,22 +48,7 @@ def build_clean(settings: Settings, report: Report) -> dict[str, Any]:
     from readmit.pipeline.clean import build_clean as build
 
     _audit(settings)
-    result = build(settings, report=report)
-    summary = {
-        "build_id": result.build_id,
-        "raw_batches": result.raw_batches,
-        "rows": result.rows,
-        "dropped": result.dropped,
-        "features": result.features,
-        "seconds": round(result.seconds, 2),
-        "clean_db": safe_url(settings.resolved_clean_db_url),
-    }
-    report(
-        f"clean summary: build {result.build_id} from batches {result.raw_batches}, rows "
-        f"{result.rows}, {result.dropped:,} dropped, {result.features} encoded columns, "
-        f"{summary['seconds']} s; clean-db {summary['clean_db']}"
-    )
-    return summary
+    return _closing(clean_summary(settings, build(settings, report=report)), report)
 
 
 def train_and_register(settings: Settings, report: Report) -> dict[str, Any]:
@@ -86,25 +56,13 @@ def train_and_register(settings: Settings, report: Report) -> dict[str, Any]:
     from readmit.pipeline.train import train
 
     _audit(settings)
-    result = train(settings, report=report)
-    summary = {
-        "run_id": result.run_id,
-        "model_name": settings.model_name,
-        "version": result.version,
-        "promoted": result.decision.promoted,
-        "decision": result.decision.reason,
-        "estimator": result.chosen,
-        "test_roc_auc": round(result.test_metrics["roc_auc"], 4),
-        "seconds": round(result.seconds, 2),
-        "tracking_uri": safe_url(settings.resolved_tracking_uri),
-    }
-    alias = "@production" if result.decision.promoted else "@staging"
-    report(
-        f"train summary: {result.chosen}, test ROC-AUC {summary['test_roc_auc']}, "
-        f"{settings.model_name} v{result.version} {alias} ({result.decision.reason}); "
-        f"run {result.run_id}, {summary['seconds']} s; MLflow {summary['tracking_uri']}"
-    )
-    return summary
+    return _closing(train_summary(settings, train(settings, report=report)), report)
+
+
+def _closing(summary: Summary, report: Report) -> dict[str, Any]:
+    """The task log's last line; the facts become the task's XCom."""
+    report(f"{summary.step} summary: {summary.line}")
+    return summary.facts
 
 
 def monitor(settings: Settings, report: Report) -> dict[str, Any]:
