@@ -341,17 +341,21 @@ def loadtest(
 @app.command()
 @fails_cleanly
 def simulate(
-    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the API."),
-    scenario: str = typer.Option(
-        "steady",
-        help="steady, case-mix, a1c-measured, specialty-missing, hours-for-days, poor-ranking.",
-    ),
-    records: int = typer.Option(2000, help="Encounters of the test split to send."),
-    outcome_delay: str = typer.Option(
-        "0", help="Wait after scoring before the outcomes are posted (30s, 5m, 1h)."
-    ),
-    seed: int = typer.Option(0, help="Seed of the sample of encounters."),
-    outcomes: bool = typer.Option(True, help="Post the outcomes (--no-outcomes: score only)."),
+    url: Annotated[str, typer.Option(help="Base URL of the API.")] = DEFAULT_API_URL,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="steady, case-mix, a1c-measured, specialty-missing, hours-for-days, poor-ranking."
+        ),
+    ] = "steady",
+    records: Annotated[int, typer.Option(help="Encounters of the test split to send.")] = 2000,
+    outcome_delay: Annotated[
+        str, typer.Option(help="Wait after scoring before the outcomes are posted (30s, 5m, 1h).")
+    ] = "0",
+    seed: Annotated[int, typer.Option(help="Seed of the sample of encounters.")] = 0,
+    outcomes: Annotated[
+        bool, typer.Option(help="Post the outcomes (--no-outcomes: score only).")
+    ] = True,
 ) -> None:
     """Replay test-split encounters (as they are, or shifted) through the API, then post
     their true outcomes to /outcomes."""
