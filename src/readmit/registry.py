@@ -48,6 +48,9 @@ class Tag:
     PID = "readmit.pid"
     REPAIRED = "readmit.repaired"
     MODEL_VERSION = "readmit.model_version"
+    # A monitoring run: the model it judged and its verdict.
+    MODEL_NAME = "readmit.model_name"
+    VERDICT = "readmit.verdict"
     # The version: its run, the promotion decision, and its time in production.
     RUN_ID = "readmit.run_id"
     DECISION = "readmit.decision"

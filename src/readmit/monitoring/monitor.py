@@ -394,13 +394,14 @@ def _log_to_mlflow(settings: Settings, result: MonitorResult) -> str | None:
 def _mlflow_run(settings: Settings, result: MonitorResult) -> str:
     import mlflow
 
+    from readmit.registry import Tag
     from readmit.tracking import configure
 
     experiment = configure(settings, settings.monitor_experiment_name)
     tags = {
-        "readmit.model_name": result.model_name or "",
-        "readmit.model_version": result.model_version or "",
-        "readmit.verdict": result.verdict,
+        Tag.MODEL_NAME: result.model_name or "",
+        Tag.MODEL_VERSION: result.model_version or "",
+        Tag.VERDICT: result.verdict,
     }
     name = f"monitor-{result.run_at:%Y%m%dT%H%M%S}"
     with mlflow.start_run(experiment_id=experiment, run_name=name, tags=tags) as run:
