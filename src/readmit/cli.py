@@ -214,17 +214,17 @@ def monitor(
     window: Annotated[
         str | None,
         typer.Option(
-            help="How far back: 7d, 36h, 90m or all [default: READMIT_MONITOR_WINDOW_DAYS]."
+            help="How far back: 7d, 36h, 90m or all (default: READMIT_MONITOR_WINDOW_DAYS)."
         ),
     ] = None,
     rows: Annotated[
         int | None,
         typer.Option(
-            min=1, help="At most the newest N predictions [default: READMIT_MONITOR_WINDOW_ROWS]."
+            min=1, help="At most the newest N predictions (default: READMIT_MONITOR_WINDOW_ROWS)."
         ),
     ] = None,
     model_version: Annotated[
-        str | None, typer.Option(help="Judge this version [default: the one serving production].")
+        str | None, typer.Option(help="Judge this version (default: the one serving production).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
@@ -379,13 +379,16 @@ def simulate(
 @fails_cleanly
 def exporter(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of /metrics.")] = 9108,
+    port: Annotated[
+        int | None, typer.Option(help="Port of /metrics (default: READMIT_EXPORTER_PORT).")
+    ] = None,
 ) -> None:
     """Expose pipeline and model metrics (batches, rows, step times, production AUC)."""
     from readmit.exporter import serve_forever
     from readmit.logs import configure_json_logging
 
     settings = Settings()
+    port = settings.exporter_port if port is None else port
     configure_json_logging(settings.log_level)
     console.print(f"pipeline metrics on http://{host}:{port}/metrics", highlight=False)
     serve_forever(settings, host, port)
@@ -411,7 +414,9 @@ def mlflow_server() -> None:
 @app.command("s3-server")
 @fails_cleanly
 def s3_server(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9000,
+    port: Annotated[
+        int | None, typer.Option(help="Port on 127.0.0.1 (default: READMIT_S3_PORT).")
+    ] = None,
     bucket: Annotated[str, typer.Option(help="Bucket to create.")] = BUCKET,
 ) -> None:
     """Run a local S3-compatible server with the artifact bucket, its objects on disk under
@@ -419,6 +424,7 @@ def s3_server(
     from readmit.stack.foreground import start_s3_server
 
     settings = Settings()
+    port = settings.s3_port if port is None else port
     store = settings.data_dir.resolve() / "s3store"
     service = start_s3_server(port, settings.data_dir / "logs" / "s3.log", store, bucket)
     console.print(

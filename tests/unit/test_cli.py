@@ -150,3 +150,18 @@ def test_a_setting_that_would_reach_a_query_is_refused_naming_it(tmp_path, varia
     result = _run(tmp_path, "ingest", **{variable: value})
     _assert_one_line_error(result, variable)
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("exporter", "READMIT_EXPORTER_PORT"),
+        ("s3-server", "READMIT_S3_PORT"),
+        ("monitor", "READMIT_MONITOR_WINDOW_DAYS"),
+        ("monitor", "the one serving production"),
+    ],
+)
+def test_help_names_the_setting_an_option_defaults_to(command, shown):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert shown in result.output
