@@ -1,5 +1,6 @@
-"""The three DAGs run through Airflow (`airflow dags test`) against PostgreSQL raw-db and
-clean-db and the real MLflow server, and end with a @production model.
+"""The DAGs run through Airflow (`airflow dags test`) against PostgreSQL raw-db and clean-db
+and the real MLflow server: ingest, clean and train end with a @production model, and the
+monitor DAG asks for retraining only when traffic to that model has drifted.
 
 The data set is the first 30,000 rows of the real file (two batches of 15,000), so DAG 1's
 third run is the no-op one.
@@ -7,24 +8,30 @@ third run is the no-op one.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from readmit import registry
-from readmit.orchestration import CLEAN_ASSET, RAW_ASSET
+from readmit.monitoring.simulate import simulate, split_encounters
+from readmit.orchestration import CLEAN_ASSET, RAW_ASSET, RETRAIN_ASSET
 from readmit.settings import Settings
 from readmit.stack.airflow import airflow_env
+from readmit.stack.foreground import free_port, start_api
 from readmit.stack.s3 import s3_env
 from tests.splits import assert_batches_keep_patients_together
 from tests.subset import write_subset
 
 pytestmark = pytest.mark.postgres
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+DAG_4 = "4_monitor_and_retrain"
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +168,66 @@ def test_dags_ingest_clean_train_and_promote(dag_runner: DagRunner) -> None:
     assert production.version == "1"
     run = client.get_run(production.run_id)
     assert run.data.tags["readmit.raw_batches"] == "1,2"
+
+
+def _retrain_events(dag_runner: DagRunner) -> list[dict]:
+    engine = sa.create_engine(dag_runner.urls["airflow"])
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.text(
+                "select e.extra from asset_event e join asset a on a.id = e.asset_id "
+                "where a.name = :n order by e.id"
+            ),
+            {"n": RETRAIN_ASSET},
+        ).all()
+    engine.dispose()
+    return [json.loads(e) if isinstance(e, str) else e for (e,) in found]
+
+
+def test_dag_4_requests_retraining_only_on_a_bad_verdict(dag_runner: DagRunner, tmp_path) -> None:
+    """After the chain above: steady traffic gives `ok` and no request; a unit error in
+    `time_in_hospital` gives `drift`, and the request's event says why."""
+    state = Path(dag_runner.env["READMIT_DATA_DIR"])
+    monitor_url = f"sqlite:///{state}/monitor.db"
+    dag_runner.env["READMIT_MONITOR_DB_URL"] = monitor_url
+    settings = dag_runner.settings.model_copy(
+        update={
+            "api_port": free_port(),
+            "dataset_uri": dag_runner.env["READMIT_DATASET_URI"],
+            "dataset_sha256": dag_runner.env["READMIT_DATASET_SHA256"],
+        }
+    )
+    pool = split_encounters(settings)  # the test split of the rows the model was trained on
+    env = {**dag_runner.env, "READMIT_API_PORT": str(settings.api_port)}
+    env.update({"READMIT_DATA_DIR": str(tmp_path), "READMIT_PREDICTION_LOG_FLUSH_SECONDS": "0.1"})
+    api = start_api(settings, tmp_path / "api.log", env, timeout=300)
+    try:
+        _wait_for_model(api.url)
+        simulate(settings, api.url, "steady", 800, outcomes=False, encounters=pool)
+        out = dag_runner.test(DAG_4)
+        assert "monitor summary: verdict ok" in out and "no retraining" in out
+        assert dag_runner.last_run(DAG_4) == (
+            "success",
+            {"run_monitor": "success", "retrain_needed": "success", "request_retrain": "skipped"},
+        )
+        assert _retrain_events(dag_runner) == []
+
+        simulate(settings, api.url, "hours-for-days", 800, outcomes=False, encounters=pool, seed=1)
+        out = dag_runner.test(DAG_4)
+        assert "monitor summary: verdict drift" in out and "retraining requested" in out
+    finally:
+        api.stop()
+    assert dag_runner.last_run(DAG_4) == (
+        "success",
+        {"run_monitor": "success", "retrain_needed": "success", "request_retrain": "success"},
+    )
+    (event,) = _retrain_events(dag_runner)
+    assert event["verdict"] == "drift" and "time_in_hospital" in event["drifted_features"]
+    assert event["why"].startswith("drift") and event["rows"] == 1_600
+
+
+def _wait_for_model(url: str, limit: float = 300) -> None:
+    deadline = time.monotonic() + limit
+    while not httpx.get(f"{url}/health", timeout=10).json().get("ready"):
+        assert time.monotonic() < deadline, "the API loaded no model"
+        time.sleep(0.5)
