@@ -9,7 +9,8 @@ clean and a LightGBM, registered in a temporary MLflow with its monitoring refer
 monitor-db exactly as the API logs them (drawn with replacement up to --rows). Then:
 - steady: --windows windows of 2,000 logged rows, each judged alone (verdicts, and the largest
   score per field over all windows beside its threshold);
-- shifts: 2,000 test records with one change each, judged alone (verdict, top drifted fields);
+- shifts: 2,000 test records drawn at random, with one change each, judged alone (verdict,
+  top drifted fields);
 - cost: `run_monitor` over the newest 2,000 rows, then over all --rows rows.
 """
 
@@ -156,7 +157,8 @@ def main() -> int:
     )
 
     for name, shift in SHIFTS.items():
-        shifted = shift(test.copy()).head(WINDOW).reset_index(drop=True)
+        changed = shift(test.copy())
+        shifted = changed.iloc[rng.permutation(len(changed))[:WINDOW]].reset_index(drop=True)
         url = f"sqlite:///{folder}/shift-{uuid.uuid4().hex[:8]}.db"
         rows = logged(settings.model_copy(update={"monitor_db_url": url}), model, version, shifted)
         result = judge(settings, rows, window)

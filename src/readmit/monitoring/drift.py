@@ -127,8 +127,16 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
     for name in NUMERIC_FIELDS:
         out[name] = pd.to_numeric(frame[name].reset_index(drop=True), errors="coerce").astype(float)
     for name in CATEGORY_FIELDS:
-        out[name] = [_category_text(name, v) for v in frame[name]]
+        out[name] = _category_column(name, frame[name])
     return out
+
+
+def _category_column(name: str, values: pd.Series) -> np.ndarray:
+    """Each distinct value prepared once (a window has 50,000 rows and a few values per field);
+    None and NaN get code -1, which picks the last text: the missing one."""
+    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+    texts = [_category_text(name, value) for value in uniques]
+    return np.array([*texts, _category_text(name, None)], dtype=object)[codes]
 
 
 def lump_rare(reference: pd.DataFrame, current: pd.DataFrame) -> None:
