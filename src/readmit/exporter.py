@@ -158,7 +158,7 @@ class MonitorCollector(Collector):
             with self.engine.connect() as conn:
                 runs = latest_runs(conn, 1)
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("monitor-db unreadable", extra={"error": str(exc).splitlines()[0]})
+            log.warning("monitor-db unreadable", extra={"error": first_line(exc)})
             return
         if not runs:
             return

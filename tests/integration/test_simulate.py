@@ -66,8 +66,10 @@ def run(api, pool, scenario: str, records: int) -> tuple[object, pd.DataFrame]:
     start = datetime.now(UTC)
     result = simulate(settings, service.url, scenario, records, encounters=pool)
     assert result.scored == records and result.rejected == 0, result.summary()
-    wait_until(lambda: len(_since(url, start)) == records, "the log", limit=300)
-    return result, _since(url, start)
+    wait_until(lambda: len(_since(url, start)) >= records, "the log", limit=300)
+    rows = _since(url, start)
+    assert len(rows) == records, rows["request_id"].value_counts().head()
+    return result, rows
 
 
 def _since(url: str, start: datetime) -> pd.DataFrame:

@@ -116,3 +116,14 @@ def test_json_has_no_non_finite_numbers():
     assert body["figures"]["score"] is None
     json.loads(json.dumps(body, default=str, allow_nan=False))
     assert finite([1.0, float("inf"), {"a": float("-inf")}]) == [1.0, None, {"a": None}]
+
+
+def test_a_monitor_db_without_runs_has_no_latest_run(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from readmit.storage.monitor import latest_runs
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/monitor.db")
+    with engine.connect() as conn:
+        assert latest_runs(conn, 3) == []
+    engine.dispose()

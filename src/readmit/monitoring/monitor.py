@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from readmit.errors import ReadmitError
+from readmit.errors import ReadmitError, first_line
 from readmit.monitoring.drift import DriftFigures, feature_and_prediction_drift
 from readmit.monitoring.performance import LivePerformance, enough_outcomes, live_performance
 from readmit.monitoring.reference import (
@@ -289,7 +289,7 @@ def _reference(settings: Settings, name: str, version: str) -> Reference:
     except Exception as exc:
         remembered = remembered_run(settings, name, version)
         if remembered is None:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = first_line(exc) or type(exc).__name__
             message = f"cannot find the run of {name} version {version}: {first}"
             raise ReferenceMissing(message) from None
         run_id = remembered
@@ -385,7 +385,7 @@ def _log_to_mlflow(settings: Settings, result: MonitorResult) -> str | None:
     try:
         return _mlflow_run(settings, result)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         result.reasons.append(f"MLflow unreachable, report not logged: {first}")
         log.warning("monitoring report not logged", extra={"error": first})
         return None

@@ -24,7 +24,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from readmit.errors import ReadmitError
+from readmit.errors import ReadmitError, first_line
 from readmit.features import HISTORY_FIELD
 from readmit.files import private_dir
 from readmit.schema import INPUT_FIELDS, MISSING
@@ -141,7 +141,7 @@ def _download(run_id: str, cache: Path) -> None:
                 run_id=run_id, artifact_path=REFERENCE_DIR, dst_path=tmp
             )
         except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = first_line(exc) or type(exc).__name__
             raise ReferenceMissing(
                 f"run {run_id} has no monitoring reference ({REFERENCE_DIR}/): {first}"
             ) from None

@@ -313,7 +313,10 @@ def insert_run(conn: Connection, run: dict[str, Any]) -> int:
 
 def latest_runs(conn: Connection, n: int = 1) -> list[dict[str, Any]]:
     """The newest `n` monitoring runs, newest first, as dicts of monitor_runs' columns
-    (`figures` is the run's figures as a dict; times are timezone-aware UTC)."""
+    (`figures` is the run's figures as a dict; times are timezone-aware UTC). A monitor-db
+    where no run was ever recorded (no monitor_runs table yet) has none."""
+    if not sa.inspect(conn).has_table(monitor_runs.name):
+        return []
     query = sa.select(monitor_runs).order_by(monitor_runs.c.run_at.desc(), monitor_runs.c.id.desc())
     found = conn.execute(query.limit(n)).mappings().all()
     return [_run_dict(row) for row in found]

@@ -49,7 +49,7 @@ def drift_table(run: dict[str, Any]) -> pd.DataFrame:
         {
             "Field": name,
             "Drifted": bool(column["drifted"]),
-            "Score": float(column["score"]),
+            "Score": _number(column["score"]),
             "Threshold": float(column["threshold"]),
             "Method": column["method"],
         }
@@ -57,6 +57,11 @@ def drift_table(run: dict[str, Any]) -> pd.DataFrame:
     ]
     table = pd.DataFrame(rows, columns=["Field", "Drifted", "Score", "Threshold", "Method"])
     return table.sort_values(["Drifted", "Score"], ascending=False, ignore_index=True)
+
+
+def _number(value: Any) -> float:
+    """A stored figure as a float; a score the run could not compute (stored as null) is NaN."""
+    return float("nan") if value is None else float(value)
 
 
 def auc_history(runs: list[dict[str, Any]]) -> pd.DataFrame:
