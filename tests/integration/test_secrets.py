@@ -45,7 +45,7 @@ def test_commands_print_no_password(tmp_path: Path, pg_database_factory) -> None
         result = runner.invoke(app, [command], env=env)
         outputs[command] = result.output
         assert result.exit_code == (1 if command == "train" else 0), result.output
-    assert "raw-db: postgresql+psycopg://postgres:***@127.0.0.1" in outputs["ingest"]
+    assert "raw-db postgresql+psycopg://postgres:***@127.0.0.1" in outputs["ingest"]
     assert "-> http://readmit:***@127.0.0.1" in outputs["train"]
     for command, output in outputs.items():
         assert SECRET not in output, f"`readmit {command}` printed the password: {output}"
