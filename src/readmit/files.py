@@ -6,6 +6,7 @@ existing folder is left as it is: it may be one the user chose and shares on pur
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -24,9 +25,15 @@ def private_dir(path: Path) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create `path` (if needed) as a file only its owner may read or write; tighten it if not."""
+    """Create `path` (if needed) as a file only its owner may read or write; tighten it if not.
+
+    An existing file is never opened here: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, and SQLite's connections to it rely on those locks (without
+    them another process deletes the write-ahead log under them).
+    """
     private_dir(path.parent)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
         path.chmod(0o600)
     return path
