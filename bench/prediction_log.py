@@ -9,7 +9,10 @@ A small real model is built first (the first 30,000 rows through ingest, clean a
 registered at @production in a temporary MLflow). Then `readmit serve` (one worker, on
 127.0.0.1) runs four times, alternating off / on / off / on, each under a closed loop of
 --users concurrent httpx clients for --seconds. After each run with logging on, the rows in
-monitor-db are counted against the requests answered (warm-up included).
+monitor-db are counted against the requests answered (warm-up included). With --outage S
+(PostgreSQL only), a last run with logging on takes monitor-db away for S seconds under load
+(connections refused and the open ones ended), then gives it back: logged rows must equal
+answered requests once the API has stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import random
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -116,6 +120,28 @@ def logged_rows(url: str) -> int:
         engine.dispose()
 
 
+def take_away(admin: str, name: str, seconds: float, after: float) -> threading.Thread:
+    """In the background: after `after` s, refuse connections to database `name` and end the
+    open ones; `seconds` later, accept them again."""
+
+    def outage() -> None:
+        time.sleep(after)
+        _admin(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        _admin(
+            admin,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+        )
+        print(f"  monitor-db unavailable for {seconds:.0f} s", flush=True)
+        time.sleep(seconds)
+        _admin(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        print("  monitor-db back", flush=True)
+
+    thread = threading.Thread(target=outage, daemon=True)
+    thread.start()
+    return thread
+
+
 def run_once(
     settings: Settings,
     logging_on: bool,
@@ -123,6 +149,7 @@ def run_once(
     bodies: list[dict],
     args: argparse.Namespace,
     logs: Path,
+    outage: tuple[str, str] | None = None,
 ) -> dict:
     port = free_port()
     env = {
@@ -142,12 +169,27 @@ def run_once(
                 break
             time.sleep(0.5)
         warm = asyncio.run(closed_loop(f"{api.url}/predict", bodies, args.users, 2.0))
-        result = asyncio.run(closed_loop(f"{api.url}/predict", bodies, args.users, args.seconds))
+        seconds = args.seconds
+        if outage is not None:
+            away = take_away(*outage, seconds=args.outage, after=3.0)
+            seconds = args.outage + 3.0 + args.seconds
+        result = asyncio.run(closed_loop(f"{api.url}/predict", bodies, args.users, seconds))
+        if outage is not None:
+            away.join()
+            result["pending_at_end"] = _pending(api.url)
     finally:
         api.stop()  # SIGTERM: the app's shutdown flushes the log
     result["answered"] = warm["ok"] + result["ok"]
     result["logged"] = logged_rows(monitor_url) - before
     return result
+
+
+def _pending(url: str) -> float:
+    """The API's readmit_prediction_log_pending gauge (records not yet in monitor-db)."""
+    for text in httpx.get(f"{url}/metrics").text.splitlines():
+        if text.startswith("readmit_prediction_log_pending "):
+            return float(text.split()[1])
+    return float("nan")
 
 
 def request_path_cost(settings: Settings, body: dict) -> str:
@@ -189,6 +231,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--sqlite", action="store_true", help="monitor-db on SQLite")
+    parser.add_argument(
+        "--outage", type=float, default=0.0, help="then a run with monitor-db away this long"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="readmit-bench-log-"))
     settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db")
@@ -224,6 +269,13 @@ def main() -> int:
             f"  mean: off {off:.1f} req/s, on {on:.1f} req/s ({(on / off - 1) * 100:+.1f}%); "
             f"p95 off {p95_off:.2f} ms, on {p95_on:.2f} ms"
         )
+        if args.outage and not args.sqlite:
+            r = run_once(settings, True, monitor_url, bodies, args, folder, (admin, name))
+            print(line(f"outage {args.outage:.0f} s", r), flush=True)
+            print(
+                f"  outage run: {r['answered']:,} answered, {r['logged']:,} logged, "
+                f"{r['pending_at_end']:.0f} pending at the end of the load"
+            )
     finally:
         if not args.sqlite:
             _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
