@@ -6,6 +6,7 @@ import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -59,3 +60,41 @@ def wait_until(condition: Callable[[], bool], what: str, limit: float = 60.0) ->
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         time.sleep(0.05)
+
+
+def record_a_monitoring_run(settings: Settings) -> None:
+    """A stored monitoring run that judged drift and live performance, so the exporter has
+    monitor gauges to export (they exist only once such a run does). Its figures are fixed
+    here: tests of the run itself are in tests/integration/test_monitor.py."""
+    column = {"method": "psi", "threshold": 0.1, "score": 0.02, "drifted": False}
+    figures = {
+        "drift": {
+            "drift_share": 0.0,
+            "drifted_features": [],
+            "prediction_drift": {**column, "method": "wasserstein"},
+            "features": {"age": column},
+        },
+        "performance": {"roc_auc": 0.66, "roc_auc_ci_low": 0.62, "roc_auc_ci_high": 0.7},
+        "reasons": [],
+    }
+    engine = monitor.monitor_engine(settings)
+    monitor.ensure_tables(engine)
+    with engine.begin() as conn:
+        monitor.insert_run(
+            conn,
+            {
+                "run_at": datetime.now(UTC),
+                "window_since": None,
+                "window_limit": 5000,
+                "first_scored_at": None,
+                "last_scored_at": None,
+                "model_name": "readmission",
+                "model_version": "1",
+                "rows": 600,
+                "labelled_rows": 600,
+                "verdict": "ok",
+                "figures": figures,
+                "mlflow_run_id": None,
+            },
+        )
+    engine.dispose()

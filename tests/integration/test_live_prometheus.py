@@ -15,6 +15,7 @@ import yaml
 from readmit.pipeline.train import train
 from readmit.stack.foreground import free_port, start_api
 from tests.models import records
+from tests.monitoring import record_a_monitoring_run
 from tests.observability.dashboards import (
     dashboard_files,
     expand_macros,
@@ -80,6 +81,7 @@ def test_every_dashboard_query_and_rule_works_on_live_data(
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "READMIT_API_PORT": str(settings.api_port),
     }
+    record_a_monitoring_run(settings)  # the Model health dashboard reads the monitor gauges
     api = start_api(settings, tmp_path / "api.log", env)
     services = [api]
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ from prometheus_client.registry import CollectorRegistry
 from readmit.exporter import registry_for
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
-from readmit.storage import clean, monitor, raw
+from readmit.storage import clean, raw
+from tests.monitoring import record_a_monitoring_run
 from tests.observability.dashboards import (
     DATASOURCE_UID,
     SCRAPE_SERIES,
@@ -72,45 +72,8 @@ def pipeline_series(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         engine = sa.create_engine(url)
         metadata.create_all(engine)
         engine.dispose()
-    _record_a_monitoring_run(settings)
+    record_a_monitoring_run(settings)
     return series_of(registry_for(settings))
-
-
-def _record_a_monitoring_run(settings: Settings) -> None:
-    """One monitoring run that judged drift and live performance: the monitor gauges are
-    exported only once such a run exists."""
-    column = {"method": "psi", "threshold": 0.1, "score": 0.02, "drifted": False}
-    figures = {
-        "drift": {
-            "drift_share": 0.0,
-            "drifted_features": [],
-            "prediction_drift": {**column, "method": "wasserstein"},
-            "features": {"age": column},
-        },
-        "performance": {"roc_auc": 0.66, "roc_auc_ci_low": 0.62, "roc_auc_ci_high": 0.7},
-        "reasons": [],
-    }
-    engine = monitor.monitor_engine(settings)
-    monitor.ensure_tables(engine)
-    with engine.begin() as conn:
-        monitor.insert_run(
-            conn,
-            {
-                "run_at": datetime.now(UTC),
-                "window_since": None,
-                "window_limit": 5000,
-                "first_scored_at": None,
-                "last_scored_at": None,
-                "model_name": "readmission",
-                "model_version": "1",
-                "rows": 600,
-                "labelled_rows": 600,
-                "verdict": "ok",
-                "figures": figures,
-                "mlflow_run_id": None,
-            },
-        )
-    engine.dispose()
 
 
 def test_the_exporter_exposes_its_pipeline_and_model_series(pipeline_series: set[str]) -> None:
