@@ -35,6 +35,17 @@ DOCKERFILES = {p.name: p for p in sorted(DOCKER.glob("*.Dockerfile"))}
 # ---- Dockerfiles ---------------------------------------------------------------------------
 
 
+# What .dockerignore lets into the images' build context: the one list both tests check.
+BUILD_CONTEXT = (
+    "src",
+    "dags",
+    "pyproject.toml",
+    "README.md",
+    "uv.lock",
+    "deploy/docker/healthcheck.py",
+)
+
+
 def test_every_image_has_a_dockerfile() -> None:
     expected = {"api.Dockerfile", "ui.Dockerfile", "mlflow.Dockerfile", "airflow.Dockerfile"}
     assert expected <= set(DOCKERFILES)
@@ -131,26 +142,12 @@ def test_dockerignore_keeps_local_state_and_data_out_of_the_context() -> None:
     ):
         assert pattern in lines, pattern
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {
-        "src",
-        "dags",
-        "pyproject.toml",
-        "README.md",
-        "uv.lock",
-        "deploy/docker/healthcheck.py",
-    }
+    assert allowed == set(BUILD_CONTEXT)
 
 
 def test_images_copy_only_what_the_context_allows() -> None:
     """Each COPY source of the build context is on the .dockerignore allow-list."""
-    allowed = (
-        "src",
-        "dags",
-        "pyproject.toml",
-        "README.md",
-        "uv.lock",
-        "deploy/docker/healthcheck.py",
-    )
+    allowed = BUILD_CONTEXT
     for name, path in DOCKERFILES.items():
         for keyword, arguments in checks.dockerfile_instructions(path.read_text()):
             if keyword != "COPY" or "--from=" in arguments:
