@@ -39,6 +39,7 @@ from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
 from readmit.storage import monitor
 from readmit.storage.db import WRITE_FIRST
+from readmit.storage.monitor import Variant
 
 log = logging.getLogger(__name__)
 LOGGED_FIELDS = (*INPUT_FIELDS, HISTORY_FIELD)
@@ -59,12 +60,14 @@ class Scored:
     threshold: float
     records: list[dict[str, Any]]
     probabilities: list[float]
+    variant: str = Variant.CHAMPION.value
 
     def head(self, count: int) -> Scored:
         return replace(self, records=self.records[:count], probabilities=self.probabilities[:count])
 
     def rows(self, key: bytes) -> list[dict[str, Any]]:
         """One log row per record: the patient as a keyed pseudonym, never the number."""
+        variant = str(self.variant)
         return [
             {
                 "row_id": f"{self.batch_id}-{index}",
@@ -79,6 +82,7 @@ class Scored:
                 "readmitted_30d": bool(probability >= self.threshold),
                 "threshold": self.threshold,
                 "features": logged_fields(record),
+                "variant": variant,
             }
             for index, (record, probability) in enumerate(
                 zip(self.records, self.probabilities, strict=True)
@@ -164,6 +168,7 @@ def _parse(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
             row["scored_at"] = datetime.fromisoformat(row["scored_at"])
+            row.setdefault("variant", Variant.CHAMPION.value)  # spilled before variants existed
         except (ValueError, KeyError, TypeError):
             torn += 1
             continue
@@ -230,9 +235,11 @@ class PredictionLog:
         threshold: float,
         records: list[dict[str, Any]],
         probabilities: list[float],
+        variant: str = Variant.CHAMPION.value,
     ) -> None:
         """Request path: stamp what one request scored (scoring time, a unique id from which
-        the row ids derive) and queue it. `model` is (name, version, alias)."""
+        the row ids derive) and queue it. `model` is (name, version, alias); `variant` says
+        whether the caller got these scores (champion, challenger) or not (shadow)."""
         name, version, alias = model
         batch_id = f"{self._token}-{next(self._counter)}"
         self.add(
@@ -246,6 +253,7 @@ class PredictionLog:
                 threshold,
                 records,
                 probabilities,
+                variant,
             )
         )
 

@@ -117,6 +117,28 @@ def create_tables(engine: Engine, metadata: sa.MetaData, name: str) -> None:
             metadata.create_all(conn)
 
 
+def add_missing_columns(engine: Engine, table: sa.Table, names: tuple[str, ...], name: str) -> None:
+    """Add those of `names` that an existing `table` lacks (its rows get the column's server
+    default): the migration of a database made by an earlier release. Like `create_tables`,
+    a second process adding the same column at once fails once, then finds it there."""
+    writer = engine.execution_options(**{WRITE_FIRST: True})
+    try:
+        with transaction(writer, name) as conn:
+            _add_columns(conn, table, names)
+    except StorageError:
+        with transaction(writer, name) as conn:
+            _add_columns(conn, table, names)
+
+
+def _add_columns(conn: Connection, table: sa.Table, names: tuple[str, ...]) -> None:
+    present = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}
+    quote = conn.dialect.identifier_preparer.quote
+    for column_name in names:
+        if column_name not in present:
+            column = sa.schema.CreateColumn(table.c[column_name]).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {column}"))
+
+
 def check_connection(engine: Engine, name: str) -> None:
     """Fail with one line naming the database when it cannot be reached."""
     try:

@@ -4,6 +4,8 @@ Clocks: `predictions.scored_at` is the scoring time (UTC) of live traffic; outco
 time they were received. Predictions and outcomes meet on `encounter_id` when read, so an
 outcome that arrives before (or without) its prediction is kept and joins later.
 Patients appear only as keyed pseudonyms (`patient_key`), never as `patient_nbr`.
+Each logged score names its `variant`: the champion's answer, the challenger's answer (a canary),
+or the challenger's shadow score of a record the champion answered.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import pandas as pd
@@ -29,6 +32,15 @@ KEY_CHUNK = 5_000
 LABELS = ("<30", ">30", "NO")
 POSITIVE = "<30"
 
+
+class Variant(StrEnum):
+    """Which model produced a logged score, and whether the caller got it."""
+
+    CHAMPION = "champion"  # @production, answered the caller
+    CHALLENGER = "challenger"  # @challenger, answered the caller (canary)
+    SHADOW = "shadow"  # @challenger, scored beside the champion's answer, never returned
+
+
 predictions = sa.Table(
     "predictions",
     metadata,
@@ -44,7 +56,11 @@ predictions = sa.Table(
     sa.Column("readmitted_30d", sa.Boolean, nullable=False),
     sa.Column("threshold", sa.Float, nullable=False),
     sa.Column("features", sa.JSON, nullable=False),
+    sa.Column("variant", sa.String(16), nullable=False, server_default=Variant.CHAMPION.value),
 )
+# Columns added after the table's first release: a monitor-db made before gets them, each with
+# its server default for the rows already there.
+ADDED_COLUMNS = {predictions.name: ("variant",)}
 PREDICTION_COLUMNS = [c.name for c in predictions.columns]
 
 outcomes = sa.Table(
@@ -107,9 +123,12 @@ def create_tables(conn: Connection) -> None:
 
 
 def ensure_tables(engine: Engine) -> None:
-    """Create the missing tables in a transaction of their own: the log writer and an outcomes
-    load may both find them missing on a fresh database, and the second creator must not fail."""
+    """Create the missing tables and add the missing columns, each in a transaction of its own:
+    the log writer and an outcomes load may both find them missing on a fresh (or older)
+    database, and the second creator must not fail."""
     db.create_tables(engine, metadata, "monitor-db")
+    for table, names in ADDED_COLUMNS.items():
+        db.add_missing_columns(engine, metadata.tables[table], names, "monitor-db")
 
 
 # --- prediction log ---------------------------------------------------------------------------
@@ -170,6 +189,54 @@ def read_window(
     with engine.connect() as conn:
         found = conn.execute(query).mappings().all()
     return _window_frame(list(reversed(found)))
+
+
+LABELLED_COLUMNS = [
+    "row_id",
+    "scored_at",
+    "request_id",
+    "variant",
+    "model_name",
+    "model_version",
+    "model_alias",
+    "encounter_id",
+    "patient_key",
+    "probability",
+    "threshold",
+]
+
+
+def read_labelled(
+    engine: Engine,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    variants: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The logged scores that have an outcome, per variant and model version, oldest first:
+    what comparing a champion with its challenger reads (features left out).
+
+    `since`/`until` keep rows scored at or after / before a time; `variants` keeps those
+    variants. Columns: LABELLED_COLUMNS, then `outcome` and `label` (1 for "<30", else 0).
+    With a shadowing challenger an encounter has a champion and a shadow row, both here.
+    """
+    query = sa.select(
+        *(predictions.c[name] for name in LABELLED_COLUMNS), outcomes.c.readmitted
+    ).join(outcomes, predictions.c.encounter_id == outcomes.c.encounter_id)
+    if since is not None:
+        query = query.where(predictions.c.scored_at >= since)
+    if until is not None:
+        query = query.where(predictions.c.scored_at < until)
+    if variants is not None:
+        query = query.where(predictions.c.variant.in_(list(variants)))
+    query = query.order_by(predictions.c.scored_at, predictions.c.row_id)
+    with engine.connect() as conn:
+        found = conn.execute(query).all()
+    frame = pd.DataFrame(found, columns=[*LABELLED_COLUMNS, "outcome"])
+    frame["label"] = (frame["outcome"] == POSITIVE).astype("int64")
+    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)
+    frame["encounter_id"] = frame["encounter_id"].astype("int64")
+    frame["probability"] = frame["probability"].astype("float64")
+    return frame
 
 
 def _window_frame(found: list[Any]) -> pd.DataFrame:
