@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from mlflow.artifacts import list_artifacts
 from mlflow.tracking import MlflowClient
 
 from readmit.features import HISTORY_FIELD
@@ -168,6 +169,10 @@ def test_train_logs_a_parent_run_with_children_lineage_and_plots(trained):
             "shap_summary.png",
         )
     }
+    source = client.get_model_version(settings.model_name, first.version).source
+    model_files = {Path(a.path).name for a in list_artifacts(artifact_uri=source)}
+    assert {"MLmodel", "requirements.txt", "input_example.json"} <= model_files
+    assert not model_files & {"uv.lock", "pyproject.toml", ".python-version"}
 
 
 def test_first_version_goes_to_production_and_an_equal_one_stays_in_staging(trained):
