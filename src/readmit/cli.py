@@ -268,6 +268,65 @@ def monitor(
 
 @app.command()
 @fails_cleanly
+def compare(
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="How far back: 90d, 36h, 90m or all (default: READMIT_COMPARE_WINDOW_DAYS)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="Tag the figures on both versions; on promote, put the challenger in production.",
+        ),
+    ] = False,
+) -> None:
+    """Champion against challenger on logged scores with outcomes: the ROC-AUC difference with
+    a patient-level 95% interval, Brier scores, and a decision (promote, keep, wait)."""
+    import json
+
+    from readmit.monitoring.compare import run_compare
+    from readmit.monitoring.monitor import MonitorWindow
+
+    settings = Settings()
+    days = settings.compare_window_days if window is None else MonitorWindow.parse_days(window)
+    out = err_console if as_json else console
+    where = "all time" if days is None else f"last {days:g} days"
+    out.print(f"[bold]compare[/] champion and challenger, {where}", highlight=False)
+    clock = time.perf_counter()
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with quiet:
+        result = run_compare(
+            settings, days, apply, lambda line: out.print(f"  {line}", highlight=False)
+        )
+    if as_json:
+        print(json.dumps(result.as_json(), default=str))
+        return
+    for arm in (result.champion, result.challenger):
+        auc = "n/a" if arm.roc_auc is None else f"{arm.roc_auc:.4f}"
+        brier = "n/a" if arm.brier is None else f"{arm.brier:.4f}"
+        _say(
+            f"{arm.variant} {arm.model_name or '-'} v{arm.model_version or '-'}: "
+            f"{arm.labelled:,} labelled, ROC-AUC {auc}, Brier {brier}"
+        )
+    for reason in result.reasons:
+        _say(reason)
+    if result.labelled_needed is not None and result.decision != "promote":
+        _say(f"at this difference, about {result.labelled_needed:,} labelled encounters decide")
+    colour = {"promote": "green", "keep": "yellow"}.get(result.decision, "blue")
+    applied = "applied" if result.applied else "not applied"
+    console.print(
+        f"[{colour}]compare done[/]: {result.line()}; {applied}; "
+        f"comparison {result.comparison_id} in monitor-db, {time.perf_counter() - clock:.1f} s",
+        highlight=False,
+    )
+
+
+@app.command()
+@fails_cleanly
 def serve() -> None:
     """Serve the @production model over HTTP (host, port and limits from the settings)."""
     from readmit.serving.server import serve as serve_api

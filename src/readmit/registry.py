@@ -28,6 +28,7 @@ from readmit.tracking import connect
 
 STAGING = "staging"
 PRODUCTION = "production"
+CHALLENGER = "challenger"
 TAG_PREFIX = "readmit."
 PROMOTED = "promoted"
 KEPT_IN_STAGING = "kept_in_staging"
@@ -64,6 +65,19 @@ class Tag:
     PROMOTION_REASON = "readmit.promotion_reason"
     ARCHIVED_AT = "readmit.archived_at"
     ROLLED_BACK_AT = "readmit.rolled_back_at"
+    # The latest live comparison of champion and challenger, on both versions.
+    LIVE_DECISION = "readmit.live_decision"
+    LIVE_DECISION_REASON = "readmit.live_decision_reason"
+    LIVE_MODE = "readmit.live_mode"
+    LIVE_ROLE = "readmit.live_role"
+    LIVE_COMPARED_WITH_VERSION = "readmit.live_compared_with_version"
+    LIVE_LABELLED = "readmit.live_labelled"
+    LIVE_ROC_AUC = "readmit.live_roc_auc"
+    LIVE_BRIER = "readmit.live_brier"
+    LIVE_AUC_DIFFERENCE = "readmit.live_auc_difference"
+    LIVE_AUC_DIFFERENCE_CI_LOW = "readmit.live_auc_difference_ci_low"
+    LIVE_AUC_DIFFERENCE_CI_HIGH = "readmit.live_auc_difference_ci_high"
+    LIVE_COMPARED_AT = "readmit.live_compared_at"
 
 
 def lineage_tags(info: TrainingInfo) -> dict[str, str]:
@@ -324,3 +338,29 @@ def run_id_of(settings: Settings, name: str, version: str) -> str:
     if not found.run_id:
         raise RegistryError(f"registry: {name} version {version} names no training run")
     return str(found.run_id)
+
+
+def alias_holder(settings: Settings, alias: str) -> str | None:
+    """The version holding `alias` now, or None."""
+    found = by_alias(client_for(settings), settings.model_name, alias)
+    return None if found is None else str(found.version)
+
+
+def tag_versions(settings: Settings, tags: dict[str, dict[str, str]]) -> None:
+    """Set tags on several versions: {version: {tag: value}}."""
+    client = client_for(settings)
+    for version, values in tags.items():
+        for key, value in values.items():
+            client.set_model_version_tag(settings.model_name, version, key, value)
+
+
+def promote_challenger(settings: Settings, version: str, reason: str) -> str | None:
+    """Promote the @challenger `version` as `promote` does (checked, previous archived), then
+    take @challenger off it: a champion is no longer its own challenger. Returns the archived
+    version."""
+    archived = promote(settings, version, reason=reason)
+    client = client_for(settings)
+    holder = by_alias(client, settings.model_name, CHALLENGER)
+    if holder is not None and str(holder.version) == str(version):
+        client.delete_registered_model_alias(settings.model_name, CHALLENGER)
+    return archived

@@ -112,6 +112,18 @@ class Settings(BaseSettings):
     monitor_experiment_name: str = Field(
         default="readmission-monitoring", description="MLflow experiment of monitoring runs."
     )
+    compare_min_labels: int = Field(
+        default=1_000,
+        gt=0,
+        description="Fewest labelled encounters before champion and challenger are compared "
+        "on live outcomes; fewer give the decision wait.",
+    )
+    compare_window_days: float = Field(
+        default=90.0,
+        gt=0,
+        description="The comparison looks at predictions scored this recently (outcomes "
+        "come back 30 days after discharge, so it looks further back than the monitor).",
+    )
     batch_size: int = Field(default=15_000, gt=0, description="Rows per ingest batch.")
     ingest_schedule: str = Field(
         default="@hourly", description="Airflow schedule of DAG 1 (one batch per run)."

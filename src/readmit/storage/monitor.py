@@ -101,6 +101,21 @@ monitor_runs = sa.Table(
 )
 MONITOR_RUN_COLUMNS = [c.name for c in monitor_runs.columns]
 
+comparisons = sa.Table(
+    "comparisons",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("window_since", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("mode", sa.String(16), nullable=True),
+    sa.Column("champion_version", sa.Text, nullable=True),
+    sa.Column("challenger_version", sa.Text, nullable=True),
+    sa.Column("labelled", sa.Integer, nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("applied", sa.Boolean, nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+)
+
 
 def monitor_engine(settings: Settings, timeout: float | None = None) -> Engine:
     """An engine on monitor-db; with `timeout`, connecting and each statement give up after
@@ -366,6 +381,36 @@ def corrections_of(conn: Connection, encounter_id: int) -> list[tuple[str, str]]
         .order_by(outcome_corrections.c.id)
     )
     return [(str(p), str(r)) for p, r in conn.execute(query)]
+
+
+# --- champion against challenger ---------------------------------------------------------------
+
+
+def insert_comparison(conn: Connection, row: dict[str, Any]) -> int:
+    """Record one comparison (every column of comparisons but `id`); returns its id."""
+    key = conn.execute(comparisons.insert(), row).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def latest_comparisons(conn: Connection, n: int = 1) -> list[dict[str, Any]]:
+    """The newest `n` comparisons, newest first (`figures` as a dict, times in UTC); none on a
+    monitor-db where no comparison was ever recorded."""
+    if not sa.inspect(conn).has_table(comparisons.name):
+        return []
+    query = sa.select(comparisons).order_by(comparisons.c.run_at.desc(), comparisons.c.id.desc())
+    found = conn.execute(query.limit(n)).mappings().all()
+    rows = []
+    for row in found:
+        item = dict(row)
+        for name in ("run_at", "window_since"):
+            value = item[name]
+            if isinstance(value, datetime) and value.tzinfo is None:
+                item[name] = value.replace(tzinfo=UTC)
+        if isinstance(item["figures"], str):
+            item["figures"] = json.loads(item["figures"])
+        rows.append(item)
+    return rows
 
 
 # --- monitoring runs --------------------------------------------------------------------------
