@@ -211,6 +211,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Requests a second each API key may make (0: no limit); more get 429.",
     )
+    allow_open_bind: bool = Field(
+        default=False,
+        description="Let `readmit serve` listen on a non-loopback READMIT_API_HOST with "
+        "READMIT_AUTH=none, serving predictions to anyone who reaches the port (refused "
+        "otherwise).",
+    )
     api_keys_file: Path | None = Field(
         default=None,
         description="Named API keys, one a line: `NAME SCOPE[,SCOPE] sha256:HEX` (scopes "

@@ -12,6 +12,7 @@ idle connections reach it, and still keeps them open.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import resource
 import time
@@ -21,6 +22,8 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from readmit.errors import ReadmitError
+from readmit.logs import configure_json_logging
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
 
@@ -184,8 +187,41 @@ def build_server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Serv
     return uvicorn.Server(config)
 
 
+class OpenBindRefused(ReadmitError):
+    """The API would serve patient predictions to a network without asking who calls."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to any interface
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse a non-loopback address without keys, unless READMIT_ALLOW_OPEN_BIND says so."""
+    if settings.auth == "keys" or is_loopback(settings.api_host):
+        return
+    if not settings.allow_open_bind:
+        raise OpenBindRefused(
+            f"not serving on {settings.api_host} with READMIT_AUTH=none: anyone who reaches "
+            "the port could score patient records; set READMIT_AUTH=keys, or "
+            "READMIT_ALLOW_OPEN_BIND=true to serve without keys on purpose"
+        )
+    log.warning(
+        "serving without API keys on a non-loopback address (READMIT_ALLOW_OPEN_BIND=true)",
+        extra={"host": settings.api_host},
+    )
+
+
 def serve(settings: Settings) -> None:
     """Run `readmit serve`: one process, or READMIT_API_WORKERS of them (`workers.py`)."""
+    configure_json_logging(settings.log_level)
+    check_bind(settings)
     if settings.api_workers > 1:
         from readmit.serving.workers import run_workers
 
