@@ -62,7 +62,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/deploy"
 cp -R deploy/k8s "$work/deploy/k8s"
 cp -R observability "$work/observability"
-rm -f "$work"/deploy/k8s/overlays/*/secrets/*.env   # only the examples, never local secrets
+rm -f "$work"/deploy/k8s/overlays/*/secrets/*.env "$work"/deploy/k8s/overlays/*/secrets/api-keys   # only the examples, never local secrets
 
 for overlay in "$work"/deploy/k8s/overlays/*/; do
   name="$(basename "$overlay")"
@@ -101,6 +101,6 @@ for dockerfile in deploy/docker/*.Dockerfile; do
   linted+=("$(basename "$dockerfile")")
 done
 say "ok  hadolint: ${linted[*]}"
-shellcheck deploy/validate.sh deploy/k8s/make-dev-secrets.sh deploy/podman/images.sh || fail "shellcheck"
+shellcheck deploy/validate.sh deploy/k8s/make-dev-secrets.sh deploy/compose/make-api-keys.sh deploy/podman/images.sh || fail "shellcheck"
 say "ok  shellcheck: deploy/validate.sh deploy/k8s/make-dev-secrets.sh deploy/podman/images.sh"
 say "validate: all deploy checks passed"

@@ -53,7 +53,10 @@ COPY --from=builder /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /usr/local/bin/readmit-healthcheck
 # Settings only: no credential is ever baked in (they come from the environment at run time).
 # /data is the only place the process writes besides /tmp (Kubernetes mounts both as
-# emptyDir volumes under a read-only root file system).
+# emptyDir volumes under a read-only root file system). The API listens on every interface,
+# so it asks every caller for a key (READMIT_AUTH=keys): give it READMIT_API_KEYS_FILE
+# and/or READMIT_API_KEY (`readmit serve` refuses READMIT_AUTH=none on 0.0.0.0 unless
+# READMIT_ALLOW_OPEN_BIND=true).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -61,7 +64,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     READMIT_DATA_DIR=/data \
     READMIT_API_HOST=0.0.0.0 \
-    READMIT_API_PORT=8000
+    READMIT_API_PORT=8000 \
+    READMIT_AUTH=keys
 WORKDIR /data
 USER 10001:10001
 EXPOSE 8000

@@ -359,6 +359,8 @@ def workload_problems(documents: list[dict[str, Any]]) -> list[str]:
                         if resource not in (resources.get(bound) or {}):
                             problems.append(f"{at}: no {resource} {bound[:-1]}")
                 for variable in container.get("env", []):
+                    if variable["name"].endswith("_FILE"):
+                        continue  # the path of a file, not its content
                     if SECRET_NAME.search(variable["name"]) and "value" in variable:
                         problems.append(f"{at}: {variable['name']} is a literal, not a Secret")
                 if kind != "Job":

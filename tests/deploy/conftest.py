@@ -94,8 +94,10 @@ def copy_deploy_tree(destination: Path) -> Path:
     """deploy/ and observability/ (which base refers to) without any local secret file."""
     shutil.copytree(REPO / "deploy", destination / "deploy")
     shutil.copytree(OBSERVABILITY, destination / "observability")
-    for local in (destination / "deploy" / "k8s" / "overlays").glob("*/secrets/*.env"):
+    overlays = destination / "deploy" / "k8s" / "overlays"
+    for local in [*overlays.glob("*/secrets/*.env"), *overlays.glob("*/secrets/api-keys")]:
         local.unlink()
+    (destination / "deploy" / "compose" / "api-keys").unlink(missing_ok=True)
     return destination
 
 

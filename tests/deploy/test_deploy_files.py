@@ -5,6 +5,7 @@ on a broken input, which it must report."""
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from readmit.errors import ReadmitError
 from readmit.settings import Settings
 from tests.deploy import checks
 from tests.deploy.checks import (
@@ -30,6 +32,7 @@ from tests.deploy.checks import (
 )
 from tests.deploy.conftest import run
 
+DEPLOY_COMPOSE = checks.COMPOSE_FILE.parent
 DOCKERFILES = {p.name: p for p in sorted(DOCKER.glob("*.Dockerfile"))}
 
 # ---- Dockerfiles ---------------------------------------------------------------------------
@@ -425,6 +428,7 @@ def test_k8s_secrets_are_generated_and_config_is_shared(
             "postgres-credentials",
             "minio-credentials",
             "readmit-secrets",
+            "readmit-api-keys",
             "grafana-admin",
             "readmit-airflow-secrets",
             "airflow-secrets",
@@ -609,7 +613,8 @@ SCANNED = ("deploy", "observability/kustomization.yaml", ".dockerignore")
 # What the .gitignore files keep out of the scanned paths: the local secrets (compose's
 # `.env`, the overlays' `secrets/*.env`) and Python caches.
 NOT_COMMITTED = re.compile(
-    r"(^|/)\.env$|/overlays/[^/]+/secrets/[^/]+\.env$|(^|/)__pycache__/|\.pyc$"
+    r"(^|/)\.env$|/overlays/[^/]+/secrets/([^/]+\.env|api-keys)$|^deploy/compose/api-keys$"
+    r"|(^|/)__pycache__/|\.pyc$"
 )
 
 
@@ -650,7 +655,7 @@ def test_the_scan_without_git_covers_every_file_git_would_commit() -> None:
 def test_no_committed_deploy_file_holds_a_secret() -> None:
     files = _deploy_files()
     assert COMPOSE_ENV_EXAMPLE in files
-    assert len([f for f in files if f.name.endswith(".env.example")]) == 1 + 5 * len(OVERLAYS)
+    assert len([f for f in files if f.name.endswith(".env.example")]) == 1 + 6 * len(OVERLAYS)
     problems = []
     for path in files:
         if path.suffix in (".py",) or not path.is_file():
@@ -694,7 +699,9 @@ def test_secret_scan_accepts_placeholders_and_references() -> None:
 def test_local_secret_files_are_git_ignored() -> None:
     for path in (
         "deploy/compose/.env",
+        "deploy/compose/api-keys",
         *(f"deploy/k8s/overlays/{o}/secrets/postgres.env" for o in OVERLAYS),
+        *(f"deploy/k8s/overlays/{o}/secrets/api-keys" for o in OVERLAYS),
     ):
         assert run("git", "check-ignore", "-q", path).returncode == 0, path
     for path in (
@@ -705,7 +712,7 @@ def test_local_secret_files_are_git_ignored() -> None:
 
 
 def test_overlay_secret_examples_agree() -> None:
-    for name in ("postgres", "readmit", "minio", "airflow", "grafana"):
+    for name in ("postgres", "readmit", "minio", "airflow", "grafana", "api-keys"):
         assert _example_keys("dev", name) == _example_keys("prod", name), name
 
 
@@ -788,3 +795,97 @@ def test_k8s_mlflow_asks_for_a_login_that_every_client_has(
     for overlay in OVERLAYS:
         example = _example_keys(overlay, "readmit")
         assert {"READMIT_MLFLOW_AUTH_DB_URL", "MLFLOW_TRACKING_PASSWORD"} <= example
+
+
+# ---- API keys ------------------------------------------------------------------------------
+
+OPEN_BIND_SETTINGS = ("READMIT_API_HOST", "READMIT_AUTH", "READMIT_ALLOW_OPEN_BIND")
+
+
+def _serves(environment: dict[str, str]) -> None:
+    """`readmit serve`'s bind check passes with these settings (raises otherwise)."""
+    from readmit.serving.server import check_bind
+
+    given = {k.removeprefix("READMIT_").lower(): v for k, v in environment.items()}
+    check_bind(
+        Settings(**{k: v for k, v in given.items() if f"READMIT_{k.upper()}" in OPEN_BIND_SETTINGS})
+    )
+
+
+def _finds(key_file: str, key: str, scope: str) -> str:
+    """The name the key file gives `key`, which must hold `scope`."""
+    from readmit.serving.auth import digest_of, parse_keys
+
+    found = [k for k in parse_keys(key_file) if k.digest == digest_of(key)]
+    assert len(found) == 1 and scope in found[0].scopes, key_file
+    return found[0].name
+
+
+def test_api_image_listens_openly_only_with_keys() -> None:
+    stages = checks.dockerfile_stages(DOCKERFILES["api.Dockerfile"].read_text())
+    runtime = next(s for s in stages if s.name == "runtime")
+    assert runtime.env["READMIT_API_HOST"] == "0.0.0.0"
+    assert runtime.env["READMIT_AUTH"] == "keys"
+    _serves(runtime.env)
+    with pytest.raises(ReadmitError, match="READMIT_AUTH=none"):
+        _serves({**runtime.env, "READMIT_AUTH": "none"})
+
+
+def test_compose_api_asks_for_keys_that_the_ui_and_load_test_send(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    services = compose["services"]
+    api = services["api"]
+    assert api["environment"]["READMIT_API_KEYS_FILE"] == "/run/secrets/api-keys"
+    assert api["secrets"] == ["api-keys"]
+    assert compose["secrets"]["api-keys"] == {"file": "./api-keys"}
+    _serves({"READMIT_API_HOST": "0.0.0.0", **api["environment"]})
+    sent = {
+        "ui": services["ui"]["environment"]["READMIT_API_KEY"],
+        "locust": services["locust"]["environment"]["READMIT_API_KEY"],
+    }
+    assert sent == {
+        "ui": "${READMIT_UI_API_KEY:?set READMIT_UI_API_KEY in .env}",
+        "locust": "${READMIT_LOADTEST_API_KEY:?set READMIT_LOADTEST_API_KEY in .env}",
+    }
+    # make-api-keys.sh writes their digests from .env, keeping lines added by hand.
+    folder = tmp_path / "compose"
+    folder.mkdir()
+    script = folder / "make-api-keys.sh"
+    script.write_bytes((DEPLOY_COMPOSE / "make-api-keys.sh").read_bytes())
+    env = COMPOSE_ENV_EXAMPLE.read_text()
+    env = env.replace("READMIT_UI_API_KEY=change-me", "READMIT_UI_API_KEY=ui-secret-1")
+    env = env.replace("READMIT_LOADTEST_API_KEY=change-me", "READMIT_LOADTEST_API_KEY=lt-secret-2")
+    (folder / ".env").write_text(env)
+    (folder / "api-keys").write_text("ward-7 outcomes sha256:" + "0" * 64 + "\n")
+    result = run("bash", str(script))
+    assert result.returncode == 0, result.stderr
+    written = (folder / "api-keys").read_text()
+    assert _finds(written, "ui-secret-1", "predict") == "ui"
+    assert _finds(written, "lt-secret-2", "predict") == "loadtest"
+    assert written.startswith("ward-7 outcomes") and "secret" not in written
+    assert (folder / "api-keys").stat().st_mode & 0o777 == 0o644
+    (folder / ".env").write_text(COMPOSE_ENV_EXAMPLE.read_text())  # placeholders: refused
+    refused = run("bash", str(script))
+    assert refused.returncode != 0 and "READMIT_UI_API_KEY" in refused.stderr
+
+
+def test_k8s_api_asks_for_keys_that_the_ui_sends(overlays: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay in OVERLAYS:
+        documents = overlays[overlay]
+        workloads = by_kind(documents, "Deployment")
+        secrets = by_kind(documents, "Secret")
+        (name,) = [n for n in secrets if n.startswith("readmit-api-keys-")]
+        data = {k: base64.b64decode(v).decode() for k, v in secrets[name]["data"].items()}
+        api_pod = pod_spec(workloads["api"])
+        api = api_pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in api["env"]}
+        _serves({"READMIT_API_HOST": "0.0.0.0", **env})
+        mount = next(m for m in api["volumeMounts"] if m["name"] == "api-keys")
+        volume = next(v for v in api_pod["volumes"] if v["name"] == "api-keys")
+        assert volume["secret"]["secretName"] == name
+        (item,) = volume["secret"]["items"]
+        assert env["READMIT_API_KEYS_FILE"] == f"{mount['mountPath']}/{item['path']}"
+        ui_key = _secret_env(pod_spec(workloads["ui"])["containers"][0])["READMIT_API_KEY"]
+        assert ui_key == (name, "ui-api-key")
+        assert _finds(data[item["key"]], data["ui-api-key"], "predict") == "ui", overlay

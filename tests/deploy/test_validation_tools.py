@@ -4,6 +4,7 @@ each also shown to reject a broken input."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
@@ -156,6 +157,7 @@ def test_shellcheck(shellcheck: str) -> None:
         shellcheck,
         str(DEPLOY / "validate.sh"),
         str(K8S / "make-dev-secrets.sh"),
+        str(DEPLOY / "compose" / "make-api-keys.sh"),
         str(DEPLOY / "podman" / "images.sh"),
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -211,7 +213,7 @@ def test_validate_script_fails_on_a_broken_manifest(tmp_path: Path) -> None:
 
 def test_make_dev_secrets_writes_consistent_private_files(deploy_copy: Path) -> None:
     secrets = deploy_copy / "deploy" / "k8s" / "overlays" / "dev" / "secrets"
-    files = {p.name: p.read_text() for p in secrets.glob("*.env")}
+    files = {p.name: p.read_text() for p in [*secrets.glob("*.env"), secrets / "api-keys"]}
     assert sorted(files) == sorted(
         p.name.removesuffix(".example") for p in secrets.glob("*.example")
     )
@@ -227,6 +229,11 @@ def test_make_dev_secrets_writes_consistent_private_files(deploy_copy: Path) -> 
     assert f"mlflow:{values['MLFLOW_DB_PASSWORD']}@mlflow-db" in files["readmit.env"]
     assert f"airflow:{values['AIRFLOW_DB_PASSWORD']}@airflow-db" in files["airflow.env"]
     assert len(set(values.values())) == len(values), "every database gets its own password"
+    # The key file holds the digest of the UI's key, not the key.
+    ui_key = files["api-keys.env"].split("ui-api-key=", 1)[1].split()[0]
+    digest = hashlib.sha256(ui_key.encode()).hexdigest()
+    assert f"ui predict sha256:{digest}" in files["api-keys"].splitlines()
+    assert ui_key not in files["api-keys"]
 
 
 def test_make_dev_secrets_gives_a_valid_fernet_key(deploy_copy: Path) -> None:

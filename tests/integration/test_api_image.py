@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE = "readmit-api:0.1.0"
 BUILD_TIMEOUT_SECONDS = 1800
 START_TIMEOUT_SECONDS = 180
+IMAGE_KEY = "image-test-key"
 
 
 def _podman_env() -> dict[str, str]:
@@ -110,6 +111,9 @@ def api_container(api_image: str, served: Served) -> Iterator[tuple[str, str]]:
         f"MLFLOW_TRACKING_URI=sqlite:///{folder}/mlflow.db",
         "--env",
         "READMIT_MODEL_POLL_SECONDS=3600",
+        # The image asks every caller for a key (READMIT_AUTH=keys).
+        "--env",
+        f"READMIT_API_KEY={IMAGE_KEY}",
         api_image,
     )
     assert started.returncode == 0, started.stderr
@@ -148,7 +152,9 @@ def test_api_container_predicts_what_the_host_process_predicts(
     api_container: tuple[str, str], served: Served
 ) -> None:
     _, url = api_container
-    response = httpx.post(f"{url}/predict", json=EXAMPLE, timeout=30)
+    assert httpx.post(f"{url}/predict", json=EXAMPLE, timeout=30).status_code == 401
+    headers = {"X-API-Key": IMAGE_KEY}
+    response = httpx.post(f"{url}/predict", json=EXAMPLE, headers=headers, timeout=30)
     assert response.status_code == 200, response.text
     record = {k: ("?" if v is None else v) for k, v in EXAMPLE.items()}
     assert response.json()["probability"] == pytest.approx(
