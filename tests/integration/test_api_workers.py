@@ -1,6 +1,6 @@
-"""`readmit serve` with two workers, as a real process: both serve, /metrics adds them up, a
-promoted version reaches every worker, a killed worker is replaced, every scored record is
-logged once."""
+"""`readmit serve` with two workers, as a real process: both serve, /metrics adds them up, one
+POST /reload-model swaps a promoted version into every worker, a killed worker is replaced,
+every scored record is logged once."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tests.monitoring import window
 WAIT = 300.0  # a bound against hanging only
 SENT = 60
 MORE = 20
+ADMIN_KEY = "admin-key-for-the-workers-test"
 
 
 def _log_lines(path) -> list[dict]:
@@ -66,11 +67,13 @@ def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
         "READMIT_DATA_DIR": str(tmp_path),
         "READMIT_MLFLOW_TRACKING_URI": str(settings.mlflow_tracking_uri),
         "READMIT_API_PORT": str(settings.api_port),
-        "READMIT_MODEL_POLL_SECONDS": "1",
+        # Polling off (an hour): only /reload-model can bring the promoted version in.
+        "READMIT_MODEL_POLL_SECONDS": "3600",
+        "READMIT_API_KEY": ADMIN_KEY,
         "READMIT_PREDICTION_LOG_FLUSH_SECONDS": "0.2",
     }
     log = tmp_path / "api.log"
-    api = start_api(settings, log, env)
+    api = start_api(settings, log, env, timeout=WAIT)
     try:
         payloads = [
             {**r, "encounter_id": 700_000 + i, "patient_nbr": 800_000 + i}
@@ -93,17 +96,19 @@ def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
 
         second = log_and_register(settings, lightgbm_model, inputs)
         registry.promote(settings, second)
+        headers = {"X-API-Key": ADMIN_KEY}
+        reply = httpx.post(f"{api.url}/reload-model", headers=headers, timeout=WAIT)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["changed"] is True
+        assert reply.json()["detail"].endswith("2 of 2 workers checked @production")
+        # Both workers had swapped before the answer: one of them only through the signal.
+        loaded = {
+            line["pid"]
+            for line in _log_lines(log)
+            if line.get("msg") == "model loaded" and line.get("model_version") == second
+        }
+        assert len(loaded) == 2
         deadline = time.monotonic() + WAIT
-        while True:
-            loaded = {
-                line["pid"]
-                for line in _log_lines(log)
-                if line.get("msg") == "model loaded" and line.get("model_version") == second
-            }
-            if len(loaded) == 2:
-                break
-            assert time.monotonic() < deadline, "not every worker took the promoted version"
-            time.sleep(0.2)
         versions = {httpx.get(f"{api.url}/health").json()["model"]["version"] for _ in range(20)}
         assert versions == {second}
         now = f'{{name="readmission",version="{second}"}}'

@@ -9,8 +9,9 @@ in the log. A presented key is hashed and compared with every stored digest in c
 Keys are never logged; the log line of a request names the key (`caller`).
 
 Each key may make READMIT_API_KEY_RATE requests a second (0: no limit), a burst of one second's
-worth; past it a 429 with `Retry-After`. Each of READMIT_API_WORKERS workers allows its share,
-so the limit holds on average over the workers.
+worth; past it a 429 with `Retry-After`. Each of READMIT_API_WORKERS workers keeps its own
+bucket of rate / workers: a key never exceeds the rate in all, and a client whose requests
+all reach one worker (one keep-alive connection) gets that worker's share only.
 
 Scopes: `predict` (/predict, /predict-batch, /explain; checked only when READMIT_AUTH=keys),
 `outcomes` (POST /outcomes) and `admin` (/reload-model), both always checked.

@@ -4,13 +4,15 @@ swapped atomically, re-checked in the background.
 A version is loaded from its plain files and must score its own input example before it is
 swapped in (`readmit.registered`). A refused version, a failed load and an unreachable MLflow
 all leave the previous model serving; each is counted in /metrics, logged, and named in /health.
-A refused version is remembered, so it is not fetched again on every poll.
+A refused version is remembered, so it is not fetched again on every poll. Under several
+workers, /reload-model makes every worker check `@production` (`reload.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +20,7 @@ from readmit.errors import first_line
 from readmit.model import ReadmissionModel, TrainingInfo
 from readmit.registered import ModelRefused, load_checked
 from readmit.registry import PRODUCTION
+from readmit.serving import reload
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
 
@@ -57,6 +60,8 @@ class ModelStore:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self._refused: dict[str, str] = {}  # version -> why it must not be served
+        self.signal = reload.shared(settings.api_workers)
+        self._generation = 0  # of the signal, last acted on
 
     @property
     def current(self) -> LoadedModel | None:
@@ -118,15 +123,47 @@ class ModelStore:
         self.metrics.reload_failed(step)
         log.warning("model %s failed", step, extra={"error": self.last_error})
 
+    def reload_everywhere(self) -> tuple[bool, str | None]:
+        """POST /reload-model: check `@production` here, then make every other worker check
+        it too. Whether this worker's model changed, and how many workers confirmed (None
+        with one process)."""
+        changed = self.refresh()
+        if self.signal is None:
+            return changed, None
+        generation = self.signal.request()
+        self._act_on(generation, refresh=False)
+        confirmed = self.signal.wait(generation)
+        return changed, f"{confirmed} of {self.signal.workers} workers checked @production"
+
+    def _act_on(self, generation: int, refresh: bool = True) -> None:
+        if refresh:
+            self.refresh()
+        self._generation = generation
+        if self.signal is not None:
+            self.signal.acknowledge(generation)
+
     def start(self) -> None:
-        """Load now, then poll every READMIT_MODEL_POLL_SECONDS in a daemon thread."""
+        """Load now, then poll every READMIT_MODEL_POLL_SECONDS in a daemon thread (and,
+        under several workers, watch for /reload-model taken by another one)."""
         self.refresh()
+        if self.signal is not None:
+            self._act_on(self.signal.generation(), refresh=False)
         self._thread = threading.Thread(target=self._poll, name="model-poll", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.settings.model_poll_seconds):
-            self.refresh()
+        every = self.settings.model_poll_seconds
+        step = every if self.signal is None else min(every, reload.CHECK_SECONDS)
+        due = time.monotonic() + every
+        while not self._stop.wait(step):
+            if self.signal is not None:
+                generation = self.signal.generation()
+                if generation != self._generation:
+                    self._act_on(generation)
+                    continue
+            if time.monotonic() >= due:
+                due = time.monotonic() + every
+                self.refresh()
 
     def stop(self) -> None:
         self._stop.set()

@@ -331,13 +331,15 @@ def model_info(current: ModelDep) -> ModelInfo:
     responses=KEYS,
 )
 def reload_model(store: StoreDep) -> ReloadResult:
-    """Check `@production` now and swap in a new version if there is one (a key with the
-    `admin` scope)."""
-    changed = store.refresh()
+    """Check `@production` now and swap in a new version if there is one, in every worker
+    (a key with the `admin` scope). Answers once every worker has checked, or after a minute
+    at most; `detail` says how many did."""
+    changed, workers = store.reload_everywhere()
     current = store.current
     detail = store.last_error or (
         "loaded a new version" if changed else "already serving production"
     )
+    detail = f"{detail}; {workers}" if workers else detail
     return ReloadResult(changed=changed, model=_ref(current) if current else None, detail=detail)
 
 

@@ -11,8 +11,9 @@ A worker that dies is replaced; SIGTERM or SIGINT stops them all gracefully.
 values to files in a private folder made for this run, any worker reading all of them when
 scraped (counters and histograms summed; each gauge's rule is in `metrics.py`). A dead worker's
 live gauges are dropped. /health and /model-info answer for the worker that takes the request;
-after a promotion every worker has swapped within READMIT_MODEL_POLL_SECONDS (a POST
-/reload-model reloads the worker it reaches at once).
+after a promotion every worker has swapped within READMIT_MODEL_POLL_SECONDS, and a POST
+/reload-model makes every worker check `@production` before it answers (`reload.py`, a
+generation counter in the same run folder).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from types import FrameType
 from prometheus_client import multiprocess, values
 
 from readmit.logs import configure_json_logging
+from readmit.serving import reload
 from readmit.serving.metrics import MULTIPROCESS_DIR
 from readmit.settings import Settings
 
@@ -75,6 +77,7 @@ class Supervisor:
         self.context = multiprocessing.get_context("fork")
         self.workers: list[BaseProcess] = []
         self.stopping = threading.Event()
+        self.signal = reload.shared(settings.api_workers)
 
     def start_worker(self) -> BaseProcess:
         process = self.context.Process(
@@ -104,6 +107,8 @@ class Supervisor:
                 "API worker %s exited with %s; starting another", process.pid, process.exitcode
             )
             multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))
+            if self.signal is not None and process.pid is not None:
+                self.signal.forget(process.pid)
             self.workers[i] = self.start_worker()
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
@@ -123,10 +128,14 @@ class Supervisor:
 def run_workers(settings: Settings) -> None:
     """Serve with `settings.api_workers` processes until SIGTERM or SIGINT."""
     configure_json_logging(settings.log_level)
-    metrics_dir = Path(tempfile.mkdtemp(prefix="readmit-api-metrics-"))
+    run_dir = Path(tempfile.mkdtemp(prefix="readmit-api-"))  # 0700
+    metrics_dir = run_dir / "metrics"
     try:
+        metrics_dir.mkdir(mode=0o700)
         use_multiprocess_metrics(metrics_dir)
+        reload.use_folder(run_dir / "reload")
         with _listening_socket(settings) as sock:
             Supervisor(settings, sock, metrics_dir).run()
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        reload.use_folder(None)
+        shutil.rmtree(run_dir, ignore_errors=True)
