@@ -157,17 +157,42 @@ def train() -> None:
 @fails_cleanly
 def promote(
     version: Annotated[str, typer.Option("--version", help="Version to put in production.")],
+    override_audit: Annotated[
+        str | None,
+        typer.Option(
+            "--override-audit",
+            metavar="REASON",
+            help="Promote a version that failed its subgroup audit; the reason is recorded.",
+        ),
+    ] = None,
 ) -> None:
     """Move @production to a given version (the previous one is archived)."""
-    from readmit.registry import promote as promote_version
+    from readmit.registry import promote_by_hand
     from readmit.repair import repair
 
     settings = Settings()
     for line in repair(settings):
         _say(f"repaired: {line}")
-    previous = promote_version(settings, version, reason="manual promotion")
+    previous = promote_by_hand(settings, version, override_audit)
     archived = f"; v{previous} archived" if previous else ""
     console.print(f"[green]{settings.model_name} v{version} is @production[/]{archived}")
+
+
+@app.command("model-card")
+@fails_cleanly
+def model_card(
+    version: Annotated[str, typer.Option("--version", help="Registered version.")],
+) -> None:
+    """(Re)generate a version's model card from its training run and log it to that run."""
+    from readmit.model_card import CARD_HTML, CARD_MARKDOWN, write_model_card
+
+    settings = Settings()
+    card = write_model_card(settings, version)
+    console.print(
+        f"[green]model card of {settings.model_name} v{version}[/]: {CARD_MARKDOWN} and "
+        f"{CARD_HTML} of run {card.run_id}",
+        highlight=False,
+    )
 
 
 @app.command()

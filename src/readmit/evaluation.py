@@ -4,7 +4,7 @@ the operating point. Accuracy is deliberately absent: nine in ten patients are n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,17 @@ def bootstrap_auc_interval(
         values.append(roc_auc_score(labels[mask], scores[mask], sample_weight=weights[mask]))
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The central `level` share of bootstrap values (NaN, NaN when none is finite)."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
     return float(low), float(high)
 
 

@@ -78,6 +78,9 @@ class Tag:
     LIVE_AUC_DIFFERENCE_CI_LOW = "readmit.live_auc_difference_ci_low"
     LIVE_AUC_DIFFERENCE_CI_HIGH = "readmit.live_auc_difference_ci_high"
     LIVE_COMPARED_AT = "readmit.live_compared_at"
+    # The subgroup audit: "passed" or "failed: <groups>", and a person's reason to override it.
+    AUDIT = "readmit.audit"
+    AUDIT_OVERRIDE = "readmit.audit_override"
 
 
 def lineage_tags(info: TrainingInfo) -> dict[str, str]:
@@ -103,6 +106,7 @@ class Decision:
     production_version: str | None
     production_auc: float | None
     reason: str
+    audit: str = ""  # why the subgroup audit failed; empty when it passed
 
     @property
     def outcome(self) -> str:
@@ -192,15 +196,23 @@ def champion_auc(
         return None, f"could not be scored: {type(exc).__name__}: {first_line(exc)[:300]}"
 
 
+def audit_tag(audit_failure: str) -> str:
+    return f"failed: {audit_failure}" if audit_failure else "passed"
+
+
 def decide(
     candidate_auc: float,
     champion: str | None,
     champion_score: float | None,
     problem: str,
     min_delta: float,
+    audit_failure: str = "",
 ) -> tuple[bool, str]:
-    """Promote, and why: when there is no champion, when it cannot be compared (`problem`
-    says why), or when the candidate's test ROC-AUC beats it by `min_delta` at least."""
+    """Promote, and why: never when the subgroup audit failed (`audit_failure` names the
+    groups); otherwise when there is no champion, when it cannot be compared (`problem` says
+    why), or when the candidate's test ROC-AUC beats it by `min_delta` at least."""
+    if audit_failure:
+        return False, f"subgroup audit failed: {audit_failure}"
     if champion is None:
         return True, "no production model yet"
     if champion_score is None:
@@ -215,12 +227,18 @@ def decide(
 
 
 def compare_and_promote(
-    settings: Settings, version: str, candidate_auc: float, inputs: pd.DataFrame, labels: np.ndarray
+    settings: Settings,
+    version: str,
+    candidate_auc: float,
+    inputs: pd.DataFrame,
+    labels: np.ndarray,
+    audit_failure: str = "",
 ) -> Decision:
-    """Promote `version` if there is no production model or it beats production by the margin.
+    """Promote `version` if it passed its subgroup audit and there is no production model or
+    it beats production by the margin.
 
-    Both are scored on the same current test set; the decision and both scores are recorded
-    on the new version.
+    Both are scored on the same current test set; the decision, both scores and the audit are
+    recorded on the new version.
     """
     client = client_for(settings)
     name = settings.model_name
@@ -231,7 +249,7 @@ def compare_and_promote(
         production_auc, problem = champion_auc(settings, str(current.version), inputs, labels)
     champion = None if current is None else str(current.version)
     promoted, reason = decide(
-        candidate_auc, champion, production_auc, problem, settings.promote_min_delta
+        candidate_auc, champion, production_auc, problem, settings.promote_min_delta, audit_failure
     )
     if champion is not None and production_auc is None:
         log.warning(
@@ -245,6 +263,7 @@ def compare_and_promote(
         Tag.PRODUCTION_TEST_AUC: "" if production_auc is None else f"{production_auc:.6f}",
         Tag.COMPARED_WITH_VERSION: champion or "",
         Tag.CHAMPION_PROBLEM: problem,
+        Tag.AUDIT: audit_tag(audit_failure)[:5000],
         Tag.DECIDED_AT: _now(),
     }
     for key, value in tags.items():
@@ -258,6 +277,7 @@ def compare_and_promote(
         production_version=champion,
         production_auc=production_auc,
         reason=reason,
+        audit=audit_failure,
     )
 
 
@@ -287,6 +307,30 @@ def promote(settings: Settings, version: str, reason: str = "manual") -> str | N
     _stage(client, name, str(previous.version), "Archived")
     client.set_model_version_tag(name, str(previous.version), Tag.ARCHIVED_AT, _now())
     return str(previous.version)
+
+
+def promote_by_hand(
+    settings: Settings, version: str, override_audit: str | None = None
+) -> str | None:
+    """`readmit promote`: a version that failed its subgroup audit moves only with a person's
+    reason, which is recorded on the version; returns the version archived, if any."""
+    client = client_for(settings)
+    name = settings.model_name
+    try:
+        audit = client.get_model_version(name, version).tags.get(Tag.AUDIT, "")
+    except MlflowException as exc:
+        raise RegistryError(f"registry: {name} has no version {version}") from exc
+    failed = audit.startswith("failed")
+    if failed and not (override_audit or "").strip():
+        raise RegistryError(
+            f"registry: {name} v{version} failed its subgroup audit ({audit[8:300]}); "
+            "promote it anyway with --override-audit REASON"
+        )
+    if not failed:
+        return promote(settings, version, reason="manual promotion")
+    reason = str(override_audit).strip()
+    client.set_model_version_tag(name, version, Tag.AUDIT_OVERRIDE, reason)
+    return promote(settings, version, reason=f"manual promotion, audit overridden: {reason}")
 
 
 def rollback(settings: Settings) -> tuple[str, str]:

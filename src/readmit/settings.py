@@ -182,6 +182,24 @@ class Settings(BaseSettings):
     promote_min_delta: float = Field(
         default=0.002, description="ROC-AUC a new version must gain over @production."
     )
+    audit_min_positives: int = Field(
+        default=30,
+        ge=1,
+        description="Subgroups with fewer test positives are marked small and do not block "
+        "promotion.",
+    )
+    audit_max_gap: float = Field(
+        default=0.05,
+        ge=0,
+        description="A subgroup whose ROC-AUC interval lies wholly below the overall test "
+        "ROC-AUC minus this blocks promotion.",
+    )
+    audit_max_calibration_gap: float = Field(
+        default=0.05,
+        ge=0,
+        description="A subgroup whose interval of observed minus mean predicted risk lies "
+        "wholly beyond this (either side) blocks promotion.",
+    )
     stale_run_hours: float = Field(
         default=24.0,
         gt=0,

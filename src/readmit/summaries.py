@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from readmit.registry import audit_tag
 from readmit.settings import Settings
 from readmit.storage.db import safe_url
 
@@ -74,6 +75,7 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
         "version": result.version,
         "promoted": result.decision.promoted,
         "decision": result.decision.reason,
+        "subgroup_audit": audit_tag(result.decision.audit),
         "estimator": result.chosen,
         "test_roc_auc": round(m["roc_auc"], 4),
         "seconds": round(result.seconds, 2),
@@ -86,7 +88,8 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
         f"PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}; at threshold {m['threshold']:.3f}: "
         f"sensitivity {m['sensitivity']:.2f}, specificity {m['specificity']:.2f}, "
         f"PPV {m['ppv']:.2f}; {settings.model_name} v{result.version} {alias} "
-        f"({result.decision.reason}); run {result.run_id}, {result.seconds:.1f} s; "
+        f"({result.decision.reason}); subgroup audit {audit_tag(result.decision.audit)}; "
+        f"run {result.run_id}, {result.seconds:.1f} s; "
         f"MLflow {facts['tracking_uri']}"
     )
     return Summary("train", facts, line)

@@ -19,8 +19,15 @@ import sqlalchemy as sa
 from mlflow.artifacts import list_artifacts
 from mlflow.tracking import MlflowClient
 
+from readmit.evidence import (
+    DECISION_CURVE_ARTIFACT,
+    DECISION_CURVE_PLOT,
+    SUBGROUPS_ARTIFACT,
+    SUBGROUPS_PLOT,
+)
 from readmit.features import HISTORY_FIELD
 from readmit.model import TrainingInfo
+from readmit.model_card import CARD_HTML, CARD_MARKDOWN
 from readmit.monitoring.reference import load_reference
 from readmit.pipeline.train import CANDIDATES, PREDICTIONS_ARTIFACT, fit_and_evaluate, train
 from readmit.registry import Tag, lineage_tags
@@ -245,3 +252,51 @@ def test_train_stores_the_monitoring_reference_with_its_run(trained, small_data,
     at_training = pd.read_csv(io.StringIO(logged), float_precision="round_trip")
     np.testing.assert_array_equal(reference.probabilities, at_training["probability"].to_numpy())
     np.testing.assert_array_equal(reference.labels, small_data.labels("test"))
+
+
+def test_every_version_gets_a_model_card_naming_its_clean_build_and_metrics(trained):
+    settings, first, second = trained
+    client = MlflowClient(settings.resolved_tracking_uri)
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    build = latest_clean_build(settings)
+    for result in (first, second):
+        card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/{CARD_MARKDOWN}")
+        page = mlflow.artifacts.load_text(f"runs:/{result.run_id}/{CARD_HTML}")
+        m = client.get_run(result.run_id).data.metrics
+        assert card.startswith(f"# Model card: {settings.model_name} v{result.version}\n")
+        for text in (card, page):
+            assert build in text and result.run_id in text
+            assert f"{result.test_metrics['roc_auc']:.4f} [{m['test_roc_auc_ci_low']:.4f}" in text
+            assert result.chosen in text
+        assert f"| Raw batches | {','.join(map(str, loaded_batches(settings)))} |" in card
+        assert csv_sha256(settings.dataset_uri) in card
+        assert "| race: AfricanAmerican |" in card and "## Monitoring and update policy" in card
+        assert page.startswith("<!doctype html>") and "<table>" in page
+        assert page.count('src="data:image/png;base64,') == 2
+    v2 = client.get_model_version(settings.model_name, second.version).tags
+    card = mlflow.artifacts.load_text(f"runs:/{second.run_id}/{CARD_MARKDOWN}")
+    assert (
+        f"- Decision: {v2[Tag.DECISION]}" in card and f"- Subgroup audit: {v2[Tag.AUDIT]}" in card
+    )
+
+
+def test_training_logs_the_subgroup_audit_and_decision_curve(trained, small_data):
+    settings, first, _ = trained
+    client = MlflowClient(settings.resolved_tracking_uri)
+    files = {a.path for a in client.list_artifacts(first.run_id, "evidence")}
+    assert {
+        SUBGROUPS_ARTIFACT,
+        SUBGROUPS_PLOT,
+        DECISION_CURVE_ARTIFACT,
+        DECISION_CURVE_PLOT,
+    } <= files
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    table = pd.read_csv(
+        io.StringIO(mlflow.artifacts.load_text(f"runs:/{first.run_id}/{SUBGROUPS_ARTIFACT}"))
+    )
+    assert set(table["attribute"]) == {"race", "gender", "age_band", "payer", "admission_type"}
+    for attribute, part in table.groupby("attribute"):
+        assert part["encounters"].sum() == len(small_data.labels("test")), attribute
+    assert client.get_model_version(settings.model_name, first.version).tags[Tag.AUDIT] == "passed"
+    metrics = client.get_run(first.run_id).data.metrics
+    assert metrics["test_number_needed_to_evaluate"] == pytest.approx(1 / first.test_metrics["ppv"])

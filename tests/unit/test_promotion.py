@@ -40,3 +40,11 @@ def test_a_zero_margin_promotes_an_equal_candidate_and_a_negative_one_a_worse():
     assert decide(0.68, "2", 0.68, "", 0.0)[0]
     assert decide(0.67, "2", 0.68, "", -0.02)[0]
     assert not decide(0.65, "2", 0.68, "", -0.02)[0]
+
+
+@pytest.mark.parametrize(("champion", "champion_score"), [(None, None), ("3", 0.50), ("3", None)])
+def test_a_failed_subgroup_audit_blocks_promotion_whatever_the_gain(champion, champion_score):
+    failure = "race=AfricanAmerican (60 positives): ROC-AUC 0.500 [0.45, 0.55] wholly below"
+    promoted, reason = decide(0.70, champion, champion_score, "", 0.002, failure)
+    assert not promoted
+    assert reason == f"subgroup audit failed: {failure}"

@@ -70,5 +70,17 @@ def test_train_summary_says_where_the_model_went_and_why():
     assert summary.facts["promoted"] is False and summary.facts["test_roc_auc"] == 0.6812
     assert summary.line.startswith("lightgbm, test ROC-AUC 0.6812 (95% CI 0.6600-0.7000), ")
     assert "at threshold 0.123: sensitivity 0.50, specificity 0.75, PPV 0.20" in summary.line
-    assert "readmission v5 @staging (gain +0.0010 < 0.002); run run-5" in summary.line
+    assert (
+        "readmission v5 @staging (gain +0.0010 < 0.002); subgroup audit passed; run run-5"
+        in summary.line
+    )
     assert "s3cret" not in summary.line + json.dumps(summary.facts)
+
+
+def test_train_summary_names_the_subgroup_that_failed_the_audit():
+    failure = "gender=Female (210 positives): ROC-AUC 0.502 [0.47, 0.54] wholly below"
+    decision = Decision("5", False, 0.70, None, None, f"subgroup audit failed: {failure}", failure)
+    result = TrainResult("run-5", "5", decision, "lightgbm", METRICS, 61.0)
+    summary = train_summary(SETTINGS, result)
+    assert f"subgroup audit failed: {failure}; run run-5" in summary.line
+    assert summary.facts["subgroup_audit"] == f"failed: {failure}"

@@ -27,6 +27,7 @@ from readmit.evaluation import (
     choose_threshold,
     evaluate_on_test,
 )
+from readmit.evidence import log_evidence
 from readmit.explain import field_contributions
 from readmit.features import FittedTransform
 from readmit.model import (
@@ -37,6 +38,7 @@ from readmit.model import (
     TrainingInfo,
     XGBoostEstimator,
 )
+from readmit.model_card import card_line
 from readmit.monitoring.reference import log_reference
 from readmit.registry import (
     Decision,
@@ -321,11 +323,15 @@ def train(
         trained_at = pd.Timestamp.now(tz="UTC").isoformat()
         outcome.model.info = training_info(lineage, outcome, run_id, trained_at)
         _log_parent(outcome, data)
+        evidence = log_evidence(settings, data, outcome, bootstrap_rounds, report)
         log_reference(
             settings, data.frames["train"], outcome.test_probabilities, data.labels("test")
         )
-        version, decision = _register_and_decide(settings, outcome, data, run_id, report)
+        version, decision = _register_and_decide(
+            settings, outcome, data, run_id, report, evidence.audit.reason
+        )
         mlflow.set_tags({Tag.MODEL_VERSION: version, Tag.DECISION: decision.outcome})
+        report(card_line(settings, version))
         report(
             ("promoted to @production: " if decision.promoted else "kept in @staging: ")
             + decision.reason
@@ -370,7 +376,12 @@ def _log_candidates(
 
 
 def _register_and_decide(
-    settings: Settings, outcome: TrainingOutcome, data: TrainingData, run_id: str, report: Report
+    settings: Settings,
+    outcome: TrainingOutcome,
+    data: TrainingData,
+    run_id: str,
+    report: Report,
+    audit_failure: str,
 ) -> tuple[str, Decision]:
     """Log and register the model at @staging, then promote it if it beats @production; a
     version whose decision fails is removed, so none is left half-done."""
@@ -380,7 +391,7 @@ def _register_and_decide(
     try:
         auc = outcome.test_metrics["roc_auc"]
         decision = compare_and_promote(
-            settings, version, auc, data.model_inputs, data.labels("test")
+            settings, version, auc, data.model_inputs, data.labels("test"), audit_failure
         )
     except Exception:
         discard_version(settings, version)
