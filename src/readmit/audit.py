@@ -9,7 +9,6 @@ never hidden; only groups with enough positives can block a promotion.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +25,7 @@ SELF_PAY = "SP"  # the data set's payer code for self-pay
 ADMISSION_TYPES = {"1": "emergency", "2": "urgent", "3": "elective", "7": "trauma center"}
 UNKNOWN_ADMISSION = {"5", "6", "8"}  # not available, NULL, not mapped
 AGE_BANDS = ((50, "0-49"), (60, "50-59"), (70, "60-69"), (80, "70-79"), (200, "80+"))
+CHUNK_ROUNDS = 50  # bootstrap rounds computed together (a rounds x rows weight matrix)
 # Figures per group with a bootstrap interval (name -> column prefix in the table).
 INTERVAL_METRICS = (
     "roc_auc",
@@ -113,83 +113,101 @@ def _auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float(roc_auc_score(y, y_score)) if 0 < y.sum() < len(y) else float("nan")
 
 
+POINT_FIGURES = (
+    "encounters",
+    "positives",
+    "roc_auc",
+    "observed_rate",
+    "mean_predicted",
+    "sensitivity",
+    "ppv",
+    "flagged_rate",
+)
+
+
 def metric_frame(
     labels: np.ndarray, probabilities: np.ndarray, groups: pd.Series, threshold: float
 ) -> MetricFrame:
-    """fairlearn's disaggregated figures of one attribute: scores in, the threshold applied
-    inside the metrics that need a decision."""
+    """fairlearn's disaggregated figures of one attribute (POINT_FIGURES, in order, as one
+    vector per group): scores in, the threshold applied where a decision is needed. One
+    metric returning every figure, because MetricFrame re-stacks each column element by
+    element on every metric call (eight metrics cost eight times as much)."""
 
-    def flagged(p: np.ndarray) -> np.ndarray:
-        return np.asarray(p) >= threshold
+    def figures(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+        y, p = np.asarray(y_true), np.asarray(y_score)
+        flagged = p >= threshold
+        positives = float(y.sum())
+        return np.array(
+            [
+                float(len(y)),
+                positives,
+                _auc(y, p),
+                float(y.mean()),
+                float(p.mean()),
+                float(flagged[y == 1].mean()) if positives else np.nan,
+                float(y[flagged].mean()) if flagged.any() else np.nan,
+                float(flagged.mean()),
+            ]
+        )
 
-    def sensitivity(y: np.ndarray, p: np.ndarray) -> float:
-        y = np.asarray(y)
-        return float(flagged(p)[y == 1].mean()) if y.sum() else float("nan")
-
-    def ppv(y: np.ndarray, p: np.ndarray) -> float:
-        f = flagged(p)
-        return float(np.asarray(y)[f].mean()) if f.any() else float("nan")
-
-    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-        "encounters": lambda y, p: float(len(y)),
-        "positives": lambda y, p: float(np.sum(y)),
-        "roc_auc": _auc,
-        "observed_rate": lambda y, p: float(np.mean(y)),
-        "mean_predicted": lambda y, p: float(np.mean(p)),
-        "sensitivity": sensitivity,
-        "ppv": ppv,
-        "flagged_rate": lambda y, p: float(flagged(p).mean()),
-    }
     return MetricFrame(
-        metrics=metrics, y_true=labels, y_pred=probabilities, sensitive_features=groups
+        metrics={"figures": figures},
+        y_true=labels,
+        y_pred=probabilities,
+        sensitive_features=groups,
+    )
+
+
+def figures_by_group(frame: MetricFrame) -> pd.DataFrame:
+    """The MetricFrame's vectors as one column per figure, a row per group."""
+    by_group = frame.by_group["figures"]
+    return pd.DataFrame(
+        [list(v) for v in by_group.to_numpy()], index=by_group.index, columns=list(POINT_FIGURES)
     )
 
 
 class _GroupRows:
-    """One group's rows, with its scores ranked once so each bootstrap round's weighted AUC
-    is two bincounts (ties count one half, as in roc_auc_score)."""
+    """One group's rows sorted by score once, so the figures of many bootstrap rounds are a
+    few matrix operations (ties in the AUC count one half, as in roc_auc_score)."""
 
     def __init__(self, rows: np.ndarray, labels: np.ndarray, scores: np.ndarray, flags: np.ndarray):
-        self.rows = rows
-        self.y = labels[rows].astype(np.float64)
-        self.p = scores[rows]
-        self.f = flags[rows].astype(np.float64)
-        _, self.rank = np.unique(self.p, return_inverse=True)
-        self.ranks = int(self.rank.max()) + 1 if len(rows) else 0
+        order = np.argsort(scores[rows], kind="stable")
+        self.rows = rows[order]
+        self.y = labels[self.rows].astype(np.float64)
+        self.p = scores[self.rows].astype(np.float64)
+        self.f = flags[self.rows].astype(np.float64)
+        self.starts = np.r_[0, np.flatnonzero(np.diff(self.p)) + 1]
 
-    def figures(self, weights: np.ndarray) -> dict[str, float]:
-        w = weights[self.rows].astype(np.float64)
-        total, pos = w.sum(), (w * self.y).sum()
-        flagged = (w * self.f).sum()
-        hits = (w * self.y * self.f).sum()
-        observed = pos / total if total else np.nan
-        predicted = (w * self.p).sum() / total if total else np.nan
-        return {
-            "roc_auc": self._auc(w, pos, total - pos),
-            "observed_rate": observed,
-            "mean_predicted": predicted,
-            "calibration_gap": observed - predicted,
-            "sensitivity": hits / pos if pos else np.nan,
-            "ppv": hits / flagged if flagged else np.nan,
-            "flagged_rate": flagged / total if total else np.nan,
-        }
+    def figures(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Each figure for each round (a row of `weights` per round, a column per test row)."""
+        w = weights[:, self.rows].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            total, pos = w.sum(axis=1), w @ self.y
+            flagged, hits = w @ self.f, w @ (self.y * self.f)
+            observed, predicted = pos / total, (w @ self.p) / total
+            return {
+                "roc_auc": self.auc(w, pos, total - pos),
+                "observed_rate": observed,
+                "mean_predicted": predicted,
+                "calibration_gap": observed - predicted,
+                "sensitivity": hits / pos,
+                "ppv": hits / flagged,
+                "flagged_rate": flagged / total,
+            }
 
-    def _auc(self, w: np.ndarray, pos: float, neg: float) -> float:
-        if pos == 0 or neg == 0:
-            return np.nan
-        pos_w = np.bincount(self.rank, weights=w * self.y, minlength=self.ranks)
-        neg_w = np.bincount(self.rank, weights=w * (1 - self.y), minlength=self.ranks)
-        below = np.cumsum(neg_w) - neg_w
-        return float((pos_w * (below + 0.5 * neg_w)).sum() / (pos * neg))
+    def auc(self, w: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+        pos_w = np.add.reduceat(w * self.y, self.starts, axis=1)
+        neg_w = np.add.reduceat(w * (1 - self.y), self.starts, axis=1)
+        below = np.cumsum(neg_w, axis=1) - neg_w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = (pos_w * (below + 0.5 * neg_w)).sum(axis=1) / (pos * neg)
+        return np.where((pos > 0) & (neg > 0), value, np.nan)
 
 
 def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> float:
     """ROC-AUC with integer sample weights, by the audit's fast path."""
-    rows = np.arange(len(labels))
-    group = _GroupRows(rows, labels, scores, np.zeros(len(labels), dtype=bool))
-    w = weights.astype(np.float64)
-    pos = float((w * labels).sum())
-    return group._auc(w, pos, float(w.sum()) - pos)
+    group = _GroupRows(np.arange(len(labels)), labels, scores, np.zeros(len(labels), dtype=bool))
+    return float(group.figures(np.asarray(weights)[None, :])["roc_auc"][0])
 
 
 def audit_subgroups(
@@ -211,8 +229,9 @@ def audit_subgroups(
     flags = probabilities >= threshold
     for attribute in ATTRIBUTES:
         frame = metric_frame(labels, probabilities, groups[attribute], threshold)
-        for group, figures in frame.by_group.iterrows():
-            rows.append({"attribute": attribute, "group": str(group), **figures.to_dict()})
+        for group, figures in figures_by_group(frame).iterrows():
+            values = {str(k): v for k, v in figures.items()}
+            rows.append({"attribute": attribute, "group": str(group), **values})
             where = np.flatnonzero(groups[attribute].to_numpy() == group)
             members.append(_GroupRows(where, labels, probabilities, flags))
     table = pd.DataFrame(rows)
@@ -228,12 +247,22 @@ def audit_subgroups(
 def _add_intervals(
     table: pd.DataFrame, members: list[_GroupRows], patients: np.ndarray, rounds: int, seed: int
 ) -> None:
-    draws: list[list[dict[str, float]]] = [[] for _ in members]
-    for weights in patient_resamples(np.asarray(patients), rounds, seed):
-        for found, member in zip(draws, members, strict=True):
-            found.append(member.figures(weights))
+    draws: list[dict[str, list[np.ndarray]]] = [{n: [] for n in INTERVAL_METRICS} for _ in members]
+    chunk: list[np.ndarray] = []
+    resamples = patient_resamples(np.asarray(patients), rounds, seed)
+    for i, weights in enumerate(resamples, start=1):
+        chunk.append(weights)
+        if len(chunk) == CHUNK_ROUNDS or i == rounds:
+            batch = np.stack(chunk)
+            chunk = []
+            for found, member in zip(draws, members, strict=True):
+                for name, values in member.figures(batch).items():
+                    found[name].append(values)
     for name in INTERVAL_METRICS:
-        bounds = [percentile_interval([d[name] for d in found]) for found in draws]
+        bounds = [
+            percentile_interval(np.concatenate(found[name]).tolist() if found[name] else [])
+            for found in draws
+        ]
         table[f"{name}_ci_low"] = [low for low, _ in bounds]
         table[f"{name}_ci_high"] = [high for _, high in bounds]
 

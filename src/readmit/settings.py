@@ -183,10 +183,10 @@ class Settings(BaseSettings):
         default=0.002, description="ROC-AUC a new version must gain over @production."
     )
     audit_min_positives: int = Field(
-        default=30,
+        default=100,
         ge=1,
         description="Subgroups with fewer test positives are marked small and do not block "
-        "promotion.",
+        "promotion (100 events: the usual floor for validating a risk model).",
     )
     audit_max_gap: float = Field(
         default=0.05,
