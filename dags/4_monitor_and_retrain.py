@@ -11,6 +11,10 @@ calibration where outcomes have come back, and a verdict `ok`, `drift`, `degrade
   its event carrying the verdict and the reasons; `3_train_and_register` is scheduled on it, and
   the new model still has to beat `@production` to be promoted. On any other verdict the task
   is skipped and nothing is triggered.
+- Beside the monitor, when the registry has a `@challenger`, `compare_models` compares it with
+  the champion on the logged scores with outcomes (`readmit compare`); with
+  `READMIT_COMPARE_APPLY` (default on) a `promote` decision moves `@production` to the
+  challenger and archives the champion. Without a challenger the step is skipped.
 - Connections come from the `READMIT_*` settings and `MLFLOW_TRACKING_URI` of the environment.
 """
 
@@ -60,8 +64,21 @@ def monitor_and_retrain() -> None:
         get_current_context()["outlet_events"][RETRAIN_REQUESTED].extra = extra
         log.info("retraining requested: %s", extra["why"])
 
+    @task.short_circuit
+    def challenger_exists() -> bool:
+        from readmit.orchestration import challenger_version
+
+        return challenger_version(Settings(), report=log.info) is not None
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def compare_models() -> dict[str, Any]:
+        from readmit.orchestration import compare
+
+        return compare(Settings(), report=log.info)
+
     summary = run_monitor()
     retrain_needed(summary) >> request_retrain(summary)
+    challenger_exists() >> compare_models()
 
 
 monitor_and_retrain()

@@ -63,9 +63,10 @@ def wait_until(condition: Callable[[], bool], what: str, limit: float = 60.0) ->
 
 
 def record_a_monitoring_run(settings: Settings) -> None:
-    """A stored monitoring run that judged drift and live performance, so the exporter has
-    monitor gauges to export (they exist only once such a run does). Its figures are fixed
-    here: tests of the run itself are in tests/integration/test_monitor.py."""
+    """A stored monitoring run that judged drift and live performance, and a champion-challenger
+    comparison, so the exporter has monitor and comparison gauges to export (they exist only
+    once such runs do). Their figures are fixed here: tests of the runs themselves are in
+    tests/integration/test_monitor.py and test_compare.py."""
     column = {"method": "psi", "threshold": 0.1, "score": 0.02, "drifted": False}
     figures = {
         "drift": {
@@ -95,6 +96,39 @@ def record_a_monitoring_run(settings: Settings) -> None:
                 "verdict": "ok",
                 "figures": figures,
                 "mlflow_run_id": None,
+            },
+        )
+        arm = {"model_name": "readmission", "labelled": 1200, "positives": 130}
+        monitor.insert_comparison(
+            conn,
+            {
+                "run_at": datetime.now(UTC),
+                "window_since": None,
+                "mode": "shadow",
+                "champion_version": "1",
+                "challenger_version": "2",
+                "labelled": 1200,
+                "decision": "keep",
+                "applied": False,
+                "figures": {
+                    "champion": {
+                        **arm,
+                        "variant": "champion",
+                        "model_version": "1",
+                        "roc_auc": 0.66,
+                        "brier": 0.095,
+                    },
+                    "challenger": {
+                        **arm,
+                        "variant": "challenger",
+                        "model_version": "2",
+                        "roc_auc": 0.67,
+                        "brier": 0.094,
+                    },
+                    "auc_difference": 0.01,
+                    "ci_low": -0.004,
+                    "ci_high": 0.024,
+                },
             },
         )
     engine.dispose()

@@ -152,14 +152,17 @@ class MonitorCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from readmit.monitoring.monitor import VERDICTS
-        from readmit.storage.monitor import latest_runs
+        from readmit.storage.monitor import latest_comparisons, latest_runs
 
         try:
             with self.engine.connect() as conn:
                 runs = latest_runs(conn, 1)
+                comparisons = latest_comparisons(conn, 1)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("monitor-db unreadable", extra={"error": first_line(exc)})
             return
+        if comparisons:
+            yield from _comparison_gauges(comparisons[0])
         if not runs:
             return
         run = runs[0]
@@ -226,6 +229,48 @@ def _performance_gauges(performance: dict[str, Any] | None) -> Iterator[GaugeMet
         ("_ci_high", "roc_auc_ci_high", "Upper end of the live ROC-AUC's 95% interval"),
     ):
         yield _gauge(f"readmit_monitor_live_auc{suffix}", about, performance[key])
+
+
+def _comparison_gauges(comparison: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
+    """The latest champion-challenger comparison: each model's live figures on the compared
+    encounters, the difference with its interval, and the decision."""
+    from readmit.monitoring.compare import DECISIONS
+
+    figures = comparison["figures"]
+    yield _gauge(
+        "readmit_compare_last_run_timestamp_seconds",
+        "When champion and challenger were last compared (unix time)",
+        comparison["run_at"].timestamp(),
+    )
+    yield _gauge(
+        "readmit_compare_labelled_encounters",
+        "Labelled encounters in the latest comparison",
+        comparison["labelled"],
+    )
+    decision = GaugeMetricFamily(
+        "readmit_compare_decision", "1 for the latest comparison's decision", labels=["decision"]
+    )
+    for name in DECISIONS:
+        decision.add_metric([name], 1.0 if comparison["decision"] == name else 0.0)
+    yield decision
+    for key, about in (
+        ("roc_auc", "Live ROC-AUC of each model on the compared encounters"),
+        ("brier", "Live Brier score of each model on the compared encounters"),
+    ):
+        gauge = GaugeMetricFamily(
+            f"readmit_compare_live_{key}", about, labels=["variant", "version"]
+        )
+        for arm in (figures.get("champion") or {}, figures.get("challenger") or {}):
+            if arm.get(key) is not None:
+                gauge.add_metric([arm["variant"], str(arm["model_version"])], float(arm[key]))
+        yield gauge
+    for suffix, key, about in (
+        ("", "auc_difference", "Live ROC-AUC of the challenger minus the champion's"),
+        ("_ci_low", "ci_low", "Lower end of the difference's 95% interval"),
+        ("_ci_high", "ci_high", "Upper end of the difference's 95% interval"),
+    ):
+        if figures.get(key) is not None:
+            yield _gauge(f"readmit_compare_auc_difference{suffix}", about, figures[key])
 
 
 def registry_for(settings: Settings) -> CollectorRegistry:

@@ -97,6 +97,49 @@ def monitor(settings: Settings, report: Report) -> dict[str, Any]:
     return summary
 
 
+def challenger_version(settings: Settings, report: Report) -> str | None:
+    """The @challenger version, or None when there is none or the registry cannot say."""
+    from readmit.registry import CHALLENGER, alias_holder
+
+    try:
+        version = alias_holder(settings, CHALLENGER)
+    except Exception as exc:
+        report(f"registry unreadable, no comparison: {type(exc).__name__}: {exc}")
+        return None
+    report(
+        f"@challenger is v{version}" if version else "no @challenger version: nothing to compare"
+    )
+    return version
+
+
+def compare(settings: Settings, report: Report) -> dict[str, Any]:
+    """Champion against challenger on live outcomes; with READMIT_COMPARE_APPLY, a `promote`
+    moves @production to the challenger. The summary holds the decision and the figures."""
+    from readmit.monitoring.compare import run_compare
+
+    _audit(settings)
+    clock = time.perf_counter()
+    result = run_compare(
+        settings, settings.compare_window_days, settings.compare_apply, report=report
+    )
+    summary = {
+        "decision": result.decision,
+        "mode": result.mode,
+        "champion_version": result.champion.model_version,
+        "challenger_version": result.challenger.model_version,
+        "labelled": result.labelled,
+        "auc_difference": result.auc_difference,
+        "ci_low": result.ci_low,
+        "ci_high": result.ci_high,
+        "applied": result.applied,
+        "reasons": list(result.reasons),
+        "seconds": round(time.perf_counter() - clock, 2),
+    }
+    applied = "applied" if result.applied else "not applied"
+    report(f"compare summary: {result.line()}; {applied}; {summary['seconds']} s")
+    return summary
+
+
 def _why(verdict: str, reasons: list[str]) -> str:
     return f"{verdict}: {'; '.join(reasons)}" if reasons else verdict
 

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         description="The comparison looks at predictions scored this recently (outcomes "
         "come back 30 days after discharge, so it looks further back than the monitor).",
     )
+    compare_apply: bool = Field(
+        default=True,
+        description="DAG 4 acts on its comparison as `readmit compare --apply` does: a promote "
+        "puts the challenger in production; every decision is tagged on both versions.",
+    )
     batch_size: int = Field(default=15_000, gt=0, description="Rows per ingest batch.")
     ingest_schedule: str = Field(
         default="@hourly", description="Airflow schedule of DAG 1 (one batch per run)."

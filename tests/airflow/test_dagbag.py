@@ -89,7 +89,10 @@ def test_monitor_runs_on_the_configured_schedule_and_requests_retraining_only_af
         "run_monitor": [],
         "retrain_needed": [],
         "request_retrain": [RETRAIN_ASSET],
+        "challenger_exists": [],
+        "compare_models": [],
     }
+    assert dag.get_task("compare_models").upstream_task_ids == {"challenger_exists"}
     assert dag.get_task("request_retrain").upstream_task_ids == {"retrain_needed", "run_monitor"}
     assert dag.get_task("retrain_needed").upstream_task_ids == {"run_monitor"}
 

@@ -17,9 +17,11 @@ from typer.testing import CliRunner
 
 from readmit import registry
 from readmit.cli import app
+from readmit.exporter import MonitorCollector
 from readmit.monitoring.compare import KEEP, PROMOTE, WAIT, run_compare
 from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.prediction_log import Scored
+from readmit.orchestration import challenger_version, compare
 from readmit.settings import Settings
 from readmit.storage import monitor
 from readmit.storage.monitor import Variant
@@ -142,12 +144,35 @@ def test_apply_promotes_a_clearly_better_challenger_and_archives_the_champion(tw
     assert stored[1]["applied"] and stored[1]["challenger_version"] == challenger
 
 
+def test_the_exporter_shows_the_latest_comparison(two_versions):
+    settings, champion, challenger = two_versions
+    _log_shadow_traffic(settings, champion, challenger, skill=2.5)
+    result = run_compare(settings, days=None)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in MonitorCollector(settings).collect()
+        for s in family.samples
+    }
+    assert samples[("readmit_compare_labelled_encounters", ())] == ENCOUNTERS
+    assert samples[("readmit_compare_decision", (("decision", "promote"),))] == 1.0
+    assert samples[("readmit_compare_decision", (("decision", "keep"),))] == 0.0
+    for arm in (result.champion, result.challenger):
+        labels = (("variant", arm.variant), ("version", arm.model_version))
+        assert samples[("readmit_compare_live_roc_auc", labels)] == pytest.approx(arm.roc_auc)
+        assert samples[("readmit_compare_live_brier", labels)] == pytest.approx(arm.brier)
+    assert samples[("readmit_compare_auc_difference_ci_low", ())] == pytest.approx(result.ci_low)
+    assert not result.applied and _state(settings)[champion][1] == ["production"]
+
+
 def test_apply_without_a_clear_gain_tags_both_versions_and_moves_nothing(two_versions):
     settings, champion, challenger = two_versions
     _log_shadow_traffic(settings, champion, challenger, skill=1.0)
-    result = run_compare(settings, days=30, apply=True)
-    assert result.decision == KEEP and not result.applied, result.reasons
-    assert result.ci_low < 0 < result.ci_high
+    lines: list[str] = []
+    assert challenger_version(settings, lines.append) == challenger
+    summary = compare(settings.model_copy(update={"compare_apply": True}), lines.append)
+    assert summary["decision"] == KEEP and not summary["applied"], summary
+    assert summary["ci_low"] < 0 < summary["ci_high"]
+    assert lines[-1].startswith("compare summary: keep (shadow, ")
     state = _state(settings)
     assert state[champion][:2] == ("Production", ["production"])
     assert "challenger" in state[challenger][1]

@@ -208,7 +208,13 @@ def test_dag_4_requests_retraining_only_on_a_bad_verdict(dag_runner: DagRunner, 
         assert "monitor summary: verdict ok" in out and "no retraining" in out
         assert dag_runner.last_run(DAG_4) == (
             "success",
-            {"run_monitor": "success", "retrain_needed": "success", "request_retrain": "skipped"},
+            {
+                "run_monitor": "success",
+                "retrain_needed": "success",
+                "request_retrain": "skipped",
+                "challenger_exists": "success",
+                "compare_models": "skipped",
+            },
         )
         assert _retrain_events(dag_runner) == []
 
@@ -219,7 +225,13 @@ def test_dag_4_requests_retraining_only_on_a_bad_verdict(dag_runner: DagRunner, 
         api.stop()
     assert dag_runner.last_run(DAG_4) == (
         "success",
-        {"run_monitor": "success", "retrain_needed": "success", "request_retrain": "success"},
+        {
+            "run_monitor": "success",
+            "retrain_needed": "success",
+            "request_retrain": "success",
+            "challenger_exists": "success",
+            "compare_models": "skipped",
+        },
     )
     (event,) = _retrain_events(dag_runner)
     assert event["verdict"] == "drift" and "time_in_hospital" in event["drifted_features"]
