@@ -95,7 +95,7 @@ def test_the_whole_test_split_read_with_pandas_defaults_scores_as_the_api(
     fresh = _fresh_process(served, path, tmp_path)
     expected = _api(served, _api_records(rows))
     assert len(fresh) == len(expected) == len(rows) > 10_000
-    np.testing.assert_allclose(fresh, expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(fresh, expected)
 
 
 def test_the_frame_of_the_issue_and_every_missing_marker_score_as_the_api(
@@ -124,7 +124,7 @@ def test_the_frame_of_the_issue_and_every_missing_marker_score_as_the_api(
     source = tmp_path / "frame.pkl"
     frame.to_pickle(source)
     fresh = _fresh_process(served, source, tmp_path)
-    np.testing.assert_allclose(fresh, _api(served, payload), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(fresh, _api(served, payload))
 
 
 def test_mlflow_models_predict_scores_the_raw_file(served, test_split_csv, tmp_path):
