@@ -13,8 +13,9 @@ from readmit.stack.foreground import Service, spawn, wait_healthy
 from readmit.stack.mlflow_server import standalone_mlflow_env
 
 
-def start_mlflow_server(settings: Settings, log: Path, timeout: float = 90) -> Service:
-    """The MLflow tracking server of the settings, healthy when this returns."""
+def start_mlflow_server(settings: Settings, log: Path, timeout: float = 300) -> Service:
+    """The MLflow tracking server of the settings, healthy when this returns. The server imports
+    MLflow twice (its command, then its worker): on a busy machine that alone takes over a minute."""
     private_dir(settings.data_dir)
     url = f"http://{settings.mlflow_host}:{settings.mlflow_port}"
     command = services.mlflow_server_command(settings)
