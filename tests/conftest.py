@@ -13,6 +13,10 @@ from readmit.dataset import Dataset, load_dataset
 from readmit.settings import Settings
 from tests.databases import create_database, drop_database
 
+# Tests train many small models: none searches hyperparameters unless it asks for a budget
+# (tests/integration/test_tuning.py does). Set here, so processes the tests start inherit it.
+os.environ.setdefault("READMIT_TUNE_SECONDS", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ZIP = REPO.parent / "shared" / "data" / "dataset_diabetes.zip"
 

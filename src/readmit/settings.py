@@ -26,6 +26,11 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"  # where `readmit serve` binds by defa
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 DB_PREFIX_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
+# Default hyperparameter search per training: short where `make run` waits for it, longer where
+# training runs as a scheduled job next to an MLflow server.
+EMBEDDED_TUNE_SECONDS = 30.0
+SERVER_TUNE_SECONDS = 300.0
+
 
 class Settings(BaseSettings):
     """Runtime configuration; defaults give the embedded mode under `.readmit/`."""
@@ -297,6 +302,15 @@ class Settings(BaseSettings):
     exporter_port: int = Field(default=9108, description="Port of the stack's pipeline exporter.")
     prometheus_port: int = Field(default=9090, description="Port of the stack's Prometheus.")
     random_seed: int = Field(default=42, description="Seed of every random choice in training.")
+    tune_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds one training may spend searching the XGBoost and LightGBM "
+        "hyperparameters on validation (half each), beyond fitting the fixed ones; 0 turns the "
+        f"search off. Default: {EMBEDDED_TUNE_SECONDS:g} with the local MLflow store (embedded "
+        f"mode), {SERVER_TUNE_SECONDS:g} with an MLflow server.",
+    )
     git_commit: str | None = Field(
         default=None,
         description="Commit the code came from (set in images); default: asked of git.",
@@ -336,6 +350,12 @@ class Settings(BaseSettings):
                 "letters, digits or '_', not starting with a digit"
             )
         return value
+
+    @property
+    def resolved_tune_seconds(self) -> float:
+        if self.tune_seconds is not None:
+            return self.tune_seconds
+        return EMBEDDED_TUNE_SECONDS if self.mlflow_tracking_uri is None else SERVER_TUNE_SECONDS
 
     @property
     def resolved_raw_db_url(self) -> str:

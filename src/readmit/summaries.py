@@ -78,6 +78,10 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
         "subgroup_audit": audit_tag(result.decision.audit),
         "estimator": result.chosen,
         "test_roc_auc": round(m["roc_auc"], 4),
+        "tuning": {
+            name: {k: int(v) if k == "trials" else round(v, 4) for k, v in found.items()}
+            for name, found in result.tuning.items()
+        },
         "seconds": round(result.seconds, 2),
         "tracking_uri": safe_url(settings.resolved_tracking_uri),
     }
@@ -85,7 +89,8 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
     line = (
         f"{result.chosen}, test ROC-AUC {m['roc_auc']:.4f} "
         f"(95% CI {m['roc_auc_ci_low']:.4f}-{m['roc_auc_ci_high']:.4f}), "
-        f"PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}; at threshold {m['threshold']:.3f}: "
+        f"PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}; {tuning_line(result.tuning)}; "
+        f"at threshold {m['threshold']:.3f}: "
         f"sensitivity {m['sensitivity']:.2f}, specificity {m['specificity']:.2f}, "
         f"PPV {m['ppv']:.2f}; {settings.model_name} v{result.version} {alias} "
         f"({result.decision.reason}); subgroup audit {audit_tag(result.decision.audit)}; "
@@ -93,3 +98,15 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
         f"MLflow {facts['tracking_uri']}"
     )
     return Summary("train", facts, line)
+
+
+def tuning_line(tuning: dict[str, dict[str, float]]) -> str:
+    """What the search did, per tuned candidate, or that there was none."""
+    if not tuning:
+        return "not tuned (READMIT_TUNE_SECONDS=0)"
+    parts = [
+        f"{name} {int(t['trials'])} trials, validation ROC-AUC {t['best_validation_roc_auc']:.4f} "
+        f"(fixed {t['fixed_validation_roc_auc']:.4f}), {t['seconds']:.0f} s"
+        for name, t in tuning.items()
+    ]
+    return "tuned " + " and ".join(parts)

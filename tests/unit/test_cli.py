@@ -165,3 +165,9 @@ def test_help_names_the_setting_an_option_defaults_to(command, shown):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert shown in result.output
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "inf"])
+def test_a_bad_tuning_budget_is_one_line_naming_the_setting(tmp_path, value):
+    result = _run(tmp_path, "train", READMIT_TUNE_SECONDS=value)
+    _assert_one_line_error(result, "READMIT_TUNE_SECONDS")

@@ -62,3 +62,14 @@ def test_mlflow_client_defaults_leave_an_explicit_value(monkeypatch):
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+
+
+def test_the_tuning_budget_is_short_in_the_embedded_mode_and_zero_turns_it_off(monkeypatch):
+    monkeypatch.delenv("READMIT_TUNE_SECONDS", raising=False)
+    monkeypatch.delenv("READMIT_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    embedded = Settings(_env_file=None).resolved_tune_seconds
+    served = Settings(_env_file=None, mlflow_tracking_uri="http://mlflow:5000")
+    assert 0 < embedded < served.resolved_tune_seconds
+    monkeypatch.setenv("READMIT_TUNE_SECONDS", "0")
+    assert Settings(_env_file=None, mlflow_tracking_uri="http://m:5000").resolved_tune_seconds == 0

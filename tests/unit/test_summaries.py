@@ -84,3 +84,23 @@ def test_train_summary_names_the_subgroup_that_failed_the_audit():
     summary = train_summary(SETTINGS, result)
     assert f"subgroup audit failed: {failure}; run run-5" in summary.line
     assert summary.facts["subgroup_audit"] == f"failed: {failure}"
+
+
+def test_train_summary_says_what_the_search_tried_or_that_there_was_none():
+    decision = Decision("5", True, 0.69, None, None, "first version")
+    tuning = {
+        "xgboost": {
+            "trials": 7,
+            "best_validation_roc_auc": 0.69123,
+            "fixed_validation_roc_auc": 0.6887,
+            "seconds": 15.2,
+        }
+    }
+    tuned = train_summary(
+        SETTINGS, TrainResult("run-6", "6", decision, "xgboost", METRICS, 70.0, tuning)
+    )
+    assert "tuned xgboost 7 trials, validation ROC-AUC 0.6912 (fixed 0.6887), 15 s" in tuned.line
+    assert tuned.facts["tuning"]["xgboost"]["trials"] == 7
+    plain = train_summary(SETTINGS, TrainResult("run-6", "6", decision, "lightgbm", METRICS, 9.0))
+    assert "not tuned (READMIT_TUNE_SECONDS=0)" in plain.line and plain.facts["tuning"] == {}
+    assert json.dumps(tuned.facts)

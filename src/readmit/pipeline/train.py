@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import mlflow
@@ -53,6 +55,7 @@ from readmit.settings import Settings
 from readmit.storage.clean import CleanBuild, open_clean_db, read_latest_build
 from readmit.storage.raw import open_raw_db, read_model_inputs
 from readmit.tracking import as_float_dict, configure, git_commit, log_figure, log_model
+from readmit.tuning import TUNED, Tuning, log_tuning, tune
 
 Report = Callable[[str], None]
 log = logging.getLogger(__name__)
@@ -117,6 +120,7 @@ class Candidate:
     params: dict[str, Any]
     best_iteration: int | None
     seconds: float
+    tuning: Tuning | None = None
 
 
 @dataclass
@@ -160,16 +164,26 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[LinearEstimat
 
 
 def fit_xgboost(
-    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int, max_rounds: int
+    x: np.ndarray,
+    y: np.ndarray,
+    xv: np.ndarray,
+    yv: np.ndarray,
+    seed: int,
+    max_rounds: int,
+    overrides: Mapping[str, Any] = MappingProxyType({}),
+    callbacks: Sequence[Any] = (),
 ) -> tuple[XGBoostEstimator, dict[str, Any], int]:
     import xgboost as xgb
 
     params = {
         **XGBOOST_PARAMS,
+        **overrides,
         "n_estimators": max_rounds,
         "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
     }
-    model = xgb.XGBClassifier(**params, eval_metric="auc", random_state=seed, n_jobs=2)
+    model = xgb.XGBClassifier(
+        **params, eval_metric="auc", random_state=seed, n_jobs=2, callbacks=list(callbacks) or None
+    )
     model.fit(x, y, eval_set=[(xv, yv)], verbose=False)
     best = int(model.best_iteration)
     booster = model.get_booster()[: best + 1]
@@ -177,21 +191,34 @@ def fit_xgboost(
 
 
 def fit_lightgbm(
-    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int, max_rounds: int
+    x: np.ndarray,
+    y: np.ndarray,
+    xv: np.ndarray,
+    yv: np.ndarray,
+    seed: int,
+    max_rounds: int,
+    overrides: Mapping[str, Any] = MappingProxyType({}),
+    callbacks: Sequence[Any] = (),
 ) -> tuple[LightGBMEstimator, dict[str, Any], int]:
     import lightgbm as lgb
 
-    params = {**LIGHTGBM_PARAMS, "seed": seed}
+    params = {**LIGHTGBM_PARAMS, **overrides, "seed": seed}
     booster = lgb.train(
         params,
         lgb.Dataset(x, y),
         num_boost_round=max_rounds,
         valid_sets=[lgb.Dataset(xv, yv)],
-        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False), *callbacks],
     )
     best = int(booster.best_iteration)
     trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
     return LightGBMEstimator(trimmed), {**params, "max_rounds": max_rounds}, best
+
+
+BOOSTERS: dict[str, Callable[..., tuple[Estimator, dict[str, Any], int]]] = {
+    "xgboost": fit_xgboost,
+    "lightgbm": fit_lightgbm,
+}
 
 
 def fit_candidates(
@@ -202,24 +229,35 @@ def fit_candidates(
     seed: int,
     max_rounds: int,
     report: Report,
+    tune_seconds: float = 0.0,
 ) -> list[Candidate]:
-    """Fit every candidate; validation AUC from each estimator's own margin."""
+    """Fit every candidate; validation AUC from each estimator's own margin. With a budget,
+    the boosters' parameters are searched on validation, half the budget each."""
     candidates = []
     for name in CANDIDATES:
         clock = time.perf_counter()
         best: int | None = None
+        tuning: Tuning | None = None
         estimator: Estimator
         if name == "logistic_regression":
             estimator, params = fit_logistic(x, y, seed)
-        elif name == "xgboost":
-            estimator, params, best = fit_xgboost(x, y, xv, yv, seed, max_rounds)
+        elif tune_seconds > 0:
+            fit = partial(BOOSTERS[name], x, y, xv, yv, seed, max_rounds)
+            fixed = XGBOOST_PARAMS if name == "xgboost" else LIGHTGBM_PARAMS
+            share = tune_seconds / len(TUNED)
+            tuning = tune(name, fit, fixed, (xv, yv), share, seed, report)
+            estimator, params, best = tuning.best.estimator, tuning.best.params, tuning.best.rounds
         else:
-            estimator, params, best = fit_lightgbm(x, y, xv, yv, seed, max_rounds)
+            estimator, params, best = BOOSTERS[name](x, y, xv, yv, seed, max_rounds)
         auc = float(roc_auc_score(yv, estimator.margin(xv)))
         seconds = time.perf_counter() - clock
-        candidates.append(Candidate(name, estimator, auc, params, best, seconds))
+        candidates.append(Candidate(name, estimator, auc, params, best, seconds, tuning))
         rounds = f", {best} rounds" if best else ""
-        report(f"{name}: validation ROC-AUC {auc:.4f} ({seconds:.1f} s{rounds})")
+        tuned = ""
+        if tuning:
+            fixed_auc = tuning.baseline.validation_auc
+            tuned = f"; {tuning.n_trials} trials, fixed parameters {fixed_auc:.4f}"
+        report(f"{name}: validation ROC-AUC {auc:.4f} ({seconds:.1f} s{rounds}{tuned})")
     return candidates
 
 
@@ -229,6 +267,7 @@ def fit_and_evaluate(
     max_rounds: int = MAX_ROUNDS,
     bootstrap_rounds: int = BOOTSTRAP_ROUNDS,
     report: Report = lambda _: None,
+    tune_seconds: float = 0.0,
 ) -> TrainingOutcome:
     """Everything but MLflow: fit, choose, calibrate, set the threshold, evaluate on test."""
     transform: FittedTransform = data.build.transform
@@ -237,13 +276,28 @@ def fit_and_evaluate(
     report(
         f"encoded {len(x):,} train and {len(xv):,} validation rows into {transform.width} columns"
     )
-    candidates = fit_candidates(x, y, xv, yv, seed, max_rounds, report)
+    if tune_seconds > 0:
+        report(f"searching {' and '.join(TUNED)} parameters on validation for {tune_seconds:g} s")
+    candidates = fit_candidates(x, y, xv, yv, seed, max_rounds, report, tune_seconds)
+    return choose_and_evaluate(data, candidates, seed, bootstrap_rounds, report)
+
+
+def choose_and_evaluate(
+    data: TrainingData,
+    candidates: list[Candidate],
+    seed: int,
+    bootstrap_rounds: int = BOOTSTRAP_ROUNDS,
+    report: Report = lambda _: None,
+) -> TrainingOutcome:
+    """Choose the best candidate on validation, calibrate it, set the threshold, evaluate it
+    once on test."""
+    xv, yv = data.encoded("validation"), data.labels("validation")
     chosen = max(candidates, key=lambda c: c.validation_auc)
     margin_v = chosen.estimator.margin(xv)
     calibration = choose_calibration(margin_v, yv, seed)
     threshold = choose_threshold(yv, calibration.calibration.apply(margin_v))
     model = ReadmissionModel(
-        transform=transform,
+        transform=data.build.transform,
         estimator=chosen.estimator,
         calibration=calibration.calibration,
         threshold=threshold,
@@ -270,6 +324,21 @@ class TrainResult:
     chosen: str
     test_metrics: dict[str, float]
     seconds: float
+    tuning: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def tuning_facts(candidates: list[Candidate]) -> dict[str, dict[str, float]]:
+    """Per tuned candidate: trials, best and fixed-parameter validation ROC-AUC, seconds."""
+    return {
+        c.name: {
+            "trials": c.tuning.n_trials,
+            "best_validation_roc_auc": c.tuning.best.validation_auc,
+            "fixed_validation_roc_auc": c.tuning.baseline.validation_auc,
+            "seconds": c.tuning.seconds,
+        }
+        for c in candidates
+        if c.tuning
+    }
 
 
 def lineage_of(build: CleanBuild, commit: str) -> TrainingInfo:
@@ -318,7 +387,14 @@ def train(
         experiment_id=experiment_id, run_name=f"train-{build.build_id}", tags=run_tags
     ) as parent:
         run_id = parent.info.run_id
-        outcome = fit_and_evaluate(data, settings.random_seed, max_rounds, bootstrap_rounds, report)
+        outcome = fit_and_evaluate(
+            data,
+            settings.random_seed,
+            max_rounds,
+            bootstrap_rounds,
+            report,
+            settings.resolved_tune_seconds,
+        )
         _log_candidates(outcome.candidates, experiment_id, run_tags)
         trained_at = pd.Timestamp.now(tz="UTC").isoformat()
         outcome.model.info = training_info(lineage, outcome, run_id, trained_at)
@@ -356,23 +432,27 @@ def train(
         chosen=outcome.chosen.name,
         test_metrics=outcome.test_metrics,
         seconds=time.perf_counter() - clock,
+        tuning=tuning_facts(outcome.candidates),
     )
 
 
 def _log_candidates(
     candidates: list[Candidate], experiment_id: str, run_tags: dict[str, str]
 ) -> None:
-    """One nested run per candidate: its parameters, validation AUC and fit time."""
+    """One nested run per candidate: its parameters (the best trial's when tuned), validation
+    AUC and fit time, and the table of its tuning trials."""
     for candidate in candidates:
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=candidate.name, nested=True, tags=run_tags
         ):
-            mlflow.log_params(candidate.params)
+            mlflow.log_params({**candidate.params, "tuned": candidate.tuning is not None})
             mlflow.log_metrics(
                 {"validation_roc_auc": candidate.validation_auc, "fit_seconds": candidate.seconds}
             )
             if candidate.best_iteration:
                 mlflow.log_metric("best_iteration", candidate.best_iteration)
+            if candidate.tuning:
+                log_tuning(candidate.tuning)
 
 
 def _register_and_decide(
