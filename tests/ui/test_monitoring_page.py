@@ -11,8 +11,9 @@ import pytest
 from readmit.monitoring.monitor import run_monitor
 from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.simulate import simulate, split_encounters
+from readmit.settings import Settings
 from readmit.storage import monitor
-from tests.monitoring import wait_until
+from tests.monitoring import record_a_monitoring_run, wait_until
 from tests.ui.pages import assert_clean, errors, metrics, open_page
 
 
@@ -74,3 +75,29 @@ def test_an_unreachable_monitor_db_is_one_error_without_its_password(ui_env, mon
     (message,) = errors(app)
     assert "monitor-db at" in message and "cannot be read" in message
     assert "s3cret-pw" not in message
+
+
+def test_the_model_page_shows_the_latest_champion_challenger_comparison(
+    ui_env, monkeypatch, tmp_path
+):
+    settings = Settings(data_dir=tmp_path)
+    record_a_monitoring_run(settings)  # with a comparison: keep, +0.010 [-0.004, +0.024]
+    engine = monitor.monitor_engine(settings)
+    with engine.connect() as conn:
+        (stored,) = monitor.latest_comparisons(conn, 1)
+    engine.dispose()
+    monkeypatch.setenv("READMIT_DATA_DIR", str(tmp_path))
+    app = open_page("Model")
+    assert_clean(app)
+    assert not errors(app)
+    shown = metrics(app)
+    figures = stored["figures"]
+    assert shown["Decision"] == stored["decision"]
+    assert shown["ROC-AUC difference"] == f"{figures['auc_difference']:+.3f}"
+    assert shown["95% interval"] == f"[{figures['ci_low']:+.3f}, {figures['ci_high']:+.3f}]"
+    table = next(d.value for d in app.dataframe if "Live ROC-AUC" in d.value.columns)
+    assert table["Version"].tolist() == [stored["champion_version"], stored["challenger_version"]]
+    assert table["Live ROC-AUC"].tolist() == [
+        figures["champion"]["roc_auc"],
+        figures["challenger"]["roc_auc"],
+    ]

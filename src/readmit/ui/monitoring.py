@@ -41,6 +41,43 @@ def recent_runs(settings: Settings, n: int) -> list[dict[str, Any]]:
         engine.dispose()
 
 
+def latest_comparison(settings: Settings) -> dict[str, Any] | None:
+    """The newest champion-challenger comparison (storage.monitor.latest_comparisons), or None."""
+    from readmit.storage.monitor import latest_comparisons, monitor_engine
+
+    engine = monitor_engine(settings, timeout=5)
+    try:
+        with engine.connect() as conn:
+            found = latest_comparisons(conn, 1)
+    except (sa.exc.SQLAlchemyError, ReadmitError) as exc:
+        where = safe_url(settings.resolved_monitor_db_url)
+        raise MonitorUnavailable(
+            f"monitor-db at {where} cannot be read: {first_line(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+    return found[0] if found else None
+
+
+def comparison_table(comparison: dict[str, Any]) -> pd.DataFrame:
+    """One row per model of a comparison: its version and live figures on the compared
+    encounters (NaN where the comparison had too few outcomes for them)."""
+    figures = comparison.get("figures") or {}
+    rows = [
+        {
+            "Model": arm.get("variant", role),
+            "Version": arm.get("model_version") or "",
+            "Labelled encounters": int(arm.get("labelled") or 0),
+            "Readmissions": int(arm.get("positives") or 0),
+            "Live ROC-AUC": _number(arm.get("roc_auc")),
+            "Brier score": _number(arm.get("brier")),
+        }
+        for role in ("champion", "challenger")
+        for arm in [figures.get(role) or {}]
+    ]
+    return pd.DataFrame(rows)
+
+
 def drift_table(run: dict[str, Any]) -> pd.DataFrame:
     """Per input field of one run: its drift score, method, threshold and whether it drifted;
     drifted fields first, then by score. Empty when the run could not judge drift."""

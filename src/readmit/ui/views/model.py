@@ -1,15 +1,19 @@
-"""Model: what the API serves (/model-info), how it scored on its test split, and the
-evaluation plots of its training run in MLflow."""
+"""Model: what the API serves (/model-info), how it scored on its test split, the latest live
+comparison of champion and challenger (monitor-db), and the evaluation plots of its training
+run in MLflow."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from pydantic import ValidationError
 
+from readmit.settings import Settings
 from readmit.storage.db import safe_url
 from readmit.ui.artifacts import PLOTS, Plots, fetch_plots, tracking_uri
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import exact
+from readmit.ui.monitoring import MonitorUnavailable, comparison_table, latest_comparison
 
 METRIC_LABELS: dict[str, str] = {
     "roc_auc": "ROC-AUC",
@@ -84,6 +88,42 @@ def show_plots(run_id: str | None) -> None:
     st.caption(f"From run {run_id} in MLflow at {safe_url(uri)}.")
 
 
+def show_comparison() -> None:
+    """The latest live comparison of champion and challenger, read from monitor-db."""
+    st.subheader("Champion vs challenger")
+    try:
+        comparison = latest_comparison(Settings())
+    except (MonitorUnavailable, ValidationError) as exc:
+        st.error(str(exc))
+        return
+    if comparison is None:
+        st.info(
+            "No live comparison yet: with a @challenger scoring in shadow or canary mode, "
+            "`readmit compare` (or DAG 4) compares it with the champion once outcomes are in."
+        )
+        return
+    figures = comparison.get("figures") or {}
+    difference, low, high = (figures.get(k) for k in ("auc_difference", "ci_low", "ci_high"))
+    first, second, third = st.columns(3)
+    first.metric("Decision", comparison["decision"])
+    second.metric(
+        "ROC-AUC difference",
+        "n/a" if difference is None else f"{difference:+.3f}",
+        help="Live ROC-AUC of the challenger minus the champion's",
+    )
+    third.metric(
+        "95% interval", "n/a" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]"
+    )
+    table = comparison_table(comparison)
+    st.dataframe(table, hide_index=True)
+    applied = "; applied" if comparison.get("applied") else ""
+    st.caption(
+        f"{comparison.get('mode') or 'no'} mode, {comparison['labelled']:,} labelled encounters, "
+        f"compared at {comparison['run_at']:%Y-%m-%d %H:%M} UTC{applied}. "
+        + " ".join(figures.get("reasons") or [])
+    )
+
+
 def render(client: ApiClient) -> None:
     st.header("Model")
     try:
@@ -112,4 +152,5 @@ def render(client: ApiClient) -> None:
         st.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)
     else:
         st.info("The served model carries no test metrics.")
+    show_comparison()
     show_plots(info.run_id)

@@ -1,0 +1,239 @@
+"""Champion and challenger, measured on real traffic through a real API.
+
+Usage: READMIT_DATASET_URI=<zip> python bench/challenger.py [--records 6000] [--few 400]
+
+Live comparison (`readmit compare` on `readmit simulate` traffic and outcomes): three models
+are fitted as training does (LightGBM on a clean build) and registered in a temporary MLflow:
+- the champion, trained on the first two ingest batches (@production);
+- an equal challenger, trained on the same two batches with another seed;
+- a better challenger, trained on every batch.
+`readmit serve` runs with READMIT_CHALLENGER_MODE=shadow, so every record is scored by both
+models; test-split encounters are replayed through it with their outcomes, and the comparison
+is computed on what the API logged. In order:
+1. too few labels: the better challenger, --few encounters (expected: wait);
+2. the better challenger, --records more (expected: promote), then the same comparison on the
+   first 250, 500, 1,000, ... labelled encounters: where the 95% interval clears zero is the
+   number of labelled encounters needed to decide;
+3. the equal challenger (swapped in while the API runs), --records encounters (expected: keep).
+The baseline beside each decision is the two models' ROC-AUC on the offline test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from readmit import registry
+from readmit.features import HISTORY_FIELD
+from readmit.model import Calibration, ReadmissionModel, TrainingInfo
+from readmit.monitoring.compare import Comparison, compare_rows
+from readmit.monitoring.simulate import simulate, split_encounters
+from readmit.pipeline.clean import build_clean
+from readmit.pipeline.ingest import ingest
+from readmit.pipeline.train import TrainingData, fit_lightgbm, load_training_data
+from readmit.schema import INPUT_FIELDS
+from readmit.settings import Settings
+from readmit.stack.foreground import free_port, start_api
+from readmit.storage import monitor
+from readmit.tracking import configure, log_model
+
+MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
+PREFIXES = (250, 500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000, 12_000)
+
+
+def fit(settings: Settings, data: TrainingData, seed: int) -> tuple[str, ReadmissionModel]:
+    """A LightGBM on the build's train split, registered; returns (version, model)."""
+    x, y = data.encoded("train"), data.labels("train")
+    xv, yv = data.encoded("validation"), data.labels("validation")
+    estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=seed, max_rounds=400)
+    model = ReadmissionModel(
+        data.build.transform,
+        estimator,
+        Calibration(),
+        0.12,
+        info=TrainingInfo(estimator="lightgbm"),
+    )
+    with mlflow.start_run(experiment_id=configure(settings)) as run:
+        info = log_model(model, data.test_inputs[MODEL_INPUTS].head(3))
+    version = registry.register(settings, info.model_uri, run.info.run_id, {})
+    return version, model
+
+
+def build(settings: Settings) -> tuple[dict[str, str], dict[str, ReadmissionModel], TrainingData]:
+    """Champion and equal challenger on two batches, better challenger on every batch."""
+    for _ in range(2):
+        ingest(settings, all_batches=False)
+    build_clean(settings)
+    two = load_training_data(settings)
+    print(f"  two batches: {len(two.labels('train')):,} training rows", flush=True)
+    champion, champion_model = fit(settings, two, seed=0)
+    equal, equal_model = fit(settings, two, seed=1)
+    ingest(settings, all_batches=True)
+    build_clean(settings)
+    every = load_training_data(settings)
+    print(f"  every batch: {len(every.labels('train')):,} training rows", flush=True)
+    better, better_model = fit(settings, every, seed=0)
+    registry.promote(settings, champion, reason="bench champion")
+    versions = {"champion": champion, "equal": equal, "better": better}
+    models = {"champion": champion_model, "equal": equal_model, "better": better_model}
+    return versions, models, every
+
+
+def set_challenger(settings: Settings, version: str) -> None:
+    MlflowClient(settings.resolved_tracking_uri).set_registered_model_alias(
+        settings.model_name, registry.CHALLENGER, version
+    )
+
+
+def labelled(settings: Settings, since: datetime, challenger: str, rows: int) -> pd.DataFrame:
+    """The labelled scores logged since `since`, once the API has written `rows` shadow rows
+    of `challenger` (the log is written off the request path)."""
+    engine = monitor.monitor_engine(settings)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            found = monitor.read_labelled(engine, since=since)
+            shadow = found[(found["variant"] == "shadow") & (found["model_version"] == challenger)]
+            if len(shadow) >= rows:
+                return found
+            if time.monotonic() > deadline:
+                sys.exit(
+                    f"the API logged {len(shadow):,} labelled shadow scores of v{challenger}, "
+                    f"expected {rows:,}: does it run READMIT_CHALLENGER_MODE=shadow?"
+                )
+            time.sleep(1)
+    finally:
+        engine.dispose()
+
+
+def show(name: str, result: Comparison, offline: dict[str, float]) -> None:
+    champion, challenger = result.champion, result.challenger
+    figures = (
+        "no figures"
+        if result.auc_difference is None
+        else f"live ROC-AUC {challenger.roc_auc:.4f} vs {champion.roc_auc:.4f}, difference "
+        f"{result.auc_difference:+.4f} [{result.ci_low:+.4f}, {result.ci_high:+.4f}], Brier "
+        f"{challenger.brier:.4f} vs {champion.brier:.4f}"
+    )
+    print(
+        f"{name:<12} {result.decision:<8} {result.labelled:>6,} labelled: {figures}; "
+        f"offline test ROC-AUC {offline['challenger']:.4f} vs {offline['champion']:.4f}",
+        flush=True,
+    )
+
+
+def traffic(settings: Settings, url: str, pool: pd.DataFrame, records: int, seed: int) -> datetime:
+    since = datetime.now(UTC)
+    result = simulate(settings, url, "steady", records, seed=seed, encounters=pool)
+    print(f"  simulate: {result.summary()}", flush=True)
+    return since
+
+
+def needed(settings: Settings, rows: pd.DataFrame, challenger: str) -> None:
+    """The same comparison on the first n labelled encounters, n growing."""
+    order = rows.drop_duplicates("encounter_id")["encounter_id"].tolist()
+    first_clear = None
+    for n in [p for p in PREFIXES if p < len(order)] + [len(order)]:
+        subset = rows[rows["encounter_id"].isin(set(order[:n]))]
+        result = compare_rows(subset, n, settings.random_seed, challenger_version=challenger)
+        if result.ci_low is None:
+            print(f"  first {n:>6,}: too few outcomes of a kind", flush=True)
+            continue
+        clear = result.ci_low > 0
+        if clear and first_clear is None:
+            first_clear = n
+        print(
+            f"  first {n:>6,}: difference {result.auc_difference:+.4f} "
+            f"[{result.ci_low:+.4f}, {result.ci_high:+.4f}]"
+            f"{' clears zero' if clear else ''}; estimate from here: "
+            f"{result.labelled_needed or 'n/a'}",
+            flush=True,
+        )
+    print(
+        "labelled encounters needed to decide (the interval first clears zero): "
+        f"{first_clear if first_clear else f'more than {len(order):,}'}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=6_000)
+    parser.add_argument("--few", type=int, default=400)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="readmit-bench-challenger-"))
+    settings = Settings(
+        data_dir=folder,
+        mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        api_port=free_port(),
+        batch_size=15_000,
+    )
+    print(f"building three models in {folder}", flush=True)
+    clock = time.perf_counter()
+    versions, models, every = build(settings)
+    test_inputs, test_labels = every.test_inputs, every.labels("test")
+    offline = {
+        name: float(roc_auc_score(test_labels, model.predict_frame(test_inputs)))
+        for name, model in models.items()
+    }
+    print(
+        f"  built in {time.perf_counter() - clock:.0f} s; offline test ROC-AUC: "
+        + ", ".join(f"{n} v{versions[n]} {offline[n]:.4f}" for n in versions),
+        flush=True,
+    )
+    set_challenger(settings, versions["better"])
+    env = {
+        "READMIT_DATA_DIR": str(folder),
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "READMIT_API_PORT": str(settings.api_port),
+        "READMIT_CHALLENGER_MODE": "shadow",
+        "READMIT_MODEL_POLL_SECONDS": "1",
+        "READMIT_PREDICTION_LOG_FLUSH_SECONDS": "0.2",
+        "READMIT_DATASET_URI": os.environ.get("READMIT_DATASET_URI", settings.dataset_uri),
+    }
+    api = start_api(settings, folder / "api.log", env, timeout=300)
+    try:
+        while not httpx.get(f"{api.url}/health", timeout=10).json().get("ready"):
+            time.sleep(0.5)
+        pool = split_encounters(settings)
+        print(f"{len(pool):,} test-split encounters to replay", flush=True)
+        better = {"champion": offline["champion"], "challenger": offline["better"]}
+        equal = {"champion": offline["champion"], "challenger": offline["equal"]}
+        minimum = settings.compare_min_labels
+
+        since = traffic(settings, api.url, pool, args.few, seed=0)
+        rows = labelled(settings, since, versions["better"], args.few)
+        show("too few", compare_rows(rows, minimum, settings.random_seed), better)
+
+        since = traffic(settings, api.url, pool, args.records, seed=1)
+        rows = labelled(settings, since, versions["better"], args.records)
+        show("better", compare_rows(rows, minimum, settings.random_seed), better)
+        needed(settings, rows, versions["better"])
+
+        set_challenger(settings, versions["equal"])
+        time.sleep(5)  # the API polls its aliases every second
+        since = traffic(settings, api.url, pool, args.records, seed=2)
+        rows = labelled(settings, since, versions["equal"], args.records)
+        result = compare_rows(
+            rows, minimum, settings.random_seed, challenger_version=versions["equal"]
+        )
+        show("equal", result, equal)
+    finally:
+        api.stop()
+    print(f"done in {time.perf_counter() - clock:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
