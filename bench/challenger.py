@@ -1,6 +1,7 @@
 """Champion and challenger, measured on real traffic through a real API.
 
-Usage: READMIT_DATASET_URI=<zip> python bench/challenger.py [--records 6000] [--few 400]
+Usage: READMIT_DATASET_URI=<zip> python bench/challenger.py [--records 5000] [--few 400]
+       [--shadow api|bench]
 
 Live comparison (`readmit compare` on `readmit simulate` traffic and outcomes): three models
 are fitted as training does (LightGBM on a clean build) and registered in a temporary MLflow:
@@ -9,7 +10,10 @@ are fitted as training does (LightGBM on a clean build) and registered in a temp
 - a better challenger, trained on every batch.
 `readmit serve` runs with READMIT_CHALLENGER_MODE=shadow, so every record is scored by both
 models; test-split encounters are replayed through it with their outcomes, and the comparison
-is computed on what the API logged. In order:
+is computed on what the API logged. With `--shadow bench` (for an API without shadow mode), the
+API serves the champion alone and the bench scores each logged record with the challenger in
+process and logs it as the shadow row of the same encounter, as the API's shadow mode would.
+In order:
 1. too few labels: the better challenger, --few encounters (expected: wait);
 2. the better challenger, --records more (expected: promote), then the same comparison on the
    first 250, 500, 1,000, ... labelled encounters: where the 95% interval clears zero is the
@@ -25,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,7 +61,7 @@ def fit(settings: Settings, data: TrainingData, seed: int) -> tuple[str, Readmis
     """A LightGBM on the build's train split, registered; returns (version, model)."""
     x, y = data.encoded("train"), data.labels("train")
     xv, yv = data.encoded("validation"), data.labels("validation")
-    estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=seed, max_rounds=400)
+    estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=seed, max_rounds=200)
     model = ReadmissionModel(
         data.build.transform,
         estimator,
@@ -96,6 +101,42 @@ def set_challenger(settings: Settings, version: str) -> None:
     )
 
 
+def shadow_in_bench(
+    settings: Settings, since: datetime, version: str, model: ReadmissionModel, rows: int
+) -> None:
+    """Log the challenger's score of each champion row logged since `since` as its shadow row
+    (same encounter and patient key), once the API has written `rows` champion rows."""
+    engine = monitor.monitor_engine(settings)
+    try:
+        deadline = time.monotonic() + 120
+        while len(logged := monitor.read_window(engine, since=since)) < rows:
+            if time.monotonic() > deadline:
+                sys.exit(f"the API logged {len(logged):,} rows, expected {rows:,}")
+            time.sleep(1)
+        logged = logged[logged["variant"] == "champion"].reset_index(drop=True)
+        scores = model.predict_frame(logged[MODEL_INPUTS])
+        keep = [c for c in monitor.PREDICTION_COLUMNS if c != "features"]
+        shadow = [
+            {
+                **{c: row[c] for c in keep},
+                "row_id": f"shadow-{uuid.uuid4().hex}",
+                "scored_at": row["scored_at"].to_pydatetime(),
+                "encounter_id": int(row["encounter_id"]),
+                "model_version": version,
+                "model_alias": registry.CHALLENGER,
+                "variant": "shadow",
+                "probability": float(p),
+                "readmitted_30d": bool(p >= model.threshold),
+                "features": {},
+            }
+            for row, p in zip(logged.to_dict("records"), scores, strict=True)
+        ]
+        with engine.begin() as conn:
+            monitor.insert_predictions(conn, shadow)
+    finally:
+        engine.dispose()
+
+
 def labelled(settings: Settings, since: datetime, challenger: str, rows: int) -> pd.DataFrame:
     """The labelled scores logged since `since`, once the API has written `rows` shadow rows
     of `challenger` (the log is written off the request path)."""
@@ -133,10 +174,19 @@ def show(name: str, result: Comparison, offline: dict[str, float]) -> None:
     )
 
 
-def traffic(settings: Settings, url: str, pool: pd.DataFrame, records: int, seed: int) -> datetime:
+def traffic(
+    settings: Settings,
+    url: str,
+    pool: pd.DataFrame,
+    records: int,
+    seed: int,
+    in_bench: tuple[str, ReadmissionModel] | None,
+) -> datetime:
     since = datetime.now(UTC)
     result = simulate(settings, url, "steady", records, seed=seed, encounters=pool)
     print(f"  simulate: {result.summary()}", flush=True)
+    if in_bench is not None:
+        shadow_in_bench(settings, since, *in_bench, rows=records)
     return since
 
 
@@ -169,8 +219,9 @@ def needed(settings: Settings, rows: pd.DataFrame, challenger: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=6_000)
+    parser.add_argument("--records", type=int, default=5_000)
     parser.add_argument("--few", type=int, default=400)
+    parser.add_argument("--shadow", choices=("api", "bench"), default="api")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="readmit-bench-challenger-"))
     settings = Settings(
@@ -197,7 +248,7 @@ def main() -> int:
         "READMIT_DATA_DIR": str(folder),
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "READMIT_API_PORT": str(settings.api_port),
-        "READMIT_CHALLENGER_MODE": "shadow",
+        "READMIT_CHALLENGER_MODE": "shadow" if args.shadow == "api" else "off",
         "READMIT_MODEL_POLL_SECONDS": "1",
         "READMIT_PREDICTION_LOG_FLUSH_SECONDS": "0.2",
         "READMIT_DATASET_URI": os.environ.get("READMIT_DATASET_URI", settings.dataset_uri),
@@ -212,18 +263,21 @@ def main() -> int:
         equal = {"champion": offline["champion"], "challenger": offline["equal"]}
         minimum = settings.compare_min_labels
 
-        since = traffic(settings, api.url, pool, args.few, seed=0)
+        bench = args.shadow == "bench"
+        better_in_bench = (versions["better"], models["better"]) if bench else None
+        equal_in_bench = (versions["equal"], models["equal"]) if bench else None
+        since = traffic(settings, api.url, pool, args.few, 0, better_in_bench)
         rows = labelled(settings, since, versions["better"], args.few)
         show("too few", compare_rows(rows, minimum, settings.random_seed), better)
 
-        since = traffic(settings, api.url, pool, args.records, seed=1)
+        since = traffic(settings, api.url, pool, args.records, 1, better_in_bench)
         rows = labelled(settings, since, versions["better"], args.records)
         show("better", compare_rows(rows, minimum, settings.random_seed), better)
         needed(settings, rows, versions["better"])
 
         set_challenger(settings, versions["equal"])
         time.sleep(5)  # the API polls its aliases every second
-        since = traffic(settings, api.url, pool, args.records, seed=2)
+        since = traffic(settings, api.url, pool, args.records, 2, equal_in_bench)
         rows = labelled(settings, since, versions["equal"], args.records)
         result = compare_rows(
             rows, minimum, settings.random_seed, challenger_version=versions["equal"]
