@@ -21,18 +21,19 @@ from readmit.decision_curve import (
     net_benefit,
     number_needed_to_evaluate,
 )
+from readmit.model_card import (
+    AUDIT_ARTIFACT,
+    COHORT_ARTIFACT,
+    DECISION_CURVE_ARTIFACT,
+    DECISION_CURVE_PLOT,
+    SUBGROUPS_ARTIFACT,
+    SUBGROUPS_PLOT,
+)
 from readmit.settings import Settings
 from readmit.split import FRACTIONS
 
 if TYPE_CHECKING:
     from readmit.pipeline.train import TrainingData, TrainingOutcome
-
-SUBGROUPS_ARTIFACT = "evidence/subgroups.csv"
-SUBGROUPS_PLOT = "evidence/subgroups.png"
-AUDIT_ARTIFACT = "evidence/audit.json"
-DECISION_CURVE_ARTIFACT = "evidence/decision_curve.csv"
-DECISION_CURVE_PLOT = "evidence/decision_curve.png"
-COHORT_ARTIFACT = "evidence/cohort.json"
 
 
 @dataclass

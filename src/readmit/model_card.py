@@ -25,21 +25,21 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from readmit.errors import ReadmitError, first_line
-from readmit.evidence import (
-    AUDIT_ARTIFACT,
-    COHORT_ARTIFACT,
-    DECISION_CURVE_ARTIFACT,
-    DECISION_CURVE_PLOT,
-    SUBGROUPS_ARTIFACT,
-    SUBGROUPS_PLOT,
-)
 from readmit.registry import Tag, client_for
 from readmit.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# What training logs beside its metrics (readmit.evidence writes them; the card reads them).
+SUBGROUPS_ARTIFACT = "evidence/subgroups.csv"
+SUBGROUPS_PLOT = "evidence/subgroups.png"
+AUDIT_ARTIFACT = "evidence/audit.json"
+DECISION_CURVE_ARTIFACT = "evidence/decision_curve.csv"
+DECISION_CURVE_PLOT = "evidence/decision_curve.png"
+COHORT_ARTIFACT = "evidence/cohort.json"
 CARD_MARKDOWN = "model_card/model_card.md"
 CARD_HTML = "model_card/model_card.html"
+MODEL_CARD_PATH = "/model-card"  # where the API serves the card of the model it serves
 CURVE_POINTS = (0.05, 0.1, 0.15, 0.2, 0.3)
 
 

@@ -90,6 +90,18 @@ def test_model_info(served):
     assert body["run_id"] == "r1" and body["estimator"] == "lightgbm"
     assert body["test_metrics"]["roc_auc"] == 0.66 and body["threshold"] == 0.12
     assert "prior_encounters" in body["features"] and "a1cresult" in body["features"]
+    assert body["model_card"] == "/model-card"
+    assert body["model_card_artifact"] == "runs:/r1/model_card/model_card.md"
+
+
+def test_a_model_card_that_cannot_be_read_is_a_503_naming_the_run(served):
+    # The served model names run "r1", which the tracking store does not have.
+    for params in ({}, {"format": "html"}):
+        response = served.client.get("/model-card", params=params)
+        assert response.status_code == 503
+        assert "model card: model_card/model_card." in response.json()["detail"]
+        assert "of run r1 could not be read" in response.json()["detail"]
+    assert served.client.get("/model-card", params={"format": "pdf"}).status_code == 422
 
 
 def test_metrics_count_requests_predictions_and_the_model(served):

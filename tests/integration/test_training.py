@@ -19,15 +19,16 @@ import sqlalchemy as sa
 from mlflow.artifacts import list_artifacts
 from mlflow.tracking import MlflowClient
 
-from readmit.evidence import (
+from readmit.features import HISTORY_FIELD
+from readmit.model import TrainingInfo
+from readmit.model_card import (
+    CARD_HTML,
+    CARD_MARKDOWN,
     DECISION_CURVE_ARTIFACT,
     DECISION_CURVE_PLOT,
     SUBGROUPS_ARTIFACT,
     SUBGROUPS_PLOT,
 )
-from readmit.features import HISTORY_FIELD
-from readmit.model import TrainingInfo
-from readmit.model_card import CARD_HTML, CARD_MARKDOWN
 from readmit.monitoring.reference import load_reference
 from readmit.pipeline.train import CANDIDATES, PREDICTIONS_ARTIFACT, fit_and_evaluate, train
 from readmit.registry import Tag, lineage_tags

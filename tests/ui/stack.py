@@ -19,6 +19,8 @@ from readmit.settings import Settings
 from readmit.stack.foreground import Service, free_port, start_api
 
 ROWS = 24_000
+# Importing the API (MLflow, pandas, FastAPI) on a busy 2-core machine can take over a minute.
+API_START_SECONDS = 240
 
 
 @dataclass
@@ -78,7 +80,7 @@ def _build(full_dataset: Dataset, factory: pytest.TempPathFactory) -> Stack:
         "READMIT_API_PORT": str(settings.api_port),
         "READMIT_MODEL_POLL_SECONDS": "3600",
     }
-    api = start_api(settings, folder / "api.log", env)
+    api = start_api(settings, folder / "api.log", env, timeout=API_START_SECONDS)
     try:
         _wait_ready(api.url)
     except Exception:

@@ -123,8 +123,30 @@ def test_the_model_page_shows_model_info_metrics_and_the_run_plots(ui_env):
     assert shown["Threshold"] == exact(info["threshold"])
     table = app.dataframe[0].value
     assert "ROC-AUC" in set(table["Metric"]) and "Brier score" in set(table["Metric"])
-    assert len(app.image) == 5  # roc, pr, calibration, confusion matrix, shap summary
+    assert len(app.image) == 6  # roc, pr, calibration, confusion, shap; the decision curve
     assert any(info["run_id"] in c for c in captions(app))
+
+
+def test_the_model_page_shows_the_card_the_subgroup_table_and_the_decision_curve(ui_env):
+    info = httpx.get(f"{ui_env.api_url}/model-info", timeout=30).json()
+    assert info["model_card"] == "/model-card"
+    assert info["model_card_artifact"] == f"runs:/{info['run_id']}/model_card/model_card.md"
+    card = httpx.get(f"{ui_env.api_url}/model-card", timeout=30)
+    assert card.headers["content-type"].startswith("text/markdown")
+    assert info["clean_build"] in card.text
+    assert f"{info['test_metrics']['roc_auc']:.4f} [" in card.text
+    page = httpx.get(f"{ui_env.api_url}/model-card", params={"format": "html"}, timeout=30)
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.text.startswith("<!doctype html>") and info["clean_build"] in page.text
+    app = open_page("Model")
+    assert_clean(app)
+    assert not errors(app)
+    shown = [m.value for m in app.markdown]
+    assert card.text.strip() in shown  # the card as the API serves it
+    table = app.dataframe[1].value
+    assert set(table["Attribute"]) == {"race", "gender", "age_band", "payer", "admission_type"}
+    assert {"ROC-AUC", "ROC-AUC 95% CI", "Positives", "Small"} <= set(table.columns)
+    assert "small" in set(table["Small"])  # small groups are shown, marked
 
 
 def test_the_model_page_says_so_when_mlflow_is_unreachable(ui_env, monkeypatch):

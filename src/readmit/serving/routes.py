@@ -7,7 +7,7 @@ event loop stays free; their JSON bodies are parsed and size-checked in that poo
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -16,9 +16,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
-from readmit.errors import StorageError
+from readmit.errors import StorageError, first_line
 from readmit.explain import field_contributions
 from readmit.features import HISTORY_FIELD
+from readmit.model_card import CARD_MARKDOWN, MODEL_CARD_PATH, fetch_card
 from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.prediction_log import PredictionLog
 from readmit.registry import PRODUCTION
@@ -320,7 +321,37 @@ def model_info(current: ModelDep) -> ModelInfo:
         threshold=current.model.threshold,
         features=MODEL_COLUMNS,
         loaded_at=current.loaded_at,
+        model_card=MODEL_CARD_PATH if info.run_id else None,
+        model_card_artifact=f"runs:/{info.run_id}/{CARD_MARKDOWN}" if info.run_id else None,
     )
+
+
+@router.get(
+    MODEL_CARD_PATH,
+    tags=["service"],
+    response_class=Response,
+    responses={
+        200: {"content": {"text/markdown": {}, "text/html": {}}},
+        503: {"description": "No model, or its card cannot be read from MLflow"},
+    },
+)
+def model_card(
+    current: ModelDep,
+    settings: SettingsDep,
+    format: Annotated[Literal["markdown", "html"], Query(description="Markdown or HTML")] = (
+        "markdown"
+    ),
+) -> Response:
+    """The model card of the served version, as its training run logged it."""
+    run_id = current.info.run_id
+    if not run_id:
+        raise HTTPException(503, f"v{current.version} names no training run, so it has no card")
+    try:
+        text = fetch_card(settings, run_id, format)
+    except Exception as exc:  # MLflow down or the run without a card: the answer degrades
+        raise HTTPException(503, first_line(exc)[:300]) from None
+    media = "text/html" if format == "html" else "text/markdown"
+    return Response(text, media_type=f"{media}; charset=utf-8")
 
 
 @router.post(

@@ -273,6 +273,14 @@ class ModelInfo(BaseModel):
     threshold: float
     features: list[str]
     loaded_at: str
+    model_card: str | None = Field(
+        default=None,
+        description="Where the model card of the served version is (GET it; `?format=html` "
+        "for the page); null when the model names no training run",
+    )
+    model_card_artifact: str | None = Field(
+        default=None, description="The card's Markdown artifact in MLflow (runs:/...)"
+    )
 
 
 class ReloadResult(BaseModel):

@@ -65,3 +65,38 @@ def fetch_plots(run_id: str, uri: str) -> Plots:
         folder = Path(local)
         images = {n: (folder / n).read_bytes() for n in PLOTS if (folder / n).is_file()}
     return Plots(images=images, missing=[n for n in PLOTS if n not in images])
+
+
+@dataclass
+class EvidenceFiles:
+    """The subgroup table (CSV text) and decision-curve image a training run logged; `error`
+    says why they could not be fetched."""
+
+    subgroups_csv: str | None = None
+    decision_curve: bytes | None = None
+    error: str | None = None
+
+
+def fetch_evidence(run_id: str, uri: str) -> EvidenceFiles:
+    """Download `evidence/` of the run once and read the table and the curve from it."""
+    import mlflow.artifacts
+
+    from readmit.model_card import DECISION_CURVE_PLOT, SUBGROUPS_ARTIFACT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="evidence", tracking_uri=uri, dst_path=tmp
+            )
+        except Exception as exc:  # MLflow raises many kinds: store, HTTP, S3, file system
+            reason = first_line(exc) or type(exc).__name__
+            return EvidenceFiles(
+                error=f"The subgroup audit of run {run_id} could not be fetched from MLflow at "
+                f"{safe_url(uri)}: {reason}"
+            )
+        folder = Path(local).parent
+        table, curve = folder / SUBGROUPS_ARTIFACT, folder / DECISION_CURVE_PLOT
+        return EvidenceFiles(
+            subgroups_csv=table.read_text() if table.is_file() else None,
+            decision_curve=curve.read_bytes() if curve.is_file() else None,
+        )

@@ -171,6 +171,10 @@ class ApiClient:
         """GET /model-info: version, run id, test metrics and threshold of the served model."""
         return self._reply(ModelInfo, "GET", "/model-info", FAST)
 
+    def model_card(self, path: str) -> str:
+        """GET the card /model-info links to, as Markdown."""
+        return self._call("GET", path, FAST, params={"format": "markdown"}).text
+
     def metrics_text(self) -> str:
         """GET /metrics in the Prometheus text format."""
         return self._call("GET", "/metrics", FAST).text

@@ -4,13 +4,22 @@ run in MLflow."""
 
 from __future__ import annotations
 
+import io
+
 import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
 from readmit.settings import Settings
 from readmit.storage.db import safe_url
-from readmit.ui.artifacts import PLOTS, Plots, fetch_plots, tracking_uri
+from readmit.ui.artifacts import (
+    PLOTS,
+    EvidenceFiles,
+    Plots,
+    fetch_evidence,
+    fetch_plots,
+    tracking_uri,
+)
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import exact
 from readmit.ui.monitoring import MonitorUnavailable, comparison_table, latest_comparison
@@ -45,6 +54,77 @@ def _plots(run_id: str, uri: str) -> Plots:
     if plots.error:
         raise PlotsUnavailable(plots.error)
     return plots
+
+
+@st.cache_data(ttl=600, show_spinner="Fetching the subgroup audit from MLflow...")
+def _evidence(run_id: str, uri: str) -> EvidenceFiles:
+    evidence = fetch_evidence(run_id, uri)
+    if evidence.error:
+        raise PlotsUnavailable(evidence.error)
+    return evidence
+
+
+SUBGROUP_COLUMNS = {
+    "attribute": "Attribute",
+    "group": "Group",
+    "encounters": "Encounters",
+    "positives": "Positives",
+    "roc_auc": "ROC-AUC",
+    "observed_rate": "Observed",
+    "mean_predicted": "Predicted",
+    "sensitivity": "Sensitivity",
+    "ppv": "PPV",
+    "flagged_rate": "Flagged",
+}
+INTERVALS = ("roc_auc", "sensitivity", "ppv", "flagged_rate")
+
+
+def subgroup_table(csv_text: str) -> pd.DataFrame:
+    """The audit's table as people read it: each figure with its 95% interval, small groups
+    marked."""
+    raw = pd.read_csv(io.StringIO(csv_text))
+    table = raw[list(SUBGROUP_COLUMNS)].rename(columns=SUBGROUP_COLUMNS)
+    for name in INTERVALS:
+        table[f"{SUBGROUP_COLUMNS[name]} 95% CI"] = [
+            f"{low:.3f}-{high:.3f}" if pd.notna(low) else "n/a"
+            for low, high in zip(raw[f"{name}_ci_low"], raw[f"{name}_ci_high"], strict=True)
+        ]
+    table["Small"] = raw["small"].map(lambda s: "small" if str(s).lower() == "true" else "")
+    return table
+
+
+def show_evidence(client: ApiClient, info_card: str | None, run_id: str | None) -> None:
+    """Subgroup audit and decision curve from the run, then the card the API links to."""
+    st.subheader("Subgroup audit and decision curve")
+    if run_id:
+        try:
+            evidence = _evidence(run_id, tracking_uri())
+        except PlotsUnavailable as exc:
+            st.error(str(exc))
+        except Exception as exc:  # invalid settings in the environment or .env
+            st.error(f"The MLflow tracking URI cannot be read from the settings: {exc}")
+        else:
+            if evidence.subgroups_csv is None:
+                st.warning(f"Run {run_id} has no subgroup audit (trained before audits).")
+            else:
+                st.dataframe(subgroup_table(evidence.subgroups_csv), hide_index=True)
+                st.caption(
+                    "Test split; 95% patient-bootstrap intervals. Small groups have too few "
+                    "readmissions to judge: shown, not gated."
+                )
+            if evidence.decision_curve is not None:
+                st.image(evidence.decision_curve, caption="Decision curve (test split)")
+    st.subheader("Model card")
+    if not info_card:
+        st.info("The served model names no training run, so it has no model card.")
+        return
+    try:
+        card = client.model_card(info_card)
+    except ApiError as exc:
+        st.error(f"The model card could not be read: {exc.message}")
+        return
+    with st.expander("Model card", expanded=True):
+        st.markdown(card)
 
 
 def metrics_table(metrics: dict[str, float]) -> pd.DataFrame:
@@ -154,3 +234,4 @@ def render(client: ApiClient) -> None:
         st.info("The served model carries no test metrics.")
     show_comparison()
     show_plots(info.run_id)
+    show_evidence(client, info.model_card, info.run_id)
