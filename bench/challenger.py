@@ -229,6 +229,7 @@ def main() -> int:
         mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db",
         api_port=free_port(),
         batch_size=15_000,
+        api_key="bench-challenger-key",  # outcomes are posted with the API's key
     )
     print(f"building three models in {folder}", flush=True)
     clock = time.perf_counter()
@@ -248,6 +249,7 @@ def main() -> int:
         "READMIT_DATA_DIR": str(folder),
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "READMIT_API_PORT": str(settings.api_port),
+        "READMIT_API_KEY": "bench-challenger-key",
         "READMIT_CHALLENGER_MODE": "shadow" if args.shadow == "api" else "off",
         "READMIT_MODEL_POLL_SECONDS": "1",
         "READMIT_PREDICTION_LOG_FLUSH_SECONDS": "0.2",
