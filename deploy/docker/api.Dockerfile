@@ -9,7 +9,9 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---- builder: a virtualenv holding the package and its runtime dependencies -------------
-# (the same stage as in ui.Dockerfile, so one build reuses the other's cached layers)
+# The builder and runtime stages are the same, letter for letter, in api.Dockerfile,
+# ui.Dockerfile and mlflow.Dockerfile (a test checks it): the image built second and third
+# reuses the first one's cached layers instead of installing the dependencies again.
 FROM ${PYTHON_IMAGE} AS builder
 # uv: the release the Makefile pins; it installs exactly what uv.lock pins.
 ARG UV_VERSION=0.13.9
@@ -34,16 +36,13 @@ COPY src ./src
 RUN uv sync --locked --no-editable --python python3 \
  && /opt/venv/bin/readmit --help > /dev/null
 
-# ---- loadtest-builder: the same virtualenv plus Locust, at the version uv.lock pins -------
-FROM builder AS loadtest-builder
-RUN uv export --frozen --all-extras --no-emit-project --no-hashes --output-file /tmp/pins.txt \
- && uv pip install --python /opt/venv/bin/python --constraint /tmp/pins.txt locust
-
-# ---- runtime: the virtualenv on a clean slim image, run by an unprivileged user ----------
+# ---- runtime: the virtualenv on a clean base, run by an unprivileged user ----------------
 FROM ${PYTHON_IMAGE} AS runtime
 # libgomp1: the OpenMP runtime LightGBM's wheel links against (the slim image lacks it).
+# tini: PID 1 passes SIGTERM on to the server's process group and reaps its children; a
+# Python PID 1 without a handler of its own (`mlflow server`) would ignore SIGTERM.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get install -y --no-install-recommends libgomp1 tini \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 readmit \
  && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
@@ -53,27 +52,21 @@ COPY --from=builder /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /usr/local/bin/readmit-healthcheck
 # Settings only: no credential is ever baked in (they come from the environment at run time).
 # /data is the only place the process writes besides /tmp (Kubernetes mounts both as
-# emptyDir volumes under a read-only root file system). The API listens on every interface,
-# so it asks every caller for a key (READMIT_AUTH=keys): give it READMIT_API_KEYS_FILE
-# and/or READMIT_API_KEY (`readmit serve` refuses READMIT_AUTH=none on 0.0.0.0 unless
-# READMIT_ALLOW_OPEN_BIND=true).
+# emptyDir volumes under a read-only root file system).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/data \
     MPLCONFIGDIR=/tmp/matplotlib \
-    READMIT_DATA_DIR=/data \
-    READMIT_API_HOST=0.0.0.0 \
-    READMIT_API_PORT=8000 \
-    READMIT_AUTH=keys
+    READMIT_DATA_DIR=/data
 WORKDIR /data
 USER 10001:10001
-EXPOSE 8000
-# Healthy = the process answers: /health is 200 with a model and 503 (JSON) while none is
-# loaded yet; readiness (200 only) is the Kubernetes readiness probe's job.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "/usr/local/bin/readmit-healthcheck", "http://127.0.0.1:8000/health", "200,503"]
-CMD ["readmit", "serve"]
+ENTRYPOINT ["tini", "-g", "--"]
+
+# ---- loadtest-builder: the same virtualenv plus Locust, at the version uv.lock pins -------
+FROM builder AS loadtest-builder
+RUN uv export --frozen --all-extras --no-emit-project --no-hashes --output-file /tmp/pins.txt \
+ && uv pip install --python /opt/venv/bin/python --constraint /tmp/pins.txt locust
 
 # ---- loadtest: the runtime plus Locust (loadtest/payloads.py imports the package) -------
 FROM runtime AS loadtest
@@ -84,3 +77,15 @@ CMD ["locust"]
 
 # ---- api: the default target --------------------------------------------------------------
 FROM runtime AS api
+# The API listens on every interface, so it asks every caller for a key (READMIT_AUTH=keys):
+# give it READMIT_API_KEYS_FILE and/or READMIT_API_KEY (`readmit serve` refuses
+# READMIT_AUTH=none on 0.0.0.0 unless READMIT_ALLOW_OPEN_BIND=true).
+ENV READMIT_API_HOST=0.0.0.0 \
+    READMIT_API_PORT=8000 \
+    READMIT_AUTH=keys
+EXPOSE 8000
+# Healthy = the process answers: /health is 200 with a model and 503 (JSON) while none is
+# loaded yet; readiness (200 only) is the Kubernetes readiness probe's job.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "/usr/local/bin/readmit-healthcheck", "http://127.0.0.1:8000/health", "200,503"]
+CMD ["readmit", "serve"]

@@ -6,7 +6,9 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---- builder: a virtualenv holding the package and its runtime dependencies -------------
-# (the same stage as in api.Dockerfile, so one build reuses the other's cached layers)
+# The builder and runtime stages are the same, letter for letter, in api.Dockerfile,
+# ui.Dockerfile and mlflow.Dockerfile (a test checks it): the image built second and third
+# reuses the first one's cached layers instead of installing the dependencies again.
 FROM ${PYTHON_IMAGE} AS builder
 # uv: the release the Makefile pins; it installs exactly what uv.lock pins.
 ARG UV_VERSION=0.13.9
@@ -31,11 +33,13 @@ COPY src ./src
 RUN uv sync --locked --no-editable --python python3 \
  && /opt/venv/bin/readmit --help > /dev/null
 
-# ---- runtime ----------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS ui
+# ---- runtime: the virtualenv on a clean base, run by an unprivileged user ----------------
+FROM ${PYTHON_IMAGE} AS runtime
 # libgomp1: the OpenMP runtime LightGBM's wheel links against (the slim image lacks it).
+# tini: PID 1 passes SIGTERM on to the server's process group and reaps its children; a
+# Python PID 1 without a handler of its own (`mlflow server`) would ignore SIGTERM.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get install -y --no-install-recommends libgomp1 tini \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 readmit \
  && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
@@ -43,17 +47,23 @@ RUN groupadd --system --gid 10001 readmit \
  && install -d -o 10001 -g 10001 -m 0750 /data
 COPY --from=builder /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /usr/local/bin/readmit-healthcheck
-# Settings only, no credentials. /data and /tmp are the only places written to.
+# Settings only: no credential is ever baked in (they come from the environment at run time).
+# /data is the only place the process writes besides /tmp (Kubernetes mounts both as
+# emptyDir volumes under a read-only root file system).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/data \
     MPLCONFIGDIR=/tmp/matplotlib \
-    READMIT_DATA_DIR=/data \
-    READMIT_UI_HOST=0.0.0.0 \
-    READMIT_UI_PORT=8501
+    READMIT_DATA_DIR=/data
 WORKDIR /data
 USER 10001:10001
+ENTRYPOINT ["tini", "-g", "--"]
+
+# ---- ui ---------------------------------------------------------------------------------
+FROM runtime AS ui
+ENV READMIT_UI_HOST=0.0.0.0 \
+    READMIT_UI_PORT=8501
 EXPOSE 8501
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/bin/readmit-healthcheck", "http://127.0.0.1:8501/_stcore/health"]
