@@ -81,9 +81,9 @@ def test_images_install_from_uv_lock_with_the_makefiles_uv(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["api.Dockerfile", "ui.Dockerfile", "mlflow.Dockerfile"])
-def test_app_images_run_as_uid_10001_from_a_multi_stage_build(name: str) -> None:
+def test_app_images_run_as_uid_10001_on_a_pinned_base(name: str) -> None:
     stages = checks.dockerfile_stages(DOCKERFILES[name].read_text())
-    assert len(stages) >= 2 and stages[0].name == "builder"
+    assert len(stages) >= 2 and stages[0].name == "app"
     assert checks._effective(stages, len(stages) - 1, "user") == "10001:10001"
     assert stages[0].base == "python:3.11.14-slim-bookworm"
 
@@ -101,10 +101,9 @@ def _stage_text(text: str, name: str) -> list[tuple[str, str]]:
     raise AssertionError(f"no stage {name}")
 
 
-@pytest.mark.parametrize("stage", ["builder", "runtime"])
-def test_app_images_share_their_builder_and_runtime_stages(stage: str) -> None:
-    """The same stages letter for letter, so one image's build reuses the others' layers."""
-    first, *others = (_stage_text(DOCKERFILES[name].read_text(), stage) for name in APP_IMAGES)
+def test_app_images_share_their_app_stage() -> None:
+    """The same stage letter for letter, so one image's build reuses the others' layers."""
+    first, *others = (_stage_text(DOCKERFILES[name].read_text(), "app") for name in APP_IMAGES)
     assert len(first) > 3
     for other in others:
         assert other == first
@@ -112,8 +111,8 @@ def test_app_images_share_their_builder_and_runtime_stages(stage: str) -> None:
 
 @pytest.mark.parametrize("name", APP_IMAGES)
 def test_app_images_start_under_an_init_that_passes_sigterm_on(name: str) -> None:
-    runtime = _stage_text(DOCKERFILES[name].read_text(), "runtime")
-    assert ("ENTRYPOINT", '["tini", "-g", "--"]') in runtime
+    app = _stage_text(DOCKERFILES[name].read_text(), "app")
+    assert ("ENTRYPOINT", '["tini", "-g", "--"]') in app
 
 
 @pytest.mark.parametrize(
