@@ -853,12 +853,12 @@ def _finds(key_file: str, key: str, scope: str) -> str:
 
 def test_api_image_listens_openly_only_with_keys() -> None:
     stages = checks.dockerfile_stages(DOCKERFILES["api.Dockerfile"].read_text())
-    runtime = next(s for s in stages if s.name == "runtime")
-    assert runtime.env["READMIT_API_HOST"] == "0.0.0.0"
-    assert runtime.env["READMIT_AUTH"] == "keys"
-    _serves(runtime.env)
+    api = next(s for s in stages if s.name == "api")
+    assert api.env["READMIT_API_HOST"] == "0.0.0.0"
+    assert api.env["READMIT_AUTH"] == "keys"
+    _serves(api.env)
     with pytest.raises(ReadmitError, match="READMIT_AUTH=none"):
-        _serves({**runtime.env, "READMIT_AUTH": "none"})
+        _serves({**api.env, "READMIT_AUTH": "none"})
 
 
 def test_compose_api_asks_for_keys_that_the_ui_and_load_test_send(
