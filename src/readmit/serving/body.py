@@ -201,9 +201,14 @@ class ParsedRequest(Request):
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
+INLINE_BYTES = 16 * 1024  # bodies up to this size are parsed on the event loop
+
+
 class CheckedRoute(APIRoute):
-    """A route whose JSON body is parsed and shape-checked in a worker thread, so a large or
-    hostile body never holds the event loop (and /health) while it is taken apart."""
+    """A route whose JSON body is parsed and shape-checked before validation. A body larger
+    than INLINE_BYTES is parsed in a worker thread, so a large or hostile body never holds the
+    event loop (and /health) while it is taken apart; a smaller one (one encounter is about
+    1.5 kB) costs less to parse than the hop to a thread, and is parsed in place."""
 
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
@@ -217,7 +222,10 @@ class CheckedRoute(APIRoute):
             if not body:
                 return await handler(request)
             max_items = request.app.state.settings.max_batch
-            parsed = await run_in_threadpool(parse_bounded, body, max_items)
+            if len(body) <= INLINE_BYTES:
+                parsed = parse_bounded(body, max_items)
+            else:
+                parsed = await run_in_threadpool(parse_bounded, body, max_items)
             return await handler(ParsedRequest(request, body, parsed))
 
         return checked

@@ -130,19 +130,22 @@ def predict(
     current: ModelDep,
     metrics: MetricsDep,
     prediction_log: LogDep,
-) -> Prediction:
+) -> Response:
     """The probability that this encounter is followed by a readmission within 30 days."""
     model = current.model
     probability = model.predict_record(encounter.model_input())
     metrics.observe_predictions([probability], model.threshold)
     _log_scored(prediction_log, request, current, [dict(encounter.__dict__)], [probability])
-    return Prediction(
+    answer = Prediction(
         probability=probability,
         readmitted_30d=probability >= model.threshold,
         threshold=model.threshold,
         model=_ref(current),
         request_id=_request_id(request),
     )
+    # Built and checked here, written by pydantic: FastAPI would validate it again, in one
+    # more hop to a pool thread.
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @router.post(
