@@ -1,83 +1,205 @@
-"""The readmit API against `mlflow models serve`, on the same registered model, same load.
+"""The readmit API, with keys off and on, against `mlflow models serve` on the same registered
+model, under `wrk` (Debian's), in one run.
 
-Usage: python bench/api.py [--seconds 10]   (with the settings of a data dir holding a
-@production model, e.g. after `make run`; READMIT_DATA_DIR / MLFLOW_TRACKING_URI pick it)
+Usage: python bench/api.py [--seconds 10] [--workers N]   (with the settings of a data dir
+holding a @production model, e.g. after `make run`; READMIT_DATA_DIR / MLFLOW_TRACKING_URI pick
+it). Needs `wrk` on the PATH (`apt-get install wrk`).
 
-Both servers run with one worker on 127.0.0.1. Each level of concurrent users runs twice:
-closed loop (every user sends its next request as soon as it has an answer: throughput and
-latency under saturation) and paced (every user waits 0.5-1.5 s between requests, as a Locust
-user would). It also times /predict-batch of 10,000 records, /explain, and the in-process path.
+Every server runs on 127.0.0.1 with N workers (default: the cores): readmit with the default
+limits, JSON logs at WARNING and the prediction log on (a temporary SQLite monitor-db), once
+with READMIT_AUTH=none and once with READMIT_AUTH=keys (wrk sends the key); mlflow models serve
+with as many uvicorn workers. wrk drives /predict (mlflow: /invocations, one record) closed loop
+at 1, 20 and 200 connections, rotating over 200 test records; it runs on the same cores. Its
+script tags each request with X-Request-ID and pairs the answer that echoes it, so the
+latencies of accepted (2xx) requests are counted apart from the 503s of shedding (mlflow echoes
+no id: its line is wrk's own histogram of every answer). During the 200-connection runs a
+thread asks /health every 0.2 s. Then /predict-batch of 10,000 records over HTTP (mlflow: one
+/invocations of 10,000 records), the median of 3. The machine's load average is printed at the
+start and the end: on a shared machine the figures move with it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 from readmit.pipeline.train import load_training_data
-from readmit.registry import PRODUCTION, by_alias, client_for, production_uri
-from readmit.serving.model_store import load_version
+from readmit.registry import production_uri
 from readmit.settings import Settings
 from readmit.stack.foreground import Service, free_port, spawn, start_api, stop_process_group
-from readmit.tracking import connect
 
-LEVELS = (1, 20, 50)
+LEVELS = (1, 20, 200)
+RECORDS = 200
+BATCH = 10_000
+KEY = "bench-api-key"
+SCRIPT = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local function now()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) + tonumber(clock.tv_nsec) * 1e-9
+end
+
+local bodies = {}
+for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
+local threads = {}
+function setup(thread)
+  thread:set("thread_id", #threads)
+  threads[#threads + 1] = thread
+end
+
+local sent_at, next_id, next_body = {}, 0, 0
+accepted, shed, other = {}, 0, 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+%(key_header)s
+request = function()
+  next_id = next_id + 1
+  next_body = next_body %% #bodies + 1
+  local id = thread_id .. "-" .. next_id
+  sent_at[id] = now()
+  local headers = {["X-Request-ID"] = id}  -- wrk.format takes these instead of wrk.headers
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  return wrk.format(nil, nil, headers, bodies[next_body])
+end
+response = function(status, headers, body)
+  local id = headers["x-request-id"]
+  if status == 503 then shed = shed + 1
+  elseif status < 200 or status > 299 then other = other + 1 end
+  if id and sent_at[id] then
+    if status >= 200 and status <= 299 then accepted[#accepted + 1] = now() - sent_at[id] end
+    sent_at[id] = nil
+  end
+end
+done = function(summary, latency, requests)
+  local times, shed_total, other_total = {}, 0, 0
+  for _, thread in ipairs(threads) do
+    for _, t in ipairs(thread:get("accepted")) do times[#times + 1] = t end
+    shed_total = shed_total + thread:get("shed")
+    other_total = other_total + thread:get("other")
+  end
+  table.sort(times)
+  local function pct(p)
+    if #times == 0 then return latency:percentile(p) / 1000 end
+    return times[math.max(1, math.ceil(#times * p / 100))] * 1000
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT {\\"requests\\": %%d, \\"seconds\\": %%f, \\"paired\\": %%d, " ..
+    "\\"shed\\": %%d, \\"other\\": %%d, \\"p50\\": %%f, \\"p95\\": %%f, " ..
+    "\\"p99\\": %%f, \\"socket_errors\\": %%d}\\n",
+    summary.requests, summary.duration / 1e6, #times, shed_total, other_total,
+    pct(50), pct(95), pct(99), e.connect + e.read + e.write + e.timeout))
+end
+"""
 
 
-def payloads(settings: Settings, count: int) -> list[dict]:
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def write_bodies(settings: Settings, folder: Path) -> tuple[list[dict], Path, Path]:
+    """BATCH test records (missing as null), and the wrk bodies of readmit and mlflow."""
     inputs = load_training_data(settings).test_inputs.drop(columns=["encounter_id", "patient_nbr"])
-    rows = json.loads(inputs.head(count).to_json(orient="records"))
-    return [{k: (None if v == "?" else v) for k, v in r.items()} for r in rows]
+    rows = json.loads(inputs.head(BATCH).to_json(orient="records"))
+    plain = [{k: (None if v == "?" else v) for k, v in r.items()} for r in rows]
+    ours = folder / "readmit.jsonl"
+    ours.write_text("".join(json.dumps(r) + "\n" for r in plain[:RECORDS]))
+    theirs = folder / "mlflow.jsonl"
+    theirs.write_text(
+        "".join(json.dumps({"dataframe_records": [r]}) + "\n" for r in rows[:RECORDS])
+    )
+    return plain, ours, theirs
 
 
-async def drive(url: str, bodies: list[dict], users: int, seconds: float, paced: bool) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
+def script(folder: Path, name: str, bodies: Path, key: str | None) -> Path:
+    path = folder / f"{name}.lua"
+    header = f'wrk.headers["X-API-Key"] = "{key}"' if key else ""
+    path.write_text(SCRIPT % {"bodies": bodies, "key_header": header})
+    return path
 
-    async def user(client: httpx.AsyncClient, seed: int) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        if paced:  # users arrive spread over the first second, as Locust spawns them
-            await asyncio.sleep(rng.uniform(0, 1.0))
-        while time.perf_counter() < deadline:
-            body = bodies[rng.randrange(len(bodies))]
-            start = time.perf_counter()
-            response = await client.post(url, json=body)
-            latencies.append(time.perf_counter() - start)
-            errors += response.status_code != 200
-            if paced:
-                await asyncio.sleep(rng.uniform(0.5, 1.5))
 
-    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        clock = time.perf_counter()
-        await asyncio.gather(*(user(client, i) for i in range(users)))
-        elapsed = time.perf_counter() - clock
-    ms = np.asarray(latencies) * 1000
-    return {
-        "n": len(latencies),
-        "rps": len(latencies) / elapsed,
-        "p50": float(np.percentile(ms, 50)),
-        "p95": float(np.percentile(ms, 95)),
-        "p99": float(np.percentile(ms, 99)),
-        "errors": errors,
+def wrk(url: str, lua: Path, connections: int, seconds: float) -> dict:
+    threads = min(connections, 2)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s"]
+    done = subprocess.run([*command, "-s", str(lua), url], capture_output=True, text=True)
+    found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"wrk failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    result = json.loads(found[0].removeprefix("RESULT "))
+    result["rps"] = result["requests"] / result["seconds"]
+    result["ok_rps"] = (result["requests"] - result["shed"] - result["other"]) / result["seconds"]
+    return result
+
+
+class HealthProbe(threading.Thread):
+    """GET /health every 0.2 s while wrk runs: its answers and its slowest latency."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.answers: list[int] = []
+        self.slowest = 0.0
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.wait(0.2):
+                clock = time.perf_counter()
+                try:
+                    status = client.get(f"{self.url}/health").status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.slowest = max(self.slowest, time.perf_counter() - clock)
+                self.answers.append(status)
+
+    def summary(self) -> str:
+        ok = sum(s == 200 for s in self.answers)
+        return f"/health {ok}/{len(self.answers)} ok, slowest {self.slowest * 1000:.0f} ms"
+
+
+def start_readmit(settings: Settings, workers: int, auth: str, folder: Path) -> Service:
+    port = free_port()
+    env = {
+        "READMIT_API_PORT": str(port),
+        "READMIT_API_WORKERS": str(workers),
+        "READMIT_LOG_LEVEL": "WARNING",
+        "READMIT_MONITOR_DB_URL": f"sqlite:///{folder}/monitor-{auth}.db",
+        "READMIT_AUTH": auth,
+        "READMIT_API_KEY": KEY,
     }
+    log = folder / f"api-{auth}.log"
+    api = start_api(settings.model_copy(update={"api_port": port}), log, env, timeout=180)
+    deadline = time.monotonic() + 180
+    while httpx.get(f"{api.url}/health").status_code != 200:
+        if time.monotonic() > deadline:
+            api.stop()
+            raise RuntimeError(f"the API did not load the model; see {log}")
+        time.sleep(0.5)
+    for _ in range(20 * workers):  # every worker has its model before the clock starts
+        httpx.get(f"{api.url}/health")
+    return api
 
 
-def start_mlflow_serve(settings: Settings, port: int, log: Path) -> Service:
+def start_mlflow_serve(settings: Settings, workers: int, folder: Path) -> Service:
     venv_bin = str(Path(sys.executable).parent)
+    port = free_port()
     env = {
         **os.environ,
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
@@ -96,95 +218,111 @@ def start_mlflow_serve(settings: Settings, port: int, log: Path) -> Service:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
     ]
+    log = folder / "mlflow-serve.log"
     service = spawn("mlflow-serve", command, env, log, f"http://127.0.0.1:{port}")
-    for _ in range(240):
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
         try:
             if httpx.get(f"{service.url}/ping", timeout=2).status_code == 200:
                 return service
         except httpx.HTTPError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     stop_process_group(service.process)
     raise RuntimeError(f"mlflow models serve did not start; see {log}")
 
 
 def line(label: str, r: dict) -> str:
     return (
-        f"  {label:<28} {r['rps']:8.1f} req/s  p50 {r['p50']:7.2f} ms  p95 {r['p95']:7.2f} ms  "
-        f"p99 {r['p99']:7.2f} ms  errors {r['errors']}/{r['n']}"
+        f"  {label:<22} {r['rps']:7.1f} req/s ({r['ok_rps']:7.1f} 2xx)  "
+        f"p50 {r['p50']:7.2f}  p95 {r['p95']:7.2f}  p99 {r['p99']:8.2f} ms (2xx)  "
+        f"503 {r['shed']}  other non-2xx {r['other']}  socket errors {r['socket_errors']}"
     )
+
+
+def batch_seconds(url: str, body: dict, headers: dict[str, str]) -> str:
+    times = []
+    for _ in range(3):
+        clock = time.perf_counter()
+        response = httpx.post(url, json=body, headers=headers, timeout=300)
+        times.append(time.perf_counter() - clock)
+        if response.status_code != 200:
+            raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+    runs = ", ".join(f"{t:.2f}" for t in times)
+    return f"median {statistics.median(times):.2f} s (runs {runs})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 1
     settings = Settings()
-    connect(settings)
-    bodies = payloads(settings, 10_000)
-    records = [{k: ("?" if v is None else v) for k, v in b.items()} for b in bodies]
-    logs = Path(tempfile.mkdtemp(prefix="readmit-bench-"))
-
-    version = str(by_alias(client_for(settings), settings.model_name, PRODUCTION).version)
-    loaded = load_version(settings, version)
-    model = loaded.model
-    for r in records[:200]:
-        model.predict_record(r)
-    clock = time.perf_counter()
-    for r in records[:5000]:
-        model.predict_record(r)
-    per_record = (time.perf_counter() - clock) / 5000 * 1000
-    print(f"model {settings.model_name} v{version} ({model.estimator.kind})")
-    print(f"in process: predict_record {per_record:.3f} ms per record (dict -> vector -> model)")
-
-    api_settings = settings.model_copy(update={"api_port": free_port()})
-    env = {"READMIT_API_PORT": str(api_settings.api_port), "READMIT_LOG_LEVEL": "WARNING"}
-    api = start_api(api_settings, logs / "api.log", env)
-    mlflow_serve = start_mlflow_serve(settings, free_port(), logs / "mlflow-serve.log")
-    results: dict[tuple[str, str, int], dict] = {}
-    try:
-        for _ in range(30):
-            if httpx.get(f"{api.url}/health").status_code == 200:
-                break
-            time.sleep(1)
-        batch_times = []
-        for _ in range(3):
-            clock = time.perf_counter()
-            response = httpx.post(f"{api.url}/predict-batch", json={"records": bodies}, timeout=120)
-            batch_times.append(time.perf_counter() - clock)
-            assert response.status_code == 200 and response.json()["scored"] == len(bodies)
-        runs = ", ".join(f"{t:.2f}" for t in batch_times)
-        median = statistics.median(batch_times)
-        print(f"/predict-batch of {len(bodies):,} records: median {median:.2f} s (runs: {runs})")
-        explain = asyncio.run(drive(f"{api.url}/explain", bodies, 1, args.seconds / 2, paced=False))
-        print(line("/explain, 1 user", explain))
-        targets = {
-            "readmit": (f"{api.url}/predict", bodies),
-            "mlflow-serve": (
-                f"{mlflow_serve.url}/invocations",
-                [{"dataframe_records": [r]} for r in records[:2000]],
-            ),
-        }
-        for mode in ("closed", "paced"):
-            print(f"{mode} loop, {args.seconds:.0f} s per level:")
-            for users in LEVELS:
-                for name, (url, load) in targets.items():
-                    r = asyncio.run(drive(url, load, users, args.seconds, paced=mode == "paced"))
-                    results[(mode, name, users)] = r
-                    print(line(f"{name}, {users} users", r), flush=True)
-                ours, theirs = (
-                    results[(mode, "readmit", users)],
-                    results[(mode, "mlflow-serve", users)],
-                )
-                print(
-                    f"  ratio at {users} users: {ours['rps'] / theirs['rps']:.2f}x req/s, "
-                    f"p95 {theirs['p95'] / ours['p95']:.2f}x lower"
-                )
-    finally:
-        api.stop()
-        mlflow_serve.stop()
-    print(f"logs: {logs}")
+    folder = Path(tempfile.mkdtemp(prefix="readmit-bench-api-"))
+    print(f"start: {load_average()}")
+    records, ours, theirs = write_bodies(settings, folder)
+    scripts = {
+        "readmit, keys off": script(folder, "off", ours, None),
+        "readmit, keys on": script(folder, "on", ours, KEY),
+        "mlflow models serve": script(folder, "mlflow", theirs, None),
+    }
+    print(
+        f"{args.workers} worker(s) each; wrk closed loop, {args.seconds:.0f} s per level; "
+        f"p50/p95/p99 of 2xx answers"
+    )
+    results: dict[tuple[str, int], dict] = {}
+    probes: dict[str, str] = {}
+    batches: dict[str, str] = {}
+    for name, lua in scripts.items():
+        if name.startswith("readmit"):
+            auth = "keys" if name.endswith("on") else "none"
+            service = start_readmit(settings, args.workers, auth, folder)
+            url = f"{service.url}/predict"
+        else:
+            service = start_mlflow_serve(settings, args.workers, folder)
+            url = f"{service.url}/invocations"
+        try:
+            for connections in LEVELS:
+                probe = HealthProbe(service.url) if name.startswith("readmit") else None
+                if probe is not None and connections == max(LEVELS):
+                    probe.start()
+                results[(name, connections)] = wrk(url, lua, connections, args.seconds)
+                if probe is not None and probe.is_alive():
+                    probe.stop.set()
+                    probe.join()
+                    probes[name] = probe.summary()
+            if name.startswith("readmit"):
+                headers = {"X-API-Key": KEY}
+                body = {"records": records}
+                batches[name] = batch_seconds(f"{service.url}/predict-batch", body, headers)
+            else:
+                body = {"dataframe_records": [{**r} for r in records]}
+                batches[name] = batch_seconds(url, body, {})
+        finally:
+            service.stop()
+    for connections in LEVELS:
+        print(f"{connections} connection(s), /predict:")
+        for name in scripts:
+            print(line(name, results[(name, connections)]))
+        for name, summary in probes.items() if connections == max(LEVELS) else ():
+            print(f"  during it, {name}: {summary}")
+        off = results[("readmit, keys off", connections)]
+        on = results[("readmit, keys on", connections)]
+        base = results[("mlflow models serve", connections)]
+        print(
+            f"  keys on vs off: {on['ok_rps'] / max(off['ok_rps'], 1e-9):.2f}x 2xx/s; "
+            f"readmit (off) vs mlflow: {off['ok_rps'] / max(base['ok_rps'], 1e-9):.1f}x 2xx/s"
+        )
+    print(f"/predict-batch of {len(records):,} records over HTTP:")
+    for name, summary in batches.items():
+        print(f"  {name:<22} {summary}")
+    print(f"end: {load_average()}")
+    print(f"logs: {folder}")
     return 0
 
 
