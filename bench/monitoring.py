@@ -31,7 +31,6 @@ import pandas as pd
 
 from readmit import registry
 from readmit.dataset import Dataset, load_dataset
-from readmit.features import HISTORY_FIELD
 from readmit.model import Calibration, ReadmissionModel
 from readmit.monitoring.monitor import MonitorWindow, judge, run_monitor
 from readmit.monitoring.prediction_log import Scored
@@ -39,14 +38,14 @@ from readmit.monitoring.reference import log_reference
 from readmit.pipeline.clean import build_clean
 from readmit.pipeline.ingest import ingest
 from readmit.pipeline.train import fit_lightgbm, load_training_data
-from readmit.schema import INPUT_FIELDS
+from readmit.schema import HISTORY_FIELDS, INPUT_FIELDS
 from readmit.settings import Settings
 from readmit.storage import monitor
 from readmit.tracking import configure, log_model
 
 BUILD_ROWS = 50_000
 WINDOW = 2_000
-MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
+MODEL_INPUTS = [*INPUT_FIELDS, *HISTORY_FIELDS]
 SHIFTS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "num_lab_procedures x10 (feed error)": lambda f: f.assign(
         num_lab_procedures=f["num_lab_procedures"] * 10

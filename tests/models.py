@@ -8,13 +8,12 @@ import mlflow
 import pandas as pd
 
 from readmit import registry
-from readmit.features import HISTORY_FIELD
 from readmit.model import ReadmissionModel
-from readmit.schema import INPUT_FIELDS
+from readmit.schema import MODEL_FIELDS
 from readmit.settings import Settings
 from readmit.tracking import configure, log_model
 
-MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
+MODEL_INPUTS = list(MODEL_FIELDS)
 API_KEY = "test-key-123"
 
 

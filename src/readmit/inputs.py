@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 
 from readmit.errors import ReadmitError
-from readmit.features import HISTORY_FIELD, diagnosis_code
+from readmit.features import diagnosis_code
 from readmit.schema import (
     BY_FIELD,
     FIELD_OF_NAME,
+    HISTORY_BY_FIELD,
+    HISTORY_FIELDS,
     INPUT_FIELDS,
+    MODEL_FIELDS,
     SOURCE_OF_FIELD,
     Column,
     Kind,
@@ -29,17 +32,9 @@ from readmit.schema import (
     is_missing,
 )
 
-HISTORY_MAX = 1000
-HISTORY_COLUMN = Column(
-    HISTORY_FIELD,
-    Kind.INTEGER,
-    missing_allowed=True,
-    maximum=HISTORY_MAX,
-    description="Earlier encounters of this patient (0 when not sent)",
-)
-MODEL_FIELDS: tuple[str, ...] = (*INPUT_FIELDS, HISTORY_FIELD)
+INPUT_COLUMNS: dict[str, Column] = {**BY_FIELD, **HISTORY_BY_FIELD}
 INTEGER_INPUTS: tuple[str, ...] = tuple(
-    f for f in MODEL_FIELDS if f == HISTORY_FIELD or BY_FIELD[f].kind is Kind.INTEGER
+    f for f in MODEL_FIELDS if INPUT_COLUMNS[f].kind is Kind.INTEGER
 )
 MAX_PROBLEMS = 10  # an error message names at most this many bad columns
 
@@ -52,7 +47,7 @@ def column_names(names: list[str]) -> dict[str, str]:
     """Field -> the input column it is read from; either the data set's or the API's name."""
     found: dict[str, str] = {}
     for name in names:
-        field = FIELD_OF_NAME.get(name, HISTORY_FIELD if name == HISTORY_FIELD else "")
+        field = FIELD_OF_NAME.get(name, name if name in HISTORY_BY_FIELD else "")
         if not field:
             continue  # identifiers, the label and anything else the model does not take
         if field in found:
@@ -128,7 +123,7 @@ def model_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for field in MODEL_FIELDS:
         if field not in names:
             continue
-        column = HISTORY_COLUMN if field == HISTORY_FIELD else BY_FIELD[field]
+        column = INPUT_COLUMNS[field]
         values, problem = _checked(column, frame[names[field]], names[field])
         if problem:
             problems.append(problem)
@@ -137,8 +132,9 @@ def model_frame(frame: pd.DataFrame) -> pd.DataFrame:
         extra = len(problems) - MAX_PROBLEMS
         rest = f"; and {extra} more columns" if extra > 0 else ""
         raise InputError(f"cannot score: {'; '.join(problems[:MAX_PROBLEMS])}{rest}")
-    if HISTORY_FIELD in out:
-        out[HISTORY_FIELD] = np.where(pd.isna(out[HISTORY_FIELD]), 0, out[HISTORY_FIELD])
+    for field in HISTORY_FIELDS:
+        if field in out:
+            out[field] = np.where(pd.isna(out[field]), 0, out[field])
     result = pd.DataFrame(out)
     for field in INTEGER_INPUTS:
         if field in result:

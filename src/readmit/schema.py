@@ -186,6 +186,43 @@ FIELD_OF_NAME: dict[str, str] = {**FIELD_OF_SOURCE, **{c.field: c.field for c in
 INPUT_FIELDS: tuple[str, ...] = tuple(c.field for c in COLUMNS if c.feature)
 INTEGER_FIELDS: tuple[str, ...] = tuple(c.field for c in COLUMNS if c.kind is Kind.INTEGER)
 MEDICATION_FIELDS: tuple[str, ...] = tuple(_med(m).field for m in MEDICATIONS)
+# The patient's history before an encounter: counted by the clean step over earlier
+# `encounter_id`s only, looked up by the API from the feature store, or sent by the caller.
+# Not source columns: optional model inputs, 0 when absent.
+HISTORY_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "prior_encounters",
+        Kind.INTEGER,
+        missing_allowed=True,
+        maximum=1_000,
+        description="Earlier encounters of this patient",
+    ),
+    Column(
+        "prior_readmissions_30d",
+        Kind.INTEGER,
+        missing_allowed=True,
+        maximum=1_000,
+        description="Earlier encounters of this patient followed by a readmission within 30 days",
+    ),
+    Column(
+        "prior_readmissions_any",
+        Kind.INTEGER,
+        missing_allowed=True,
+        maximum=1_000,
+        description="Earlier encounters of this patient followed by a readmission (any delay)",
+    ),
+    Column(
+        "prior_days_in_hospital",
+        Kind.INTEGER,
+        missing_allowed=True,
+        maximum=100_000,
+        description="Days in hospital over the earlier encounters of this patient",
+    ),
+)
+HISTORY_FIELDS: tuple[str, ...] = tuple(c.source for c in HISTORY_COLUMNS)
+HISTORY_BY_FIELD: dict[str, Column] = {c.source: c for c in HISTORY_COLUMNS}
+# What the model takes: the source's feature columns, then the history.
+MODEL_FIELDS: tuple[str, ...] = (*INPUT_FIELDS, *HISTORY_FIELDS)
 LABEL_SOURCE = "readmitted"
 POSITIVE_LABEL = "<30"
 

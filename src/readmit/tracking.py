@@ -19,12 +19,10 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
 
 from readmit.errors import ReadmitError
-from readmit.features import HISTORY_FIELD
 from readmit.files import private_dir
-from readmit.inputs import HISTORY_COLUMN
 from readmit.model import ReadmissionModel
 from readmit.pyfunc_model import ReadmissionPyfunc
-from readmit.schema import BY_FIELD, INPUT_FIELDS, Column, Kind
+from readmit.schema import BY_FIELD, HISTORY_COLUMNS, HISTORY_FIELDS, INPUT_FIELDS, Column, Kind
 from readmit.settings import Settings, apply_mlflow_client_defaults, export_mlflow_login
 from readmit.storage.db import safe_url
 
@@ -131,7 +129,7 @@ def input_schema() -> Schema:
                 ColSpec(AnyType(), name, required=False),
                 ColSpec(AnyType(), source, required=False),
             ]
-    specs.append(ColSpec(AnyType(), HISTORY_FIELD, required=False))
+    specs += [ColSpec(AnyType(), name, required=False) for name in HISTORY_FIELDS]
     return Schema(specs)
 
 
@@ -159,7 +157,7 @@ def _described(column: Column) -> dict[str, Any]:
 def input_fields() -> dict[str, dict[str, Any]]:
     """What each input field takes, for the registered model's metadata."""
     fields = {name: _described(BY_FIELD[name]) for name in INPUT_FIELDS}
-    fields[HISTORY_FIELD] = _described(HISTORY_COLUMN)
+    fields.update({column.source: _described(column) for column in HISTORY_COLUMNS})
     return fields
 
 

@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from readmit import registry
 from readmit.cli import app
-from readmit.features import HISTORY_FIELD, NUMERIC_FEATURES
+from readmit.features import NUMERIC_FEATURES
 from readmit.model import MODEL_FILE, Calibration, ReadmissionModel
 from readmit.pipeline.train import fit_logistic, fit_xgboost
-from readmit.schema import INPUT_FIELDS
+from readmit.schema import HISTORY_FIELDS, INPUT_FIELDS
 from readmit.stack.s3 import BUCKET
 from tests.models import log_and_register
 
-MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
+MODEL_INPUTS = [*INPUT_FIELDS, *HISTORY_FIELDS]
 
 
 @pytest.fixture

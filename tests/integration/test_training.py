@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from mlflow.artifacts import list_artifacts
 from mlflow.tracking import MlflowClient
 
-from readmit.features import HISTORY_FIELD
 from readmit.model import TrainingInfo
 from readmit.model_card import (
     CARD_HTML,
@@ -32,9 +31,9 @@ from readmit.model_card import (
 from readmit.monitoring.reference import load_reference
 from readmit.pipeline.train import CANDIDATES, PREDICTIONS_ARTIFACT, fit_and_evaluate, train
 from readmit.registry import Tag, lineage_tags
-from readmit.schema import INPUT_FIELDS
+from readmit.schema import HISTORY_FIELDS, INPUT_FIELDS
 
-MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
+MODEL_INPUTS = [*INPUT_FIELDS, *HISTORY_FIELDS]
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,11 @@ from readmit.features import (
     age_years,
     clean_frame,
     clean_record,
+    history_through,
     icd9_group,
-    prior_encounter_counts,
+    prior_history,
 )
+from readmit.schema import HISTORY_FIELDS
 from tests.synthetic import synthetic_rows
 
 
@@ -55,12 +57,36 @@ def test_unknown_admission_codes_are_missing_and_codes_are_categories():
     assert admission_code("admission_source_id", "7") == "7"
 
 
-def test_prior_encounters_count_only_earlier_encounters():
-    raw = pd.DataFrame(
-        {"patient_nbr": [1, 2, 1, 1, 2], "encounter_id": [30, 11, 10, 20, 5]}, index=[4, 3, 2, 1, 0]
+def _history_raw() -> pd.DataFrame:
+    """Patient 1: encounters 10 (<30, 3 days), 20 (>30, 5 days), 30 (NO, 2 days);
+    patient 2: 5 (<30, 4 days), 11 (NO, 1 day). Rows shuffled, index not in order."""
+    return pd.DataFrame(
+        {
+            "patient_nbr": [1, 2, 1, 1, 2],
+            "encounter_id": [30, 11, 10, 20, 5],
+            "readmitted": ["NO", "NO", "<30", ">30", "<30"],
+            "time_in_hospital": [2, 1, 3, 5, 4],
+        },
+        index=[4, 3, 2, 1, 0],
     )
-    counts = prior_encounter_counts(raw)
-    assert counts.to_dict() == {4: 2, 3: 1, 2: 0, 1: 1, 0: 0}
+
+
+def test_history_counts_only_earlier_encounters_never_the_encounter_itself():
+    history = prior_history(_history_raw())
+    assert list(history.columns) == list(HISTORY_FIELDS)
+    # Each expected row: earlier encounters, earlier <30, earlier readmissions, earlier days.
+    assert history.loc[2].tolist() == [0, 0, 0, 0]  # patient 1, encounter 10: the first
+    assert history.loc[1].tolist() == [1, 1, 1, 3]  # encounter 20 sees 10 only
+    assert history.loc[4].tolist() == [2, 1, 2, 8]  # encounter 30 sees 10 and 20, not itself
+    assert history.loc[0].tolist() == [0, 0, 0, 0]  # patient 2, encounter 5
+    assert history.loc[3].tolist() == [1, 1, 1, 4]  # encounter 11 sees 5 only
+
+
+def test_history_through_an_encounter_is_what_the_next_one_sees():
+    raw = _history_raw()
+    through = history_through(raw)
+    assert through.loc[4].tolist() == [3, 1, 2, 10]  # all of patient 1
+    assert through.loc[2].tolist() == prior_history(raw).loc[1].tolist()
 
 
 def _raw_typed(n: int, seed: int = 0) -> pd.DataFrame:
@@ -86,11 +112,11 @@ def test_clean_frame_drops_death_and_hospice_and_labels_lt30():
 def test_one_record_cleans_exactly_as_the_bulk_path():
     raw = _raw_typed(600, seed=3)
     bulk = clean_frame(raw).set_index("row_hash")
-    history = prior_encounter_counts(raw)
+    history = prior_history(raw)
     for i, row in raw.iterrows():
         if row["row_hash"] not in bulk.index:
             continue
-        record = {**row.to_dict(), "prior_encounters": int(history[i])}
+        record = {**row.to_dict(), **history.loc[i].astype(int).to_dict()}
         expected = {f: bulk.loc[row["row_hash"], f] for f in FEATURES}
         got = clean_record(record)
         assert {f: got[f] for f in FEATURES} == expected

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from readmit.dataset import typed_rows
-from readmit.features import HISTORY_FIELD, FittedTransform, clean_frame, prior_encounter_counts
+from readmit.features import FittedTransform, clean_frame, prior_history
 from readmit.model import MODEL_FILE, Calibration, ReadmissionModel, TrainingInfo
 from readmit.pipeline.train import fit_lightgbm, fit_logistic, fit_xgboost
 from readmit.registry import Tag, lineage_tags
@@ -33,7 +33,7 @@ def data() -> tuple[FittedTransform, np.ndarray, np.ndarray, pd.DataFrame]:
     raw = typed_rows(synthetic_rows(1200, seed=3)).assign(row_hash=lambda f: f["encounter_id"])
     clean = clean_frame(raw)
     transform = FittedTransform.fit(clean, min_count=5)
-    inputs = raw.assign(**{HISTORY_FIELD: prior_encounter_counts})
+    inputs = pd.concat([raw, prior_history(raw)], axis=1)
     x = transform.transform_frame(clean)
     # Synthetic outcomes are noise; these follow the inputs, so every learner has trees to grow.
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ import pytest
 
 from readmit.dataset import Dataset, order_by_encounter, typed_rows
 from readmit.errors import StorageError
-from readmit.features import DROPPED_DISPOSITIONS, HISTORY_FIELD, FittedTransform
+from readmit.features import DROPPED_DISPOSITIONS, FittedTransform
 from readmit.pipeline.clean import MIN_CATEGORY_COUNT, build_record, clean_splits
 from readmit.pipeline.ingest import check_batches, prepare_batch, row_hashes
 from readmit.settings import Settings
@@ -95,7 +95,7 @@ def test_clean_splits_keep_each_row_in_its_raw_split_and_drop_deaths_after_count
     kept = pd.concat(splits.values())
     assert set(kept["row_hash"]) == set(raw_rows.loc[~dropped, "row_hash"])
     # A patient's dropped encounter still counts as history for their later ones.
-    history = dict(zip(kept["row_hash"], kept[HISTORY_FIELD], strict=True))
+    history = dict(zip(kept["row_hash"], kept["prior_encounters"], strict=True))
     earlier = raw_rows.groupby("patient_nbr").cumcount()
     expected = dict(zip(raw_rows["row_hash"], earlier, strict=True))
     assert history == {h: expected[h] for h in history}

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from readmit.features import COUNT_FIELDS, DIAG_FIELDS, HISTORY_FIELD, icd9_group
+from readmit.features import COUNT_FIELDS, DIAG_FIELDS, icd9_group
 from readmit.schema import BY_FIELD, INPUT_FIELDS, is_missing
 
-NUMERIC_FIELDS = (*COUNT_FIELDS, HISTORY_FIELD)
+NUMERIC_FIELDS = (*COUNT_FIELDS, "prior_encounters")
 CATEGORY_FIELDS = tuple(f for f in INPUT_FIELDS if f not in NUMERIC_FIELDS)
 DRIFT_FIELDS = (*NUMERIC_FIELDS, *CATEGORY_FIELDS)
 NUMERIC_METHOD = "wasserstein"

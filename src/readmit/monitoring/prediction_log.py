@@ -32,9 +32,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from readmit.errors import StorageError, first_line
-from readmit.features import HISTORY_FIELD
 from readmit.monitoring.pseudonym import pseudonym, pseudonym_key
-from readmit.schema import INPUT_FIELDS, is_missing
+from readmit.schema import HISTORY_FIELDS, MODEL_FIELDS, is_missing
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
 from readmit.storage import monitor
@@ -42,7 +41,7 @@ from readmit.storage.db import WRITE_FIRST
 from readmit.storage.monitor import Variant
 
 log = logging.getLogger(__name__)
-LOGGED_FIELDS = (*INPUT_FIELDS, HISTORY_FIELD)
+LOGGED_FIELDS = MODEL_FIELDS
 SPILL_PATTERN = "predictions-*.jsonl"
 
 
@@ -96,11 +95,12 @@ def _patient_key(key: bytes, patient_nbr: Any) -> str | None:
 
 def logged_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The model's input fields of a validated record, as /predict's Encounter holds them:
-    any missing marker as null, an absent `prior_encounters` as 0; identifiers left out."""
+    any missing marker as null, an absent history count as 0; identifiers left out."""
     fields = {name: record.get(name) for name in LOGGED_FIELDS}
     fields = {k: (None if is_missing(v) else v) for k, v in fields.items()}
-    if fields[HISTORY_FIELD] is None:
-        fields[HISTORY_FIELD] = 0
+    for name in HISTORY_FIELDS:
+        if fields[name] is None:
+            fields[name] = 0
     return fields
 
 

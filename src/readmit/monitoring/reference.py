@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 
 from readmit.errors import ReadmitError, first_line
-from readmit.features import HISTORY_FIELD
 from readmit.files import private_dir
-from readmit.schema import INPUT_FIELDS, MISSING
+from readmit.schema import HISTORY_FIELDS, MISSING, MODEL_FIELDS
 from readmit.settings import Settings
 from readmit.storage.raw import open_raw_db, read_model_inputs
 
@@ -35,7 +34,7 @@ log = logging.getLogger(__name__)
 REFERENCE_DIR = "reference"
 INPUTS_FILE = "train_inputs.parquet"
 PROBABILITIES_FILE = "test_probabilities.parquet"
-REFERENCE_FIELDS = (*INPUT_FIELDS, HISTORY_FIELD)
+REFERENCE_FIELDS = MODEL_FIELDS
 SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,200}")
 
 
@@ -53,12 +52,15 @@ class Reference:
 
 def as_logged(frame: pd.DataFrame) -> pd.DataFrame:
     """Input fields as the prediction log holds them: any missing marker as None, an absent
-    `prior_encounters` as 0, integers as integers."""
+    history count (also one a reference saved before it existed) as 0, integers as integers."""
     out = pd.DataFrame(index=range(len(frame)))
     for name in REFERENCE_FIELDS:
+        if name in HISTORY_FIELDS and name not in frame:
+            out[name] = 0
+            continue
         values = frame[name].reset_index(drop=True)
         if pd.api.types.is_numeric_dtype(values):
-            out[name] = values.fillna(0 if name == HISTORY_FIELD else np.nan)
+            out[name] = values.fillna(0 if name in HISTORY_FIELDS else np.nan)
         else:
             values = values.astype(object)
             out[name] = values.where(values.notna() & (values != MISSING), None)

@@ -29,9 +29,9 @@ import pandas as pd
 
 from readmit.dataset import load_dataset, typed_rows
 from readmit.errors import ReadmitError
-from readmit.features import HISTORY_FIELD, prior_encounter_counts
+from readmit.features import prior_history
 from readmit.pipeline.ingest import validation_errors
-from readmit.schema import FIELDS, MISSING
+from readmit.schema import FIELDS, HISTORY_FIELDS, MISSING
 from readmit.settings import Settings
 from readmit.split import assign_splits
 from readmit.storage.monitor import POSITIVE
@@ -40,7 +40,7 @@ OLD_AGES = ("[70-80)", "[80-90)", "[90-100)")
 EMERGENCY = 1
 A1C_MEASURED_SHARE = 0.9
 HOURS_PER_DAY = 24
-RECORD_FIELDS = [*(f for f in FIELDS if f != "readmitted"), HISTORY_FIELD]
+RECORD_FIELDS = [*(f for f in FIELDS if f != "readmitted"), *HISTORY_FIELDS]
 OUTCOME_COUNTS = ("received", "inserted", "updated", "unchanged", "unmatched")
 RATE_LIMITED_TRIES = 30
 
@@ -130,13 +130,13 @@ def scenario_of(name: str) -> Scenario:
 
 
 def split_encounters(settings: Settings) -> pd.DataFrame:
-    """The test split's valid encounters with field names, their history count over the
-    whole data set (earlier encounters only, as the clean step counts it) and `readmitted`."""
+    """The test split's valid encounters with field names, their history over the whole data
+    set (earlier encounters only, as the clean step counts it) and `readmitted`."""
     dataset = load_dataset(settings, show_progress=False)
     frame = dataset.frame
     frame = frame.drop(index=validation_errors(frame, dataset.problems).index)
     rows = typed_rows(frame).reset_index(drop=True)
-    rows[HISTORY_FIELD] = prior_encounter_counts(rows)
+    rows[list(HISTORY_FIELDS)] = prior_history(rows)
     test = np.asarray(assign_splits(rows["patient_nbr"], settings.split_salt)) == "test"
     return rows[test].reset_index(drop=True)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from readmit.features import FittedTransform, clean_frame
+from readmit.features import FittedTransform, clean_frame, history_table
 from readmit.settings import Settings
 from readmit.split import SPLITS
 from readmit.storage import clean, raw
@@ -91,9 +91,10 @@ def build_clean(settings: Settings, report: Report = lambda _: None) -> CleanRes
         f"{transform.width} columns"
     )
     record = build_record(new_build_id(), batch_ids, checksums, splits, transform, settings)
+    history = history_table(raw_rows)
     engine = clean.open_clean_db(settings)
     try:
-        clean.write_build(engine, splits, record, report)
+        clean.write_build(engine, splits, history, record, report)
     finally:
         engine.dispose()
     log.info(

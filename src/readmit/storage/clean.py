@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from readmit.errors import StorageError
 from readmit.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, FittedTransform
+from readmit.schema import HISTORY_FIELDS
 from readmit.settings import Settings
 from readmit.split import SPLITS
 from readmit.storage.db import (
@@ -50,6 +51,29 @@ def _split_table(split: str) -> sa.Table:
 
 
 SPLIT_TABLES: dict[str, sa.Table] = {split: _split_table(split) for split in SPLITS}
+
+# The patient history through each encounter, at its encounter-order time (features.HISTORY_EPOCH):
+# the feature store's source, replaced with every build like the split tables.
+patient_history = sa.Table(
+    "patient_history",
+    metadata,
+    sa.Column("build_id", sa.String(32), nullable=False),
+    sa.Column("encounter_id", sa.BigInteger, primary_key=True),
+    sa.Column("patient_nbr", sa.BigInteger, nullable=False, index=True),
+    sa.Column("event_timestamp", sa.DateTime(timezone=True), nullable=False),
+    *(sa.Column(name, sa.BigInteger, nullable=False) for name in HISTORY_FIELDS),
+)
+
+# One row per materialisation of the feature store, newest last: the API's history cache
+# reloads when a newer one appears.
+materialisations = sa.Table(
+    "feature_store_materialisations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("build_id", sa.String(32), nullable=False),
+    sa.Column("patients", sa.Integer, nullable=False),
+    sa.Column("materialised_at", sa.DateTime(timezone=True), nullable=False),
+)
 
 clean_build = sa.Table(
     "clean_build",
@@ -108,6 +132,10 @@ def write_build(
             part = splits[split].assign(build_id=record["build_id"])
             bulk_insert(conn, table, part)
             report(f"wrote {len(part):,} rows to clean_{split}")
+        patient_history.drop(conn, checkfirst=True)
+        patient_history.create(conn)
+        bulk_insert(conn, patient_history, history.assign(build_id=record["build_id"]))
+        report(f"wrote {len(history):,} rows to patient_history")
         conn.execute(clean_build.insert().values(**record, created_at=datetime.now(UTC)))
 
 
@@ -166,6 +194,31 @@ def _read_split(conn: Connection, split: str, build_id: str) -> pd.DataFrame:
     query = sa.select(table).where(table.c.build_id == build_id).order_by(table.c.encounter_id)
     frame = pd.read_sql(query, conn)
     return frame.astype(object).where(frame.notna(), None).infer_objects()
+
+
+def read_history(engine: Engine) -> pd.DataFrame:
+    """The patient history table of the newest build, in encounter order."""
+    with engine.connect() as conn:
+        columns = [c for c in patient_history.c if c.name != "build_id"]
+        frame = pd.read_sql(sa.select(*columns).order_by(patient_history.c.encounter_id), conn)
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame
+
+
+def record_materialisation(engine: Engine, build_id: str, patients: int) -> None:
+    with transaction(engine, "clean-db") as conn:
+        conn.execute(
+            materialisations.insert().values(
+                build_id=build_id, patients=patients, materialised_at=datetime.now(UTC)
+            )
+        )
+
+
+def last_materialisation(engine: Engine) -> int | None:
+    """The id of the newest materialisation; None before the first."""
+    with engine.connect() as conn:
+        newest: int | None = conn.execute(sa.select(sa.func.max(materialisations.c.id))).scalar()
+    return newest
 
 
 # --- counts -----------------------------------------------------------------------------------

@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from readmit.errors import StorageError
-from readmit.features import HISTORY_FIELD
-from readmit.schema import COLUMNS, INPUT_FIELDS, Kind
+from readmit.schema import COLUMNS, HISTORY_FIELDS, MODEL_FIELDS, Kind
 from readmit.settings import Settings
 from readmit.split import SPLITS
 from readmit.storage.db import (
@@ -207,19 +206,19 @@ def read_raw(engine: Engine) -> tuple[pd.DataFrame, list[int], list[str]]:
 
 
 def read_model_inputs(engine: Engine, clean_rows: pd.DataFrame, split: str) -> pd.DataFrame:
-    """The raw fields the model takes (plus `prior_encounters`) for the given clean rows.
+    """The raw fields the model takes (with the history counts) for the given clean rows.
 
     This is what the API receives for these encounters, in the order of `clean_rows`.
     """
     with engine.connect() as conn:
         source = pd.read_sql(sa.select(SPLIT_TABLES[split]), conn)
-    keys = clean_rows[["row_hash", HISTORY_FIELD]]
+    keys = clean_rows[["row_hash", *HISTORY_FIELDS]]
     merged = keys.merge(source, on="row_hash", how="left", validate="one_to_one")
     if merged["encounter_id"].isna().any():
         raise StorageError(
             f"raw-db: raw_{split} lacks rows of the clean build; run `readmit clean`"
         )
-    return merged[["encounter_id", "patient_nbr", *INPUT_FIELDS, HISTORY_FIELD]]
+    return merged[["encounter_id", "patient_nbr", *MODEL_FIELDS]]
 
 
 # --- counts -----------------------------------------------------------------------------------
