@@ -2,8 +2,9 @@
 ### 2 · Clean build
 
 Rebuilds clean-db from every batch in raw-db: missing markers, deaths and hospice discharges
-dropped, ICD-9 groups, prior encounters, the 30-day label; the feature transform is fitted on
-`clean_train` only and stored with the build.
+dropped, ICD-9 groups, the patient history (earlier encounters only), the 30-day label; the
+feature transform is fitted on `clean_train` only and stored with the build. Then the patient
+history is materialised into the feature store's online store (Feast), which the API reads.
 
 - Triggered by the `readmit_raw_db` Asset (a new raw batch); updates `readmit_clean_db`,
   which triggers `3_train_and_register`.
@@ -42,7 +43,13 @@ def clean_build() -> None:
 
         return step(Settings(), report=log.info)
 
-    build_clean()
+    @task(execution_timeout=timedelta(minutes=30))
+    def materialise() -> dict[str, Any]:
+        from readmit.orchestration import materialise_history
+
+        return materialise_history(Settings(), report=log.info)
+
+    build_clean() >> materialise()
 
 
 clean_build()

@@ -117,6 +117,17 @@ def run_clean(settings: Settings) -> None:
     _done(clean_summary(settings, build_clean(settings, report=_say)))
 
 
+def run_materialise(settings: Settings) -> None:
+    from readmit.feature_store.repo import materialize
+    from readmit.summaries import materialise_summary
+
+    audit_log(settings)
+    console.print(
+        f"[bold]materialise[/] patient history of {safe_url(settings.resolved_clean_db_url)}"
+    )
+    _done(materialise_summary(settings, materialize(settings, report=_say)))
+
+
 @app.command()
 @fails_cleanly
 def ingest(
@@ -131,6 +142,13 @@ def ingest(
 def clean() -> None:
     """Clean raw-db into clean-db and fit the transform on clean_train."""
     run_clean(Settings())
+
+
+@app.command()
+@fails_cleanly
+def materialise() -> None:
+    """Load the latest clean build's patient history into the feature store (Feast)."""
+    run_materialise(Settings())
 
 
 def run_train(settings: Settings) -> None:
@@ -524,11 +542,13 @@ def s3_server(
 @app.command()
 @fails_cleanly
 def pipeline() -> None:
-    """Run the main job: ingest every pending batch, clean, train and register."""
+    """Run the main job: ingest every pending batch, clean, materialise the patient history,
+    train and register."""
     settings = Settings()
     clock = time.perf_counter()
     run_ingest(settings, all_batches=True)
     run_clean(settings)
+    run_materialise(settings)
     run_train(settings)
     console.print(
         f"[bold green]pipeline done[/] in {time.perf_counter() - clock:.1f} s; "

@@ -15,7 +15,13 @@ from typing import Any
 from readmit.logs import configure_file_logging
 from readmit.settings import Settings
 from readmit.storage.db import safe_url
-from readmit.summaries import Summary, clean_summary, ingest_summary, train_summary
+from readmit.summaries import (
+    Summary,
+    clean_summary,
+    ingest_summary,
+    materialise_summary,
+    train_summary,
+)
 
 Report = Callable[[str], None]
 
@@ -49,6 +55,14 @@ def build_clean(settings: Settings, report: Report) -> dict[str, Any]:
 
     _audit(settings)
     return _closing(clean_summary(settings, build(settings, report=report)), report)
+
+
+def materialise_history(settings: Settings, report: Report) -> dict[str, Any]:
+    """Load the new build's patient history into the feature store's online store."""
+    from readmit.feature_store.repo import materialize
+
+    _audit(settings)
+    return _closing(materialise_summary(settings, materialize(settings, report=report)), report)
 
 
 def train_and_register(settings: Settings, report: Report) -> dict[str, Any]:

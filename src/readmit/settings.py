@@ -253,6 +253,9 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often @production is checked."
     )
+    history_poll_seconds: float = Field(
+        default=30.0, gt=0, description="How often the API checks for a newer materialisation."
+    )
     max_batch: int = Field(default=10_000, gt=0, description="Most records in one /predict-batch.")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="Largest request body.")
     max_header_bytes: int = Field(

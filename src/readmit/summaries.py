@@ -13,6 +13,7 @@ from readmit.settings import Settings
 from readmit.storage.db import safe_url
 
 if TYPE_CHECKING:
+    from readmit.feature_store.repo import MaterialiseResult
     from readmit.pipeline.clean import CleanResult
     from readmit.pipeline.ingest import IngestResult
     from readmit.pipeline.train import TrainResult
@@ -65,6 +66,21 @@ def clean_summary(settings: Settings, result: CleanResult) -> Summary:
         f"{result.seconds:.1f} s; clean-db {facts['clean_db']}"
     )
     return Summary("clean", facts, line)
+
+
+def materialise_summary(settings: Settings, result: MaterialiseResult) -> Summary:
+    facts = {
+        "build_id": result.build_id,
+        "patients": result.patients,
+        "encounters": result.encounters,
+        "online_store": result.online_store,
+        "seconds": round(result.seconds, 2),
+    }
+    line = (
+        f"history of {result.patients:,} patients ({result.encounters:,} encounters) of build "
+        f"{result.build_id} in the online store {result.online_store}, {result.seconds:.1f} s"
+    )
+    return Summary("materialise", facts, line)
 
 
 def train_summary(settings: Settings, result: TrainResult) -> Summary:

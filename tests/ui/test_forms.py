@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from readmit.features import HISTORY_FIELD
-from readmit.schema import BY_FIELD, COLUMNS, INPUT_FIELDS, MISSING, Kind
+from readmit.schema import BY_FIELD, COLUMNS, HISTORY_FIELDS, INPUT_FIELDS, MISSING, Kind
 from readmit.serving.schemas import EXAMPLE, Encounter
 from readmit.ui import forms
 from readmit.ui.display import HIGH, LOW, MEDIUM, exact, percent, risk_band
@@ -14,7 +13,7 @@ from readmit.ui.display import HIGH, LOW, MEDIUM, exact, percent, risk_band
 
 def test_the_sections_hold_every_input_field_once():
     placed = [f for _, fields in forms.sections() for f in fields]
-    assert sorted(placed) == sorted([*INPUT_FIELDS, HISTORY_FIELD])
+    assert sorted(placed) == sorted([*INPUT_FIELDS, *HISTORY_FIELDS])
 
 
 def test_defaults_and_the_example_are_valid_api_records():
@@ -40,7 +39,7 @@ def test_missing_becomes_null_and_bad_values_are_named():
 
 
 def test_every_field_has_a_plain_label():
-    for field in [*INPUT_FIELDS, HISTORY_FIELD]:
+    for field in [*INPUT_FIELDS, *HISTORY_FIELDS]:
         assert (forms.label(field) and forms.label(field) != field) or field in ("race", "gender")
     assert forms.label("a1cresult") == "HbA1c result"
     assert forms.label("glyburide_metformin") == "Glyburide-metformin"
@@ -84,5 +83,15 @@ def test_the_form_draws_one_widget_per_field_with_schema_choices():
             assert selects[key].options == expected
         if column.kind in (Kind.CODE, Kind.TEXT) and column.missing_allowed:
             assert selects[key].options[0] == "? (missing)"
-    assert f"patient.{HISTORY_FIELD}" in numbers
+    assert all(f"patient.{name}" in numbers for name in HISTORY_FIELDS)
     assert BY_FIELD["race"].missing_allowed and selects["patient.race"].value == "Caucasian"
+
+
+def test_the_form_sends_the_patient_number_and_leaves_the_history_to_the_lookup():
+    record = forms.to_record(forms.example_values())
+    looked_up = forms.with_patient(record, 55629189, lookup=True)
+    assert looked_up["patient_nbr"] == 55629189
+    assert not set(HISTORY_FIELDS) & set(looked_up)
+    sent = forms.with_patient(record, 0, lookup=False)
+    assert "patient_nbr" not in sent
+    assert {n: sent[n] for n in HISTORY_FIELDS} == {n: record[n] for n in HISTORY_FIELDS}

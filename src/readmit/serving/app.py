@@ -23,6 +23,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from readmit import __version__
+from readmit.feature_store.lookup import HistoryLookup
 from readmit.logs import configure_json_logging
 from readmit.monitoring.prediction_log import PredictionLog
 from readmit.serving.auth import KeyRing
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     metrics = store.metrics if store is not None else Metrics()
     store = store or ModelStore(settings, metrics)
     engine = monitor_engine(settings, settings.prediction_log_timeout_seconds)
+    history = HistoryLookup(settings)
     prediction_log = None
     if settings.prediction_log_enabled:
         prediction_log = PredictionLog(settings, metrics, engine)
@@ -63,9 +65,11 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         if prediction_log is not None:
             prediction_log.start()
         store.start()
+        history.start()
         try:
             yield
         finally:
+            history.stop()
             store.stop()
             if prediction_log is not None:
                 prediction_log.stop()
@@ -82,6 +86,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.store = store
     app.state.metrics = metrics
     app.state.prediction_log = prediction_log
+    app.state.history = history
     app.state.monitor_engine = engine
     app.state.keys = KeyRing(settings)
     app.include_router(router)

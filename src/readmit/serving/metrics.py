@@ -149,6 +149,13 @@ class Metrics:
             "Failed writes to monitor-db",
             registry=r,
         )
+        self.history = Counter(
+            "readmit_history_lookups_total",
+            "Scored records by where their patient history came from "
+            "(store, request, new_patient, unavailable)",
+            ["source"],
+            registry=r,
+        )
 
     def model_loaded(self, name: str, version: str, test_auc: float | None = None) -> None:
         if self._served is not None and self._served != (name, version):
@@ -180,6 +187,10 @@ class Metrics:
             )
         for p in probabilities:
             self.probability.observe(p)
+
+    def observe_history(self, sources: list[str]) -> None:
+        for source in set(sources):
+            self.history.labels(source=source).inc(sources.count(source))
 
     def render(self) -> bytes:
         folder = os.environ.get(MULTIPROCESS_DIR)

@@ -18,12 +18,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from readmit.errors import StorageError, first_line
 from readmit.explain import field_contributions
-from readmit.features import HISTORY_FIELD
+from readmit.feature_store.lookup import HistoryLookup
 from readmit.model_card import CARD_MARKDOWN, MODEL_CARD_PATH, fetch_card
 from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.prediction_log import PredictionLog
 from readmit.registry import PRODUCTION
-from readmit.schema import COLUMNS, INPUT_FIELDS, MISSING
+from readmit.schema import COLUMNS, HISTORY_FIELDS, MISSING, MODEL_FIELDS
 from readmit.serving.auth import require
 from readmit.serving.body import CheckedRoute, public_errors
 from readmit.serving.metrics import Metrics
@@ -46,7 +46,7 @@ from readmit.serving.schemas import (
 from readmit.settings import Settings
 
 router = APIRouter(route_class=CheckedRoute)
-MODEL_COLUMNS = [*INPUT_FIELDS, HISTORY_FIELD]
+MODEL_COLUMNS = list(MODEL_FIELDS)
 NULLABLE_FIELDS = [c.field for c in COLUMNS if c.feature and c.nullable]
 PREDICT = Depends(require("predict"))
 KEYS: dict[int | str, dict[str, Any]] = {
@@ -94,6 +94,26 @@ ModelDep = Annotated[LoadedModel, Depends(loaded_model)]
 LogDep = Annotated[PredictionLog | None, Depends(get_prediction_log)]
 
 
+async def get_history(request: Request) -> HistoryLookup:
+    history: HistoryLookup = request.app.state.history
+    return history
+
+
+HistoryDep = Annotated[HistoryLookup, Depends(get_history)]
+
+
+def with_history(
+    encounter: Encounter, history: HistoryLookup, metrics: Metrics
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The encounter's fields with its patient history (sent, looked up or zeros), its
+    model input, and where the history came from."""
+    fields = dict(encounter.__dict__)
+    (source,) = history.resolve([fields])
+    metrics.observe_history([source])
+    model_input = encounter.model_input() | {name: fields[name] for name in HISTORY_FIELDS}
+    return fields, model_input, source
+
+
 def _ref(current: LoadedModel) -> ModelRef:
     return ModelRef(name=current.name, version=current.version)
 
@@ -130,18 +150,24 @@ def predict(
     current: ModelDep,
     metrics: MetricsDep,
     prediction_log: LogDep,
+    history: HistoryDep,
 ) -> Response:
-    """The probability that this encounter is followed by a readmission within 30 days."""
+    """The probability that this encounter is followed by a readmission within 30 days.
+
+    Without history fields, the patient's history is looked up by `patient_nbr`."""
     model = current.model
-    probability = model.predict_record(encounter.model_input())
+    fields, model_input, source = with_history(encounter, history, metrics)
+    probability = model.predict_record(model_input)
     metrics.observe_predictions([probability], model.threshold)
-    _log_scored(prediction_log, request, current, [dict(encounter.__dict__)], [probability])
+    _log_scored(prediction_log, request, current, [fields], [probability])
     answer = Prediction(
         probability=probability,
         readmitted_30d=probability >= model.threshold,
         threshold=model.threshold,
         model=_ref(current),
         request_id=_request_id(request),
+        history=source,  # type: ignore[arg-type]
+        history_used={name: int(fields[name]) for name in HISTORY_FIELDS},
     )
     # Built and checked here, written by pydantic: FastAPI would validate it again, in one
     # more hop to a pool thread.
@@ -166,6 +192,7 @@ def predict_batch(
     metrics: MetricsDep,
     settings: SettingsDep,
     prediction_log: LogDep,
+    history: HistoryDep,
 ) -> Any:
     """Score up to READMIT_MAX_BATCH encounters, results in request order.
 
@@ -184,8 +211,11 @@ def predict_batch(
     valid = [i for i in range(count) if i not in errors]
     model = current.model
     probabilities: list[float] = []
+    sources: list[str] = []
     if valid:
         scored = [records[i] for i in valid]
+        sources = list(history.resolve(scored))  # one pass over the snapshot for the batch
+        metrics.observe_history(sources)
         probabilities = model.predict_frame(model_frame(scored)).tolist()
         metrics.observe_predictions(probabilities, model.threshold)
         _log_scored(prediction_log, request, current, scored, probabilities)
@@ -193,12 +223,13 @@ def predict_batch(
         {"index": i, "probability": None, "readmitted_30d": None, "error": errors.get(i)}
         for i in range(count)
     ]
-    for i, probability in zip(valid, probabilities, strict=True):
+    for i, probability, source in zip(valid, probabilities, sources, strict=True):
         results[i] = {
             "index": i,
             "probability": probability,
             "readmitted_30d": probability >= model.threshold,
             "error": None,
+            "history": source,
         }
     # Built by hand and returned as is: re-validating 10,000 results would double the time.
     return JSONResponse(
@@ -248,7 +279,8 @@ def model_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records, columns=MODEL_COLUMNS)
     for name in NULLABLE_FIELDS:
         frame[name] = frame[name].fillna(MISSING)
-    frame[HISTORY_FIELD] = frame[HISTORY_FIELD].fillna(0).astype("int64")
+    for name in HISTORY_FIELDS:
+        frame[name] = frame[name].fillna(0).astype("int64")
     return frame
 
 
@@ -263,11 +295,14 @@ def explain(
     encounter: Encounter,
     request: Request,
     current: ModelDep,
+    metrics: MetricsDep,
+    history: HistoryDep,
     top: Annotated[int, Query(ge=1, le=100, description="How many fields to return")] = 10,
 ) -> Explanation:
     """SHAP contributions of each input field (one-hot columns summed back), largest first."""
     model = current.model
-    encoded = model.encode_record(encounter.model_input())[np.newaxis, :]
+    _, model_input, _ = with_history(encounter, history, metrics)
+    encoded = model.encode_record(model_input)[np.newaxis, :]
     result = field_contributions(model, encoded)
     values = result.values[0]
     order = np.argsort(-np.abs(values))[:top]

@@ -28,11 +28,12 @@ from pydantic import (
     model_validator,
 )
 
-from readmit.features import HISTORY_FIELD, diagnosis_code
-from readmit.inputs import HISTORY_COLUMN, HISTORY_MAX
+from readmit.features import diagnosis_code
 from readmit.schema import (
     COLUMNS,
     FIELD_OF_SOURCE,
+    HISTORY_COLUMNS,
+    HISTORY_FIELDS,
     ICD9_PATTERN,
     ID_MAX,
     MISSING,
@@ -95,6 +96,9 @@ EXAMPLE: dict[str, Any] = {
     "change": "Ch",
     "diabetesmed": "Yes",
     "prior_encounters": 1,
+    "prior_readmissions_30d": 0,
+    "prior_readmissions_any": 1,
+    "prior_days_in_hospital": 3,
 }
 
 
@@ -180,15 +184,26 @@ class _EncounterBase(BaseModel):
     def model_input(self) -> dict[str, Any]:
         """The raw record the model takes: missing values back to the source's "?"."""
         record = self.model_dump(exclude={"encounter_id", "patient_nbr", "readmitted"})
-        return {k: (MISSING if v is None and k != HISTORY_FIELD else v) for k, v in record.items()}
+        return {
+            k: (MISSING if v is None and k not in HISTORY_FIELDS else v) for k, v in record.items()
+        }
 
 
 _fields: dict[str, Any] = {column.field: _field(column) for column in COLUMNS}
-_fields[HISTORY_FIELD] = (
-    Annotated[StrictInt, Field(ge=0, le=HISTORY_MAX, description=HISTORY_COLUMN.description)]
-    | None,
-    0,
-)
+for _history in HISTORY_COLUMNS:
+    _fields[_history.source] = (
+        Annotated[
+            StrictInt,
+            Field(
+                ge=0,
+                le=_history.maximum,
+                description=f"{_history.description}; when no history field is sent, looked up "
+                "by patient_nbr (0 for a new patient)",
+            ),
+        ]
+        | None,
+        None,
+    )
 if TYPE_CHECKING:
     Encounter = _EncounterBase
 else:
@@ -206,12 +221,24 @@ class ModelRef(BaseModel):
     version: str
 
 
+HistorySource = Literal["store", "request", "new_patient", "unavailable"]
+HISTORY_ABOUT = (
+    "Where the patient history came from: `store` (looked up by patient_nbr, as of before this "
+    "encounter), `request` (sent by the caller), `new_patient` (no earlier encounter known: "
+    "zeros), `unavailable` (the store could not be read: zeros)."
+)
+
+
 class Prediction(BaseModel):
     probability: float = Field(description="Probability of readmission within 30 days.")
     readmitted_30d: bool = Field(description="probability >= threshold")
     threshold: float
     model: ModelRef
     request_id: str
+    history: HistorySource = Field(default="request", description=HISTORY_ABOUT)
+    history_used: dict[str, int] = Field(
+        default_factory=dict, description="The patient history the model was given."
+    )
 
 
 class BatchRequest(BaseModel):
@@ -228,6 +255,7 @@ class RecordResult(BaseModel):
     probability: float | None = None
     readmitted_30d: bool | None = None
     error: str | None = None
+    history: HistorySource | None = Field(default=None, description=HISTORY_ABOUT)
 
 
 class BatchPrediction(BaseModel):

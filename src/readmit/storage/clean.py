@@ -115,12 +115,14 @@ class CleanBuild:
 def write_build(
     engine: Engine,
     splits: Mapping[str, pd.DataFrame],
+    history: pd.DataFrame,
     record: dict[str, Any],
     report: Callable[[str], None],
 ) -> None:
-    """Replace the clean tables with `splits` and add the clean_build row `record` (every column
-    but `created_at`, stamped as the build is written), in one transaction. One build at a time
-    runs on a clean-db: a second waits, saying so."""
+    """Replace the clean tables with `splits` and the patient history with `history`, and add
+    the clean_build row `record` (every column but `created_at`, stamped as the build is
+    written), in one transaction. One build at a time runs on a clean-db: a second waits,
+    saying so."""
     with (
         exclusive(engine, "clean-db", "clean", report),
         transaction(engine, "clean-db") as conn,

@@ -17,14 +17,13 @@ from typing import Any
 import pandas as pd
 
 from readmit import schema
-from readmit.features import HISTORY_FIELD
-from readmit.schema import BY_FIELD, INPUT_FIELDS, MISSING, Kind
+from readmit.schema import BY_FIELD, HISTORY_FIELDS, INPUT_FIELDS, MISSING, Kind
 from readmit.serving.schemas import ModelRef, RecordResult
 from readmit.ui.client import ApiClient, ApiError
 from readmit.ui.display import risk_band
 
 CHUNK_SIZE = 500
-OPTIONAL_FIELDS: tuple[str, ...] = ("encounter_id", "patient_nbr", HISTORY_FIELD)
+OPTIONAL_FIELDS: tuple[str, ...] = ("encounter_id", "patient_nbr", *HISTORY_FIELDS)
 INTEGER_TEXT = re.compile(r"^-?\d+(\.0*)?$")
 RESULT_COLUMNS = ("probability", "readmitted_30d", "risk_band", "error")
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
@@ -78,7 +77,7 @@ def map_columns(columns: Sequence[str]) -> tuple[dict[str, str], list[str], list
 
 
 def _kind(name: str) -> Kind:
-    return Kind.INTEGER if name == HISTORY_FIELD else BY_FIELD[name].kind
+    return Kind.INTEGER if name in HISTORY_FIELDS else BY_FIELD[name].kind
 
 
 def convert(name: str, text: str) -> Any:

@@ -14,9 +14,10 @@ from typing import Any
 
 import streamlit as st
 
-from readmit.features import HISTORY_FIELD
 from readmit.schema import (
     BY_FIELD,
+    HISTORY_BY_FIELD,
+    HISTORY_FIELDS,
     INPUT_FIELDS,
     MEDICATION_FIELDS,
     MISSING,
@@ -28,7 +29,9 @@ from readmit.serving.schemas import EXAMPLE
 
 KEY = "patient"
 STORE = "patient_values"
-FORM_FIELDS: tuple[str, ...] = (*INPUT_FIELDS, HISTORY_FIELD)
+FORM_FIELDS: tuple[str, ...] = (*INPUT_FIELDS, *HISTORY_FIELDS)
+PATIENT_NUMBER = f"{KEY}.patient_nbr"
+LOOKUP = f"{KEY}.lookup_history"
 
 LABELS: dict[str, str] = {
     "race": "Race",
@@ -55,7 +58,10 @@ LABELS: dict[str, str] = {
     "a1cresult": "HbA1c result",
     "change": "Diabetes medication changed",
     "diabetesmed": "Diabetes medication prescribed",
-    HISTORY_FIELD: "Earlier encounters of this patient",
+    "prior_encounters": "Earlier encounters of this patient",
+    "prior_readmissions_30d": "Earlier readmissions within 30 days",
+    "prior_readmissions_any": "Earlier readmissions (any delay)",
+    "prior_days_in_hospital": "Earlier days in hospital",
     # Engineered features that /explain reports under their own names.
     "meds_active": "Diabetes medications taken",
     "meds_changed": "Diabetes medications changed (up or down)",
@@ -74,7 +80,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "number_emergency": (0, 100),
     "number_inpatient": (0, 30),
     "number_diagnoses": (1, 20),
-    HISTORY_FIELD: (0, 1000),
+    **{name: (0, HISTORY_BY_FIELD[name].maximum) for name in HISTORY_FIELDS},
 }
 
 # Code meanings from the data set's IDs_mapping.csv.
@@ -239,11 +245,12 @@ DEFAULTS: dict[str, Any] = {
     "a1cresult": "None",
     "change": "No",
     "diabetesmed": "Yes",
-    HISTORY_FIELD: 0,
+    **dict.fromkeys(HISTORY_FIELDS, 0),
 }
 
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Patient", ("race", "gender", "age", "weight", "payer_code", HISTORY_FIELD)),
+    ("Patient", ("race", "gender", "age", "weight", "payer_code")),
+    ("Patient history (earlier encounters)", HISTORY_FIELDS),
     (
         "Admission",
         (
@@ -283,9 +290,7 @@ def sections() -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _column(field: str) -> Column:
-    if field == HISTORY_FIELD:
-        return Column(HISTORY_FIELD, Kind.INTEGER, maximum=1000)
-    return BY_FIELD[field]
+    return HISTORY_BY_FIELD.get(field) or BY_FIELD[field]
 
 
 def default_values() -> dict[str, Any]:
@@ -410,7 +415,23 @@ def patient_form(columns: int = 4) -> dict[str, Any] | None:
     stored = stored_values()
     for field in FORM_FIELDS:
         st.session_state.setdefault(_key(field), stored.get(field, default_values()[field]))
+    st.session_state.setdefault(PATIENT_NUMBER, 0)
+    st.session_state.setdefault(LOOKUP, True)
     with st.form("patient_form"):
+        left, right = st.columns(2)
+        left.number_input(
+            "Patient number",
+            min_value=0,
+            step=1,
+            key=PATIENT_NUMBER,
+            help="The patient's number (patient_nbr); 0 for none.",
+        )
+        right.checkbox(
+            "Look up the patient history by patient number",
+            key=LOOKUP,
+            help="The API reads the history from the feature store; unticked, the history "
+            "fields below are sent as entered.",
+        )
         for title, fields in sections():
             st.markdown(f"**{title}**")
             slots = st.columns(columns)
@@ -422,4 +443,18 @@ def patient_form(columns: int = 4) -> dict[str, Any] | None:
         return None
     values = {field: st.session_state[_key(field)] for field in FORM_FIELDS}
     st.session_state[STORE] = values
-    return to_record(values)
+    return with_patient(
+        to_record(values), int(st.session_state[PATIENT_NUMBER]), bool(st.session_state[LOOKUP])
+    )
+
+
+def with_patient(record: dict[str, Any], patient_nbr: int, lookup: bool) -> dict[str, Any]:
+    """The record with its patient number; without its history fields when the API is to look
+    the history up (a caller's history fields win over the store)."""
+    out = dict(record)
+    if patient_nbr > 0:
+        out["patient_nbr"] = patient_nbr
+    if lookup:
+        for name in HISTORY_FIELDS:
+            out.pop(name, None)
+    return out

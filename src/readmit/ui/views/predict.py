@@ -31,6 +31,16 @@ def show_prediction(result: Prediction) -> None:
     st.metric(PROBABILITY, percent(probability))
     st.metric("Risk band", band.name.capitalize())
     st.markdown(f":{band.colour}[**{band.name.capitalize()} risk**]: {band.meaning}.")
+    sources = {
+        "store": "looked up in the feature store",
+        "request": "as entered",
+        "new_patient": "new patient (no earlier encounter known)",
+        "unavailable": "feature store unavailable: scored without history",
+    }
+    st.markdown(f"**Patient history** ({sources.get(result.history, result.history)})")
+    st.table(
+        {forms.label(name): [value] for name, value in result.history_used.items()},
+    )
     st.metric("Model threshold", percent(threshold))
     st.metric(
         "Model version",

@@ -1,0 +1,1 @@
+"""The patient history feature store (Feast): definitions, materialisation, retrieval, lookup."""
