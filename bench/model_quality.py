@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from readmit.dataset import load_dataset, typed_rows
-from readmit.features import HISTORY_FIELD, FittedTransform, clean_frame
+from readmit.features import FittedTransform, clean_frame
 from readmit.pipeline.clean import MIN_CATEGORY_COUNT
 from readmit.pipeline.ingest import row_hashes
 from readmit.pipeline.train import (
@@ -37,7 +37,7 @@ from readmit.pipeline.train import (
     choose_and_evaluate,
     fit_candidates,
 )
-from readmit.schema import INPUT_FIELDS
+from readmit.schema import HISTORY_FIELDS, MODEL_FIELDS
 from readmit.settings import EMBEDDED_TUNE_SECONDS, SERVER_TUNE_SECONDS, Settings
 from readmit.split import SPLITS, assign_splits
 from readmit.storage.clean import CleanBuild
@@ -50,7 +50,7 @@ def training_data(raw: pd.DataFrame, salt: str) -> TrainingData:
     cleaned_split = cleaned["row_hash"].map(by_hash)
     frames = {s: cleaned[cleaned_split == s].reset_index(drop=True) for s in SPLITS}
     transform = FittedTransform.fit(frames["train"], min_count=MIN_CATEGORY_COUNT)
-    keys = frames["test"][["row_hash", HISTORY_FIELD]]
+    keys = frames["test"][["row_hash", *HISTORY_FIELDS]]
     test_inputs = keys.merge(raw, on="row_hash", how="left", validate="one_to_one")
     build = CleanBuild(
         build_id=f"bench-{salt}",
@@ -61,7 +61,7 @@ def training_data(raw: pd.DataFrame, salt: str) -> TrainingData:
         params={"split_salt": salt},
         transform=transform,
     )
-    columns = ["encounter_id", "patient_nbr", *INPUT_FIELDS, HISTORY_FIELD]
+    columns = ["encounter_id", "patient_nbr", *MODEL_FIELDS]
     return TrainingData(build=build, frames=frames, test_inputs=test_inputs[columns])
 
 

@@ -160,7 +160,9 @@ def test_the_api_looks_history_up_and_says_where_it_came_from(
         assert served == pytest.approx(list(offline), abs=1e-9)
         metrics = client.get("/metrics")
         assert metrics.status_code == 200, metrics.text
-        assert 'readmit_history_lookups_total{source="store"} 201.0' in metrics.text, metrics.headers
+        assert 'readmit_history_lookups_total{source="store"} 201.0' in metrics.text, (
+            metrics.headers
+        )
 
 
 def test_a_store_that_is_down_gives_unavailable_history_never_an_error(registered, small_data):
