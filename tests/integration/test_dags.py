@@ -152,7 +152,10 @@ def test_dags_ingest_clean_train_and_promote(dag_runner: DagRunner) -> None:
 
     out = dag_runner.test("2_clean_build")
     assert "clean summary: build" in out and "from batches [1, 2]" in out
-    assert dag_runner.last_run("2_clean_build") == ("success", {"build_clean": "success"})
+    assert dag_runner.last_run("2_clean_build") == (
+        "success",
+        {"build_clean": "success", "materialise": "success"},
+    )
     assert dag_runner.asset_events(CLEAN_ASSET) == 1
     # Each batch was loaded by its own `airflow dags test` process.
     assert_batches_keep_patients_together(dag_runner.urls["raw"], dag_runner.urls["clean"])
