@@ -40,20 +40,19 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from readmit import registry
-from readmit.features import HISTORY_FIELD
 from readmit.model import Calibration, ReadmissionModel, TrainingInfo
 from readmit.monitoring.compare import Comparison, compare_rows
 from readmit.monitoring.simulate import simulate, split_encounters
 from readmit.pipeline.clean import build_clean
 from readmit.pipeline.ingest import ingest
 from readmit.pipeline.train import TrainingData, fit_lightgbm, load_training_data
-from readmit.schema import INPUT_FIELDS
+from readmit.schema import MODEL_FIELDS
 from readmit.settings import Settings
 from readmit.stack.foreground import free_port, start_api
 from readmit.storage import monitor
 from readmit.tracking import configure, log_model
 
-MODEL_INPUTS = [*INPUT_FIELDS, HISTORY_FIELD]
+MODEL_INPUTS = list(MODEL_FIELDS)
 PREFIXES = (250, 500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000, 12_000)
 
 
