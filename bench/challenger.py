@@ -2,6 +2,7 @@
 
 Usage: READMIT_DATASET_URI=<zip> python bench/challenger.py [--records 5000] [--few 400]
        [--shadow api|bench]
+       READMIT_DATASET_URI=<zip> python bench/challenger.py --cost [--seconds 15] [--users 20]
 
 Live comparison (`readmit compare` on `readmit simulate` traffic and outcomes): three models
 are fitted as training does (LightGBM on a clean build) and registered in a temporary MLflow:
@@ -20,12 +21,23 @@ In order:
    number of labelled encounters needed to decide;
 3. the equal challenger (swapped in while the API runs), --records encounters (expected: keep).
 The baseline beside each decision is the two models' ROC-AUC on the offline test split.
+
+Cost (`--cost`, instead of the above): what a shadowing challenger costs /predict. A small
+model (the first 30,000 rows, a LightGBM) is registered at @production and a recalibrated copy
+(the same scoring cost) at @challenger; `readmit serve` (one worker, the prediction log on a
+SQLite monitor-db) runs four times, alternating READMIT_CHALLENGER_MODE off / shadow / off /
+shadow, each under a closed loop of --users httpx clients for --seconds; after each shadow run
+/metrics say how many records the challenger scored, dropped and failed on.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import random
+import secrets
 import sys
 import tempfile
 import time
@@ -35,11 +47,14 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import roc_auc_score
 
 from readmit import registry
+from readmit.dataset import Dataset, load_dataset
 from readmit.model import Calibration, ReadmissionModel, TrainingInfo
 from readmit.monitoring.compare import Comparison, compare_rows
 from readmit.monitoring.simulate import simulate, split_encounters
@@ -54,6 +69,8 @@ from readmit.tracking import configure, log_model
 
 MODEL_INPUTS = list(MODEL_FIELDS)
 PREFIXES = (250, 500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000, 12_000)
+ROWS = 30_000  # of the cost bench's model
+MODES = ("off", "shadow", "off", "shadow")
 
 
 def fit(settings: Settings, data: TrainingData, seed: int) -> tuple[str, ReadmissionModel]:
@@ -216,12 +233,174 @@ def needed(settings: Settings, rows: pd.DataFrame, challenger: str) -> None:
     )
 
 
+def cost_models(settings: Settings) -> list[dict]:
+    """Ingest, clean and fit a small model; register it at @production and a recalibrated
+    copy at @challenger; return test records as API payloads."""
+    import mlflow
+
+    full = load_dataset(settings, show_progress=False)
+    sample = Dataset(full.frame.head(ROWS), full.sha256, full.source)
+    ingest(settings, all_batches=True, dataset=sample)
+    build_clean(settings)
+    data = load_training_data(settings)
+    x, y = data.encoded("train"), data.labels("train")
+    xv, yv = data.encoded("validation"), data.labels("validation")
+    estimator, _, _ = fit_lightgbm(x, y, xv, yv, seed=0, max_rounds=80)
+    inputs = data.test_inputs.drop(columns=["encounter_id", "patient_nbr"], errors="ignore")
+    versions = []
+    for calibration in (Calibration(), Calibration(1.2, 0.1)):
+        model = ReadmissionModel(
+            data.build.transform, estimator, calibration, 0.12, TrainingInfo(estimator="lightgbm")
+        )
+        with mlflow.start_run(experiment_id=configure(settings)) as run:
+            info = log_model(model, inputs.head(3))
+        versions.append(registry.register(settings, info.model_uri, run.info.run_id, {}))
+    registry.promote(settings, versions[0])
+    registry.set_challenger(settings, versions[1], reason="bench")
+    rows = json.loads(inputs.to_json(orient="records"))
+    return [
+        {
+            **{k: (None if v == "?" else v) for k, v in r.items()},
+            "encounter_id": 1_000_000 + i,
+            "patient_nbr": 50_000_000 + i // 3,
+        }
+        for i, r in enumerate(rows)
+    ]
+
+
+async def closed_loop(url: str, bodies: list[dict], users: int, seconds: float) -> dict:
+    """Every client sends its next request as soon as it has an answer."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient, seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            response = await client.post(url, json=bodies[rng.randrange(len(bodies))])
+            latencies.append(time.perf_counter() - start)
+            errors += response.status_code != 200
+
+    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        clock = time.perf_counter()
+        await asyncio.gather(*(client_loop(client, i) for i in range(users)))
+        elapsed = time.perf_counter() - clock
+    ms = np.asarray(latencies) * 1000
+    return {
+        "n": len(latencies),
+        "ok": len(latencies) - errors,
+        "rps": len(latencies) / elapsed,
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "errors": errors,
+    }
+
+
+def scores_by_variant(url: str) -> dict[str, float]:
+    """Records scored per variant, and shadow records dropped and failed, from /metrics."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "readmit_prediction_probability_count":
+                found[sample.labels["variant"]] = sample.value
+            elif sample.name in ("readmit_shadow_dropped_total", "readmit_shadow_failures_total"):
+                found[sample.name.split("_")[2]] = sample.value
+    return found
+
+
+def cost_run(
+    settings: Settings,
+    mode: str,
+    monitor_url: str,
+    bodies: list[dict],
+    args: argparse.Namespace,
+    logs: Path,
+) -> dict:
+    port = free_port()
+    env = {
+        "READMIT_DATA_DIR": str(settings.data_dir),
+        "READMIT_API_PORT": str(port),
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "READMIT_LOG_LEVEL": "WARNING",
+        "READMIT_MONITOR_DB_URL": monitor_url,
+        "READMIT_PSEUDONYM_KEY": secrets.token_hex(16),
+        "READMIT_CHALLENGER_MODE": mode,
+    }
+    api = start_api(settings.model_copy(update={"api_port": port}), logs / f"api-{port}.log", env)
+    try:
+        health: dict = {}
+        for _ in range(60):
+            response = httpx.get(f"{api.url}/health")
+            health = response.json()
+            if response.status_code == 200 and (mode == "off" or health.get("challenger")):
+                break
+            time.sleep(0.5)
+        if mode == "shadow" and not health.get("challenger"):
+            raise SystemExit(f"the challenger did not load: {health}")
+        asyncio.run(closed_loop(f"{api.url}/predict", bodies, args.users, 2.0))  # warm-up
+        before = scores_by_variant(api.url)
+        result = asyncio.run(closed_loop(f"{api.url}/predict", bodies, args.users, args.seconds))
+        time.sleep(1.0)  # the last shadow scores
+        after = scores_by_variant(api.url)
+    finally:
+        api.stop()
+    result["scored"] = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    return result
+
+
+def cost_line(mode: str, r: dict) -> str:
+    n = {k: f"{v:,.0f}" for k, v in r["scored"].items()}
+    shadow = (
+        f"  shadow-scored {n.get('shadow', '0')} of {n.get('champion', '0')} answered, "
+        f"dropped {n.get('dropped', '0')}, failed {n.get('failures', '0')}"
+        if mode == "shadow"
+        else ""
+    )
+    return (
+        f"  {mode:<8} {r['rps']:8.1f} req/s  p50 {r['p50']:6.2f} ms  p95 {r['p95']:6.2f} ms  "
+        f"errors {r['errors']}/{r['n']}{shadow}"
+    )
+
+
+def shadow_cost(args: argparse.Namespace) -> int:
+    """Throughput and p50 of /predict with the challenger off and shadowing (--cost)."""
+    folder = Path(tempfile.mkdtemp(prefix="readmit-bench-shadow-cost-"))
+    settings = Settings(data_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    monitor_url = f"sqlite:///{folder}/monitor.db"
+    bodies = cost_models(settings)
+    print(
+        f"/predict, closed loop, {args.users} clients, {args.seconds:.0f} s per run, one worker, "
+        "prediction log on"
+    )
+    results: dict[str, list[dict]] = {"off": [], "shadow": []}
+    for mode in MODES:
+        r = cost_run(settings, mode, monitor_url, bodies, args, folder)
+        results[mode].append(r)
+        print(cost_line(mode, r), flush=True)
+    off, on = (np.mean([r["rps"] for r in results[m]]) for m in ("off", "shadow"))
+    p50_off, p50_on = (np.mean([r["p50"] for r in results[m]]) for m in ("off", "shadow"))
+    print(
+        f"  mean: off {off:.1f} req/s, shadow {on:.1f} req/s ({(on / off - 1) * 100:+.1f}%); "
+        f"p50 off {p50_off:.2f} ms, shadow {p50_on:.2f} ms ({p50_on - p50_off:+.2f} ms)"
+    )
+    print(f"logs: {folder}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=5_000)
     parser.add_argument("--few", type=int, default=400)
     parser.add_argument("--shadow", choices=("api", "bench"), default="api")
+    parser.add_argument("--cost", action="store_true", help="the shadow cost bench instead")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per cost run")
+    parser.add_argument("--users", type=int, default=20, help="of the cost runs")
     args = parser.parse_args()
+    if args.cost:
+        return shadow_cost(args)
     folder = Path(tempfile.mkdtemp(prefix="readmit-bench-challenger-"))
     settings = Settings(
         data_dir=folder,

@@ -4,8 +4,9 @@
 Trains logistic regression, XGBoost and LightGBM on the latest clean build, picks one by
 validation ROC-AUC, calibrates and sets its threshold, logs everything to MLflow, registers
 the model at `@staging` and moves `@production` to it when it beats the current production
-version on the same test set by `READMIT_PROMOTE_MIN_DELTA`. The API picks up a new
-`@production` within its poll interval.
+version on the same test set by `READMIT_PROMOTE_MIN_DELTA`. A version that falls short, but
+by no more than `READMIT_CHALLENGER_MARGIN` (when set), becomes `@challenger` instead, for a
+live comparison. The API picks up a new `@production` or `@challenger` within its poll interval.
 
 - Triggered by the `readmit_clean_db` Asset (a new clean build) or by the
   `readmit_retrain_requested` Asset (DAG 4 found drift or a degraded model; the event's extra

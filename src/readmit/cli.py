@@ -215,6 +215,36 @@ def model_card(
 
 @app.command()
 @fails_cleanly
+def challenge(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version to set as @challenger.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove @challenger.")] = False,
+) -> None:
+    """Set @challenger (a version that loads and scores its input example, not the champion),
+    or remove it; the API shadows or canaries it as READMIT_CHALLENGER_MODE says."""
+    from readmit.registry import RegistryError, clear_challenger, set_challenger
+
+    if (version is not None) == clear:
+        raise RegistryError("challenge: give --version N or --clear (one of them)")
+    settings = Settings()
+    if clear:
+        removed = clear_challenger(settings)
+        what = f"v{removed} is no longer @challenger" if removed else "no version was @challenger"
+        console.print(f"[green]{settings.model_name}[/]: {what}", highlight=False)
+        return
+    assert version is not None
+    previous = set_challenger(settings, version, reason="manual")
+    replaced = f" (replacing v{previous})" if previous else ""
+    console.print(
+        f"[green]{settings.model_name} v{version} is @challenger[/]{replaced}; "
+        f"API mode: {settings.challenger_mode}",
+        highlight=False,
+    )
+
+
+@app.command()
+@fails_cleanly
 def rollback() -> None:
     """Give @production back to the version that held it before."""
     from readmit.registry import rollback as rollback_production

@@ -1,7 +1,8 @@
 """Every MLflow model-registry call: register, compare, promote, roll back, resolve.
 
-Aliases carry the truth (`@staging`, `@production`); stages are mirrored (Staging, Production,
-Archived) for registry views that still show them. Decisions and scores are version tags.
+Aliases carry the truth (`@staging`, `@production` the champion, `@challenger`); stages are
+mirrored (Staging, Production, Archived) for registry views that still show them (a challenger
+keeps its stage). Decisions and scores are version tags.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class Tag:
     # The subgroup audit: "passed" or "failed: <groups>", and a person's reason to override it.
     AUDIT = "readmit.audit"
     AUDIT_OVERRIDE = "readmit.audit_override"
+    # The version's time as @challenger.
+    CHALLENGER_SINCE = "readmit.challenger_since"
+    CHALLENGER_REASON = "readmit.challenger_reason"
+    CHALLENGER_CLEARED_AT = "readmit.challenger_cleared_at"
 
 
 def lineage_tags(info: TrainingInfo) -> dict[str, str]:
@@ -107,6 +112,7 @@ class Decision:
     production_auc: float | None
     reason: str
     audit: str = ""  # why the subgroup audit failed; empty when it passed
+    challenger: bool = False  # not promoted, but close enough to be set as @challenger
 
     @property
     def outcome(self) -> str:
@@ -169,7 +175,7 @@ def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, st
 def discard_version(settings: Settings, version: str) -> None:
     """Remove a version whose run failed after registration, so none is left half-done."""
     client = client_for(settings)
-    for alias in (STAGING, PRODUCTION):
+    for alias in (STAGING, PRODUCTION, CHALLENGER):
         holder = by_alias(client, settings.model_name, alias)
         if holder is not None and str(holder.version) == str(version):
             client.delete_registered_model_alias(settings.model_name, alias)
@@ -226,6 +232,14 @@ def decide(
     return promoted, reason
 
 
+def near_miss(candidate_auc: float, champion_score: float | None, margin: float | None) -> bool:
+    """A candidate not promoted is worth a live comparison (as @challenger) when its test
+    ROC-AUC is at most `margin` below a comparable champion's; no margin set: never."""
+    if margin is None or champion_score is None:
+        return False
+    return candidate_auc >= champion_score - margin
+
+
 def compare_and_promote(
     settings: Settings,
     version: str,
@@ -268,8 +282,17 @@ def compare_and_promote(
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    challenger = (
+        not promoted
+        and not audit_failure
+        and near_miss(candidate_auc, production_auc, settings.challenger_margin)
+    )
     if promoted:
         promote(settings, version, reason="automatic: " + reason)
+    elif challenger:
+        set_challenger(
+            settings, version, f"within {settings.challenger_margin} of production: {reason}"
+        )
     return Decision(
         version=version,
         promoted=promoted,
@@ -278,6 +301,7 @@ def compare_and_promote(
         production_auc=production_auc,
         reason=reason,
         audit=audit_failure,
+        challenger=challenger,
     )
 
 
@@ -297,9 +321,10 @@ def promote(settings: Settings, version: str, reason: str = "manual") -> str | N
     previous = by_alias(client, name, PRODUCTION)
     client.set_registered_model_alias(name, PRODUCTION, version)
     _stage(client, name, version, "Production")
-    staging = by_alias(client, name, STAGING)
-    if staging is not None and str(staging.version) == str(version):
-        client.delete_registered_model_alias(name, STAGING)
+    for alias in (STAGING, CHALLENGER):  # a champion is no longer a candidate
+        holder = by_alias(client, name, alias)
+        if holder is not None and str(holder.version) == str(version):
+            client.delete_registered_model_alias(name, alias)
     client.set_model_version_tag(name, version, Tag.PROMOTED_AT, _now())
     client.set_model_version_tag(name, version, Tag.PROMOTION_REASON, reason)
     if previous is None or str(previous.version) == str(version):
@@ -331,6 +356,51 @@ def promote_by_hand(
     reason = str(override_audit).strip()
     client.set_model_version_tag(name, version, Tag.AUDIT_OVERRIDE, reason)
     return promote(settings, version, reason=f"manual promotion, audit overridden: {reason}")
+
+
+def set_challenger(settings: Settings, version: str, reason: str = "manual") -> str | None:
+    """Move @challenger to `version`; returns the version that held it before (or None).
+
+    Only a version that passes the checks promotion applies: it exists, is not the champion,
+    and loads from its plain files and scores its own input example (ModelRefused says why
+    not). RegistryError names a version that is not a number or not there.
+    """
+    if not version.isdigit() or int(version) < 1:
+        raise RegistryError(f"challenger version {version!r}: not a version number (1, 2, ...)")
+    client = client_for(settings)
+    name = settings.model_name
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"registry: {first_line(exc)}") from exc
+        raise RegistryError(f"challenger version {version}: {name} has no such version") from exc
+    champion = by_alias(client, name, PRODUCTION)
+    if champion is not None and str(champion.version) == version:
+        raise RegistryError(
+            f"challenger version {version}: {name} v{version} is @production already"
+        )
+    load_checked(settings, version)
+    previous = by_alias(client, name, CHALLENGER)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    client.set_model_version_tag(name, version, Tag.CHALLENGER_SINCE, _now())
+    client.set_model_version_tag(name, version, Tag.CHALLENGER_REASON, reason)
+    if previous is None or str(previous.version) == version:
+        return None
+    client.set_model_version_tag(name, str(previous.version), Tag.CHALLENGER_CLEARED_AT, _now())
+    return str(previous.version)
+
+
+def clear_challenger(settings: Settings) -> str | None:
+    """Remove @challenger; returns the version that held it (None when none did)."""
+    client = client_for(settings)
+    name = settings.model_name
+    holder = by_alias(client, name, CHALLENGER)
+    if holder is None:
+        return None
+    client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_model_version_tag(name, str(holder.version), Tag.CHALLENGER_CLEARED_AT, _now())
+    return str(holder.version)
 
 
 def rollback(settings: Settings) -> tuple[str, str]:

@@ -210,6 +210,25 @@ class Settings(BaseSettings):
         description="A subgroup whose interval of observed minus mean predicted risk lies "
         "wholly beyond this (either side) blocks promotion.",
     )
+    challenger_margin: float | None = Field(
+        default=None,
+        ge=0,
+        description="A new version that is not promoted but whose test ROC-AUC is at most this "
+        "much below @production's becomes @challenger; unset: it stays at @staging only.",
+    )
+    challenger_mode: Literal["off", "shadow", "canary"] = Field(
+        default="off",
+        description="What the API does with @challenger: `off` (not loaded), `shadow` (scores "
+        "every record after the champion's answer is sent; logged, never returned) or "
+        "`canary` (answers READMIT_CANARY_PERCENT of patients).",
+    )
+    canary_percent: float = Field(
+        default=10.0,
+        ge=0,
+        le=100,
+        description="Share of patients (by a hash of their pseudonym) the challenger answers "
+        "in canary mode.",
+    )
     stale_run_hours: float = Field(
         default=24.0,
         gt=0,

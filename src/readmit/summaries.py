@@ -90,6 +90,7 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
         "model_name": settings.model_name,
         "version": result.version,
         "promoted": result.decision.promoted,
+        "challenger": result.decision.challenger,
         "decision": result.decision.reason,
         "subgroup_audit": audit_tag(result.decision.audit),
         "estimator": result.chosen,
@@ -101,7 +102,10 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
         "seconds": round(result.seconds, 2),
         "tracking_uri": safe_url(settings.resolved_tracking_uri),
     }
-    alias = "@production" if result.decision.promoted else "@staging"
+    decision = result.decision
+    alias = (
+        "@production" if decision.promoted else "@challenger" if decision.challenger else "@staging"
+    )
     line = (
         f"{result.chosen}, test ROC-AUC {m['roc_auc']:.4f} "
         f"(95% CI {m['roc_auc_ci_low']:.4f}-{m['roc_auc_ci_high']:.4f}), "

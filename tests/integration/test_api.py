@@ -125,7 +125,7 @@ def test_metrics_count_requests_predictions_and_the_model(served):
     assert (
         total(after, "readmit_predictions_total") - total(before, "readmit_predictions_total") == 1
     )
-    assert grew("readmit_prediction_probability_count") == 1
+    assert grew("readmit_prediction_probability_count", variant="champion") == 1
     assert value(after, "readmit_model_info", name="readmission", version="1") == 1.0
     assert value(after, "readmit_model_loaded") == 1.0
     assert value(after, "readmit_model_test_roc_auc") == 0.66
@@ -183,7 +183,7 @@ def test_unreachable_registry_keeps_the_model_serving(served, monkeypatch):
     def down(self):
         raise ConnectionError("mlflow is down (simulated)")
 
-    monkeypatch.setattr(model_store.ModelStore, "production_version", down)
+    monkeypatch.setattr(model_store.ServedAlias, "holder", down)
     assert store.refresh() is False
     response = served.client.post("/predict", json=EXAMPLE)
     assert response.status_code == 200 and response.json()["model"]["version"] == before

@@ -1,7 +1,8 @@
 """The prediction API: `create_app(settings)` builds it; routes live in `routes.py`.
 
-The app holds one ModelStore (the served model, refreshed in the background) and one Metrics
-registry. Middleware gives every request an id, a JSON log line, latency and error metrics;
+The app holds one ModelStore (the champion and the challenger, refreshed in the background),
+one Metrics registry and, in shadow mode, the ShadowScorer (`challenger.py`). Middleware gives
+every request an id, a JSON log line, latency and error metrics;
 `body.BoundedBody` refuses bodies larger than READMIT_MAX_BODY_BYTES or slower than
 READMIT_BODY_TIMEOUT_SECONDS; `overload.ShedOverload` answers 503 past READMIT_MAX_IN_FLIGHT
 requests in progress. Connection limits live in `server.py` (the HTTP protocol).
@@ -26,8 +27,10 @@ from readmit import __version__
 from readmit.feature_store.lookup import HistoryLookup
 from readmit.logs import configure_json_logging
 from readmit.monitoring.prediction_log import PredictionLog
+from readmit.monitoring.pseudonym import pseudonym_key
 from readmit.serving.auth import KeyRing
 from readmit.serving.body import BoundedBody, public_errors
+from readmit.serving.challenger import ShadowScorer
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import ModelStore
 from readmit.serving.overload import ShedOverload
@@ -59,11 +62,18 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     prediction_log = None
     if settings.prediction_log_enabled:
         prediction_log = PredictionLog(settings, metrics, engine)
+    shadow = None
+    if settings.challenger_mode == "shadow":
+        shadow = ShadowScorer(metrics, prediction_log)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.challenger_mode == "canary":  # a missing key fails the start, not a request
+            app.state.canary_key = pseudonym_key(settings)
         if prediction_log is not None:
             prediction_log.start()
+        if shadow is not None:
+            shadow.start()
         store.start()
         history.start()
         try:
@@ -71,6 +81,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         finally:
             history.stop()
             store.stop()
+            if shadow is not None:
+                shadow.stop()  # its last scores still reach the prediction log
             if prediction_log is not None:
                 prediction_log.stop()
             engine.dispose()
@@ -87,6 +99,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.metrics = metrics
     app.state.prediction_log = prediction_log
     app.state.history = history
+    app.state.shadow = shadow
+    app.state.canary_key = b""
     app.state.monitor_engine = engine
     app.state.keys = KeyRing(settings)
     app.include_router(router)

@@ -4,6 +4,9 @@ With several workers (`workers.py`) the values live in prometheus_client's multi
 and `render` adds up every worker's: counters and histograms are summed, and each gauge says
 how its workers' values combine (`multiprocess_mode`: summed for what each worker holds,
 the lowest for "a model is loaded", the latest for the served model's AUC).
+
+Scores are labelled by `variant`: `champion` and `challenger` answered callers, `shadow` are
+the challenger's scores nobody was given (sum `variant!="shadow"` for what callers got).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
+VARIANTS = ("champion", "challenger", "shadow")  # storage.monitor.Variant's values
+PREDICTED_CLASSES = ("readmitted_30d", "not_readmitted")
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CLOSE_REASONS = ("over_limit", "header_timeout", "header_too_large")
 
@@ -52,16 +58,34 @@ class Metrics:
         )
         self.predictions = Counter(
             "readmit_predictions_total",
-            "Scored encounters by predicted class",
-            ["predicted_class"],
+            "Scored encounters by predicted class and variant",
+            ["predicted_class", "variant"],
             registry=r,
         )
         self.probability = Histogram(
             "readmit_prediction_probability",
-            "Predicted probability of 30-day readmission",
+            "Predicted probability of 30-day readmission, by variant",
+            ["variant"],
             buckets=PROBABILITY_BUCKETS,
             registry=r,
         )
+        self.scoring = Histogram(
+            "readmit_scoring_duration_seconds",
+            "Time a model took to score one request's records, by variant",
+            ["variant"],
+            buckets=SCORING_BUCKETS,
+            registry=r,
+        )
+        # Children looked up once: labels() on every request costs a lock and a dict lookup.
+        self._by_variant = {
+            v: (
+                self.predictions.labels(predicted_class=PREDICTED_CLASSES[0], variant=v),
+                self.predictions.labels(predicted_class=PREDICTED_CLASSES[1], variant=v),
+                self.probability.labels(variant=v),
+                self.scoring.labels(variant=v),
+            )
+            for v in VARIANTS
+        }
         # A gauge, not an Info: Info has no multiprocess mode. The samples are the same.
         self.model_info = Gauge(
             "readmit_model_info",
@@ -86,10 +110,40 @@ class Metrics:
         )
         # Known label values start at 0, so dashboards and alerts see the series before the
         # first prediction or failure.
-        for predicted in ("readmitted_30d", "not_readmitted"):
-            self.predictions.labels(predicted_class=predicted)
         for step in ("resolve", "load", "check"):
             self.reload_failures.labels(step=step)
+        self.challenger_info = Gauge(
+            "readmit_challenger_info",
+            "The @challenger version loaded beside the champion",
+            ["name", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._challenger: tuple[str, str] | None = None
+        self.challenger_ready = Gauge(
+            "readmit_challenger_loaded",
+            "1 when a challenger is loaded (in every worker)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.challenger_failures = Counter(
+            "readmit_challenger_reload_failures_total",
+            "Failed checks or loads of the @challenger version",
+            ["step"],
+            registry=r,
+        )
+        for step in ("resolve", "load", "check"):
+            self.challenger_failures.labels(step=step)
+        self.shadow_failures = Counter(
+            "readmit_shadow_failures_total",
+            "Records the challenger failed to score in shadow (the callers' answers unaffected)",
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "readmit_shadow_dropped_total",
+            "Records not shadow-scored: too many were waiting for the challenger",
+            registry=r,
+        )
         self.connections_closed = Counter(
             "readmit_http_connections_closed_total",
             "Connections the server closed to protect itself (over_limit: more than "
@@ -168,8 +222,19 @@ class Metrics:
         if test_auc is not None:
             self.model_test_auc.set(test_auc)
 
-    def reload_failed(self, step: str) -> None:
-        self.reload_failures.labels(step=step).inc()
+    def challenger_loaded(self, name: str, version: str | None) -> None:
+        """A challenger swapped in (or, with version None, removed)."""
+        if self._challenger is not None:
+            self.challenger_info.labels(*self._challenger).set(0)
+            self.challenger_info.remove(*self._challenger)
+        self._challenger = None if version is None else (name, version)
+        if version is not None:
+            self.challenger_info.labels(name=name, version=version).set(1)
+        self.challenger_ready.set(0 if version is None else 1)
+
+    def reload_failed(self, step: str, challenger: bool = False) -> None:
+        counter = self.challenger_failures if challenger else self.reload_failures
+        counter.labels(step=step).inc()
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, method=method, status=str(status)).inc()
@@ -177,16 +242,24 @@ class Metrics:
         if status >= 400:
             self.errors.labels(endpoint=endpoint, status=str(status)).inc()
 
-    def observe_predictions(self, probabilities: list[float], threshold: float) -> None:
+    def observe_predictions(
+        self,
+        probabilities: list[float],
+        threshold: float,
+        variant: str = "champion",
+        seconds: float | None = None,
+    ) -> None:
+        """One request's scores by one variant, and the time that model took to score them."""
+        positive, negative, probability, scoring = self._by_variant[variant]
         positives = sum(p >= threshold for p in probabilities)
         if positives:
-            self.predictions.labels(predicted_class="readmitted_30d").inc(positives)
+            positive.inc(positives)
         if len(probabilities) - positives:
-            self.predictions.labels(predicted_class="not_readmitted").inc(
-                len(probabilities) - positives
-            )
+            negative.inc(len(probabilities) - positives)
         for p in probabilities:
-            self.probability.observe(p)
+            probability.observe(p)
+        if seconds is not None:
+            scoring.observe(seconds)
 
     def observe_history(self, sources: list[str]) -> None:
         for source in set(sources):

@@ -1,11 +1,13 @@
-"""The model being served: resolved from `@production`, loaded off the request path, checked,
-swapped atomically, re-checked in the background.
+"""The models being served: the champion (`@production`) and, unless READMIT_CHALLENGER_MODE is
+off, the challenger (`@challenger`); each resolved, loaded off the request path, checked,
+swapped atomically and re-checked in the background, independently of the other.
 
 A version is loaded from its plain files and must score its own input example before it is
 swapped in (`readmit.registered`). A refused version, a failed load and an unreachable MLflow
 all leave the previous model serving; each is counted in /metrics, logged, and named in /health.
-A refused version is remembered, so it is not fetched again on every poll. Under several
-workers, /reload-model makes every worker check `@production` (`reload.py`).
+A refused version is remembered, so it is not fetched again on every poll. A champion is kept
+when @production is removed; a challenger is dropped when @challenger is. Under several
+workers, /reload-model makes every worker check both aliases (`reload.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 from readmit.errors import first_line
 from readmit.model import ReadmissionModel, TrainingInfo
 from readmit.registered import ModelRefused, load_checked
-from readmit.registry import PRODUCTION
+from readmit.registry import CHALLENGER, PRODUCTION
 from readmit.serving import reload
 from readmit.serving.metrics import Metrics
 from readmit.settings import Settings
@@ -48,44 +50,44 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
     return LoadedModel(settings.model_name, version, model, loaded_at)
 
 
-class ModelStore:
-    """Holds the current model; `refresh` swaps in a new production version when there is one."""
+class ServedAlias:
+    """One alias's served version; `refresh` swaps in the version the alias names now."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, alias: str) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.alias = alias
         self._current: LoadedModel | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self._refused: dict[str, str] = {}  # version -> why it must not be served
-        self.signal = reload.shared(settings.api_workers)
-        self._generation = 0  # of the signal, last acted on
 
     @property
     def current(self) -> LoadedModel | None:
         return self._current
 
-    def production_version(self) -> str | None:
-        """The version `@production` names now (raises when MLflow cannot be asked)."""
+    @property
+    def is_champion(self) -> bool:
+        return self.alias == PRODUCTION
+
+    def holder(self) -> str | None:
+        """The version the alias names now (raises when MLflow cannot be asked)."""
         from readmit.registry import by_alias, client_for
 
-        holder = by_alias(client_for(self.settings), self.settings.model_name, PRODUCTION)
+        holder = by_alias(client_for(self.settings), self.settings.model_name, self.alias)
         return None if holder is None else str(holder.version)
 
     def refresh(self) -> bool:
-        """Check `@production`; load and swap in a new version. True when the model changed."""
+        """Check the alias; load and swap in a new version. True when the model changed."""
         with self._lock:
             try:
-                version = self.production_version()
+                version = self.holder()
             except Exception as exc:
                 self._failed("resolve", exc)
                 return False
             current = self._current
             if version is None:
-                self.last_error = f"no version of {self.settings.model_name} is @production"
-                return False
+                return self._unset(current)
             if current is not None and current.version == version:
                 self.last_error = None
                 return False
@@ -103,41 +105,106 @@ class ModelStore:
                 return False
             self._current = loaded
             self.last_error = None
-            self.metrics.model_loaded(loaded.name, loaded.version, loaded.info.test_roc_auc)
+            if self.is_champion:
+                self.metrics.model_loaded(loaded.name, loaded.version, loaded.info.test_roc_auc)
+            else:
+                self.metrics.challenger_loaded(loaded.name, loaded.version)
             log.info(
                 "model loaded",
-                extra={"model_version": version, "previous_version": current and current.version},
+                extra={
+                    "alias": self.alias,
+                    "model_version": version,
+                    "previous_version": current and current.version,
+                },
             )
             return True
 
+    def _unset(self, current: LoadedModel | None) -> bool:
+        """No version holds the alias: a champion keeps serving, a challenger is dropped."""
+        if self.is_champion:
+            self.last_error = f"no version of {self.settings.model_name} is @{self.alias}"
+            return False
+        self.last_error = None
+        if current is None:
+            return False
+        self._current = None
+        self.metrics.challenger_loaded(current.name, None)
+        log.info("challenger removed", extra={"previous_version": current.version})
+        return True
+
     def _refuse(self, version: str, reason: str) -> None:
-        """Counted on every check while @production names it, so the alert keeps firing."""
+        """Counted on every check while the alias names it, so the alert keeps firing."""
         current = self._current
         keeping = f"still serving v{current.version}" if current else "no model is served"
         self.last_error = f"v{version} refused ({keeping}): {reason}"
-        self.metrics.reload_failed("check")
-        log.warning("model refused", extra={"model_version": version, "error": reason})
+        self.metrics.reload_failed("check", challenger=not self.is_champion)
+        log.warning(
+            "model refused", extra={"alias": self.alias, "model_version": version, "error": reason}
+        )
 
     def _failed(self, step: str, exc: Exception) -> None:
         self.last_error = f"{step} failed: {type(exc).__name__}: {first_line(exc)}"
-        self.metrics.reload_failed(step)
-        log.warning("model %s failed", step, extra={"error": self.last_error})
+        self.metrics.reload_failed(step, challenger=not self.is_champion)
+        log.warning("model %s failed", step, extra={"alias": self.alias, "error": self.last_error})
 
-    def reload_everywhere(self) -> tuple[bool, str | None]:
-        """POST /reload-model: check `@production` here, then make every other worker check
-        it too. Whether this worker's model changed, and how many workers confirmed (None
-        with one process)."""
-        changed = self.refresh()
+
+class ModelStore:
+    """The champion and the challenger; `current`, `last_error` and `refresh` are the
+    champion's, `challenger` the other alias (checked only when the challenger mode is on)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.champion = ServedAlias(settings, metrics, PRODUCTION)
+        self.challenger = ServedAlias(settings, metrics, CHALLENGER)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.signal = reload.shared(settings.api_workers)
+        self._generation = 0  # of the signal, last acted on
+
+    @property
+    def challenger_enabled(self) -> bool:
+        return self.settings.challenger_mode != "off"
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self.champion.current
+
+    @property
+    def last_error(self) -> str | None:
+        return self.champion.last_error
+
+    def production_version(self) -> str | None:
+        """The version `@production` names now (raises when MLflow cannot be asked)."""
+        return self.champion.holder()
+
+    def refresh(self) -> bool:
+        """Check `@production`; load and swap in a new version. True when the model changed."""
+        return self.champion.refresh()
+
+    def refresh_all(self) -> tuple[bool, bool]:
+        """Check both aliases, each on its own (a failing one leaves the other alone); whether
+        the champion and the challenger changed."""
+        champion = self.champion.refresh()
+        challenger = self.challenger.refresh() if self.challenger_enabled else False
+        return champion, challenger
+
+    def reload_everywhere(self) -> tuple[bool, bool, str | None]:
+        """POST /reload-model: check both aliases here, then make every other worker check
+        them too. Whether this worker's champion and challenger changed, and how many workers
+        confirmed (None with one process)."""
+        changed, challenger_changed = self.refresh_all()
         if self.signal is None:
-            return changed, None
+            return changed, challenger_changed, None
         generation = self.signal.request()
         self._act_on(generation, refresh=False)
         confirmed = self.signal.wait(generation)
-        return changed, f"{confirmed} of {self.signal.workers} workers checked @production"
+        workers = f"{confirmed} of {self.signal.workers} workers checked @production"
+        return changed, challenger_changed, workers
 
     def _act_on(self, generation: int, refresh: bool = True) -> None:
         if refresh:
-            self.refresh()
+            self.refresh_all()
         self._generation = generation
         if self.signal is not None:
             self.signal.acknowledge(generation)
@@ -145,7 +212,7 @@ class ModelStore:
     def start(self) -> None:
         """Load now, then poll every READMIT_MODEL_POLL_SECONDS in a daemon thread (and,
         under several workers, watch for /reload-model taken by another one)."""
-        self.refresh()
+        self.refresh_all()
         if self.signal is not None:
             self._act_on(self.signal.generation(), refresh=False)
         self._thread = threading.Thread(target=self._poll, name="model-poll", daemon=True)
@@ -163,7 +230,7 @@ class ModelStore:
                     continue
             if time.monotonic() >= due:
                 due = time.monotonic() + every
-                self.refresh()
+                self.refresh_all()
 
     def stop(self) -> None:
         self._stop.set()

@@ -7,11 +7,13 @@ event loop stays free; their JSON bodies are parsed and size-checked in that poo
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
@@ -22,10 +24,11 @@ from readmit.feature_store.lookup import HistoryLookup
 from readmit.model_card import CARD_MARKDOWN, MODEL_CARD_PATH, fetch_card
 from readmit.monitoring.outcomes import record_outcomes
 from readmit.monitoring.prediction_log import PredictionLog
-from readmit.registry import PRODUCTION
+from readmit.registry import CHALLENGER, PRODUCTION
 from readmit.schema import COLUMNS, HISTORY_FIELDS, MISSING, MODEL_FIELDS
 from readmit.serving.auth import require
 from readmit.serving.body import CheckedRoute, public_errors
+from readmit.serving.challenger import Plan, ShadowJob, ShadowScorer, make_plan
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import LoadedModel, ModelStore
 from readmit.serving.schemas import (
@@ -41,6 +44,7 @@ from readmit.serving.schemas import (
     OutcomesResult,
     Prediction,
     ReloadResult,
+    VariantInfo,
     as_fields,
 )
 from readmit.settings import Settings
@@ -114,6 +118,20 @@ def with_history(
     return fields, model_input, source
 
 
+async def get_plan(request: Request, store: StoreDep, champion: ModelDep) -> Plan:
+    """Who answers this request's records: the champion, or in canary mode a share of
+    patients the challenger (`serving/challenger.py`)."""
+    state = request.app.state
+    settings: Settings = state.settings
+    challenger = store.challenger.current
+    return make_plan(
+        champion, challenger, settings.challenger_mode, settings.canary_percent, state.canary_key
+    )
+
+
+PlanDep = Annotated[Plan, Depends(get_plan)]
+
+
 def _ref(current: LoadedModel) -> ModelRef:
     return ModelRef(name=current.name, version=current.version)
 
@@ -128,13 +146,30 @@ def _log_scored(
     current: LoadedModel,
     records: list[dict[str, Any]],
     probabilities: list[float],
+    variant: str,
 ) -> None:
     """Hand the scored records to the prediction log (queued; written off the request path)."""
     if prediction_log is not None and records:
-        model = (current.name, current.version, PRODUCTION)
+        alias = PRODUCTION if variant == "champion" else CHALLENGER
+        model = (current.name, current.version, alias)
         prediction_log.record(
-            _request_id(request), model, current.model.threshold, records, probabilities
+            _request_id(request), model, current.model.threshold, records, probabilities, variant
         )
+
+
+def _shadow(
+    request: Request,
+    background: BackgroundTasks,
+    plan: Plan,
+    records: list[dict[str, Any]],
+    score: Callable[[LoadedModel], list[float]],
+) -> None:
+    """In shadow mode, the challenger scores the same records once the response is sent."""
+    shadow: ShadowScorer | None = request.app.state.shadow
+    if plan.shadowed and shadow is not None and records:
+        assert plan.challenger is not None
+        job = ShadowJob(_request_id(request), plan.challenger, records, score)
+        background.add_task(shadow.submit, job)
 
 
 @router.post(
@@ -147,19 +182,25 @@ def _log_scored(
 def predict(
     encounter: Encounter,
     request: Request,
-    current: ModelDep,
+    plan: PlanDep,
     metrics: MetricsDep,
     prediction_log: LogDep,
     history: HistoryDep,
+    background: BackgroundTasks,
 ) -> Response:
     """The probability that this encounter is followed by a readmission within 30 days.
 
     Without history fields, the patient's history is looked up by `patient_nbr`."""
-    model = current.model
     fields, model_input, source = with_history(encounter, history, metrics)
+    current, variant = plan.answering(fields)
+    model = current.model
+    clock = time.perf_counter()
     probability = model.predict_record(model_input)
-    metrics.observe_predictions([probability], model.threshold)
-    _log_scored(prediction_log, request, current, [fields], [probability])
+    metrics.observe_predictions(
+        [probability], model.threshold, variant, time.perf_counter() - clock
+    )
+    _log_scored(prediction_log, request, current, [fields], [probability], variant)
+    _shadow(request, background, plan, [fields], lambda m: [m.model.predict_record(model_input)])
     answer = Prediction(
         probability=probability,
         readmitted_30d=probability >= model.threshold,
@@ -168,6 +209,7 @@ def predict(
         request_id=_request_id(request),
         history=source,  # type: ignore[arg-type]
         history_used={name: int(fields[name]) for name in HISTORY_FIELDS},
+        variant=variant,
     )
     # Built and checked here, written by pydantic: FastAPI would validate it again, in one
     # more hop to a pool thread.
@@ -188,11 +230,12 @@ def predict(
 def predict_batch(
     body: BatchRequest,
     request: Request,
-    current: ModelDep,
+    plan: PlanDep,
     metrics: MetricsDep,
     settings: SettingsDep,
     prediction_log: LogDep,
     history: HistoryDep,
+    background: BackgroundTasks,
 ) -> Any:
     """Score up to READMIT_MAX_BATCH encounters, results in request order.
 
@@ -209,37 +252,53 @@ def predict_batch(
     records = [as_fields(r) for r in records]  # the data set's names, as /predict takes them
     errors = record_errors(records)
     valid = [i for i in range(count) if i not in errors]
-    model = current.model
-    probabilities: list[float] = []
+    scored = [records[i] for i in valid]
     sources: list[str] = []
-    if valid:
-        scored = [records[i] for i in valid]
+    if scored:
         sources = list(history.resolve(scored))  # one pass over the snapshot for the batch
         metrics.observe_history(sources)
-        probabilities = model.predict_frame(model_frame(scored)).tolist()
-        metrics.observe_predictions(probabilities, model.threshold)
-        _log_scored(prediction_log, request, current, scored, probabilities)
     results: list[dict[str, Any]] = [
         {"index": i, "probability": None, "readmitted_30d": None, "error": errors.get(i)}
         for i in range(count)
     ]
-    for i, probability, source in zip(valid, probabilities, sources, strict=True):
-        results[i] = {
-            "index": i,
-            "probability": probability,
-            "readmitted_30d": probability >= model.threshold,
-            "error": None,
-            "history": source,
-        }
+    challenger = None
+    for current, variant, indexes in plan.arms(scored) if scored else []:
+        arm = [scored[i] for i in indexes]
+        model = current.model
+        clock = time.perf_counter()
+        probabilities = model.predict_frame(model_frame(arm)).tolist()
+        metrics.observe_predictions(
+            probabilities, model.threshold, variant, time.perf_counter() - clock
+        )
+        _log_scored(prediction_log, request, current, arm, probabilities, variant)
+        for index, probability in zip(indexes, probabilities, strict=True):
+            results[valid[index]] = {
+                "index": valid[index],
+                "probability": probability,
+                "readmitted_30d": probability >= model.threshold,
+                "error": None,
+                "variant": variant,
+                "history": sources[index],
+            }
+        if current is not plan.champion:
+            challenger = {"name": current.name, "version": current.version}
+    _shadow(
+        request,
+        background,
+        plan,
+        scored,
+        lambda m: m.model.predict_frame(model_frame(scored)).tolist(),
+    )
     # Built by hand and returned as is: re-validating 10,000 results would double the time.
     return JSONResponse(
         {
             "results": results,
-            "threshold": model.threshold,
-            "model": {"name": current.name, "version": current.version},
+            "threshold": plan.champion.model.threshold,
+            "model": {"name": plan.champion.name, "version": plan.champion.version},
             "request_id": _request_id(request),
             "scored": len(valid),
             "rejected": count - len(valid),
+            "challenger": challenger,
         }
     )
 
@@ -329,12 +388,35 @@ async def health(store: StoreDep, response: Response) -> Health:
     """Liveness (the process answers) and readiness (a model is loaded). `async`: it only
     reads a reference, and must not queue behind CPU work in the thread pool."""
     current = store.current
+    challenger = _challenger_health(store)
     if current is None:
         response.status_code = 503
         detail = store.last_error or "loading the model"
-        return Health(status="not_ready", live=True, ready=False, model=None, detail=detail)
+        return Health(
+            status="not_ready", live=True, ready=False, model=None, detail=detail, **challenger
+        )
     detail = "serving" if store.last_error is None else f"serving; last check: {store.last_error}"
-    return Health(status="ok", live=True, ready=True, model=_ref(current), detail=detail)
+    return Health(
+        status="ok", live=True, ready=True, model=_ref(current), detail=detail, **challenger
+    )
+
+
+def _challenger_health(store: ModelStore) -> dict[str, Any]:
+    """The challenger's part of /health: its mode, version, and why it is not served."""
+    mode = store.settings.challenger_mode
+    slot = store.challenger
+    if mode == "off":
+        return {"challenger_mode": mode, "challenger": None, "challenger_detail": None}
+    current = slot.current
+    if current is not None:
+        detail = slot.last_error and f"last check: {slot.last_error}"
+    else:
+        detail = slot.last_error or f"no version is @{CHALLENGER}"
+    return {
+        "challenger_mode": mode,
+        "challenger": _ref(current) if current else None,
+        "challenger_detail": detail,
+    }
 
 
 @router.get("/metrics", tags=["service"], response_class=Response)
@@ -344,13 +426,25 @@ def metrics_endpoint(metrics: MetricsDep) -> Response:
 
 
 @router.get("/model-info", response_model=ModelInfo, tags=["service"])
-def model_info(current: ModelDep) -> ModelInfo:
-    """What is being served, where it came from, and how it scored on its test split."""
-    info = current.info
+def model_info(current: ModelDep, store: StoreDep, settings: SettingsDep) -> ModelInfo:
+    """What is being served, where it came from, and how it scored on its test split; the
+    challenger's facts beside the champion's."""
+    challenger = store.challenger.current if store.challenger_enabled else None
+    mode = settings.challenger_mode
     return ModelInfo(
+        **_variant_info(current, PRODUCTION).model_dump(),
+        challenger_mode=mode,
+        canary_percent=settings.canary_percent if mode == "canary" else None,
+        challenger=_variant_info(challenger, CHALLENGER) if challenger else None,
+    )
+
+
+def _variant_info(current: LoadedModel, alias: str) -> VariantInfo:
+    info = current.info
+    return VariantInfo(
         name=current.name,
         version=current.version,
-        alias=PRODUCTION,
+        alias=alias,
         run_id=info.run_id,
         estimator=info.estimator,
         trained_at=info.trained_at,
@@ -359,7 +453,8 @@ def model_info(current: ModelDep) -> ModelInfo:
         threshold=current.model.threshold,
         features=MODEL_COLUMNS,
         loaded_at=current.loaded_at,
-        model_card=MODEL_CARD_PATH if info.run_id else None,
+        # GET /model-card serves the champion's card; the challenger's is in MLflow.
+        model_card=MODEL_CARD_PATH if info.run_id and alias == PRODUCTION else None,
         model_card_artifact=f"runs:/{info.run_id}/{CARD_MARKDOWN}" if info.run_id else None,
     )
 
@@ -400,16 +495,23 @@ def model_card(
     responses=KEYS,
 )
 def reload_model(store: StoreDep) -> ReloadResult:
-    """Check `@production` now and swap in a new version if there is one, in every worker
-    (a key with the `admin` scope). Answers once every worker has checked, or after a minute
-    at most; `detail` says how many did."""
-    changed, workers = store.reload_everywhere()
+    """Check `@production` (and `@challenger` unless the challenger mode is off) now and swap
+    in a new version if there is one, in every worker (a key with the `admin` scope). Answers
+    once every worker has checked, or after a minute at most; `detail` says how many did."""
+    changed, challenger_changed, workers = store.reload_everywhere()
     current = store.current
     detail = store.last_error or (
         "loaded a new version" if changed else "already serving production"
     )
     detail = f"{detail}; {workers}" if workers else detail
-    return ReloadResult(changed=changed, model=_ref(current) if current else None, detail=detail)
+    challenger = store.challenger.current
+    return ReloadResult(
+        changed=changed,
+        model=_ref(current) if current else None,
+        detail=detail,
+        challenger=_ref(challenger) if challenger else None,
+        challenger_changed=challenger_changed,
+    )
 
 
 @router.post(

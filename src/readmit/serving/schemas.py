@@ -227,6 +227,7 @@ HISTORY_ABOUT = (
     "encounter), `request` (sent by the caller), `new_patient` (no earlier encounter known: "
     "zeros), `unavailable` (the store could not be read: zeros)."
 )
+ANSWERED_BY = "Which model answered: `champion` (@production) or `challenger` (canary mode)."
 
 
 class Prediction(BaseModel):
@@ -239,6 +240,7 @@ class Prediction(BaseModel):
     history_used: dict[str, int] = Field(
         default_factory=dict, description="The patient history the model was given."
     )
+    variant: Literal["champion", "challenger"] = Field(default="champion", description=ANSWERED_BY)
 
 
 class BatchRequest(BaseModel):
@@ -256,6 +258,7 @@ class RecordResult(BaseModel):
     readmitted_30d: bool | None = None
     error: str | None = None
     history: HistorySource | None = Field(default=None, description=HISTORY_ABOUT)
+    variant: Literal["champion", "challenger"] | None = Field(default=None, description=ANSWERED_BY)
 
 
 class BatchPrediction(BaseModel):
@@ -265,6 +268,9 @@ class BatchPrediction(BaseModel):
     request_id: str
     scored: int
     rejected: int
+    challenger: ModelRef | None = Field(
+        default=None, description="The challenger, when it answered some records (canary)."
+    )
 
 
 class Contribution(BaseModel):
@@ -281,15 +287,23 @@ class Explanation(BaseModel):
     request_id: str
 
 
+ChallengerMode = Literal["off", "shadow", "canary"]
+
+
 class Health(BaseModel):
     status: Literal["ok", "not_ready"]
     live: bool
     ready: bool
     model: ModelRef | None
     detail: str
+    challenger_mode: ChallengerMode = "off"
+    challenger: ModelRef | None = Field(
+        default=None, description="The @challenger version loaded (never needed for readiness)."
+    )
+    challenger_detail: str | None = None
 
 
-class ModelInfo(BaseModel):
+class VariantInfo(BaseModel):
     name: str
     version: str
     alias: str
@@ -311,10 +325,22 @@ class ModelInfo(BaseModel):
     )
 
 
+class ModelInfo(VariantInfo):
+    """The champion's facts, and the challenger's beside them."""
+
+    challenger_mode: ChallengerMode = "off"
+    canary_percent: float | None = Field(
+        default=None, description="Share of patients the challenger answers (canary mode)."
+    )
+    challenger: VariantInfo | None = None
+
+
 class ReloadResult(BaseModel):
     changed: bool
     model: ModelRef | None
     detail: str
+    challenger: ModelRef | None = None
+    challenger_changed: bool = False
 
 
 class Outcome(BaseModel):

@@ -52,7 +52,7 @@ def parse_metrics(text: str, at: float | None = None) -> Scrape:
             elif sample.name == LATENCY_BUCKET:
                 le = float(labels["le"])
                 buckets[labels.get("endpoint", "other")][le] += sample.value
-            elif sample.name == PREDICTIONS:
+            elif sample.name == PREDICTIONS and labels.get("variant") != "shadow":
                 name = labels.get("predicted_class", "unknown")
                 scrape.predictions[name] = scrape.predictions.get(name, 0.0) + sample.value
     scrape.buckets = {endpoint: dict(b) for endpoint, b in buckets.items()}
