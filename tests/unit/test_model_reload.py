@@ -52,7 +52,7 @@ def _until(condition) -> None:
 def test_one_process_has_no_signal(tmp_path):
     store = _store(tmp_path, 3600)
     assert store.signal is None
-    assert store.reload_everywhere() == (False, None)
+    assert store.reload_everywhere() == (False, False, None)
 
 
 def test_generations_and_acknowledgements(folder):
@@ -108,7 +108,7 @@ def test_the_request_waits_for_every_worker_and_says_how_many_answered(
     store.start()
     try:
         (folder / reload.ACKS / "4242").write_text("0")  # a sibling that never answers
-        assert store.reload_everywhere() == (False, "1 of 2 workers checked @production")
+        assert store.reload_everywhere() == (False, False, "1 of 2 workers checked @production")
         time.sleep(3 * reload.CHECK_SECONDS)
         assert store.refreshes == 2  # at start, and once for the request: not again
     finally:

@@ -185,7 +185,7 @@ class ModelStore:
     def refresh_all(self) -> tuple[bool, bool]:
         """Check both aliases, each on its own (a failing one leaves the other alone); whether
         the champion and the challenger changed."""
-        champion = self.champion.refresh()
+        champion = self.refresh()
         challenger = self.challenger.refresh() if self.challenger_enabled else False
         return champion, challenger
 
