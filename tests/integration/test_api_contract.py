@@ -159,6 +159,13 @@ def test_openapi_contract_has_no_server_errors(served):
             max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
         )
         def check(case: schemathesis.Case) -> None:
+            if case.operation.path == "/model-card":
+                # The fixture's run logged no card: its documented answer is a 503 that says so.
+                response = case.call()
+                assert response.status_code in (200, 422, 503), response.text
+                if response.status_code == 503:
+                    assert "model card" in response.json()["detail"]
+                return
             case.call_and_validate(checks=[not_a_server_error])
 
         check()
