@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import mlflow
 import numpy as np
@@ -21,6 +21,7 @@ from readmit.decision_curve import (
     net_benefit,
     number_needed_to_evaluate,
 )
+from readmit.model import ReadmissionModel
 from readmit.model_card import (
     AUDIT_ARTIFACT,
     COHORT_ARTIFACT,
@@ -31,9 +32,24 @@ from readmit.model_card import (
 )
 from readmit.settings import Settings
 from readmit.split import FRACTIONS
+from readmit.storage.clean import CleanBuild
 
-if TYPE_CHECKING:
-    from readmit.pipeline.train import TrainingData, TrainingOutcome
+
+class TrainingData(Protocol):
+    """What the evidence reads of a training's data (the pipeline's TrainingData)."""
+
+    build: CleanBuild
+    frames: dict[str, pd.DataFrame]
+    test_inputs: pd.DataFrame
+
+    def labels(self, split: str) -> np.ndarray: ...
+
+
+class TrainingOutcome(Protocol):
+    """What the evidence reads of a training's outcome: the chosen model and its test scores."""
+
+    model: ReadmissionModel
+    test_probabilities: np.ndarray
 
 
 @dataclass

@@ -25,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from readmit.errors import ReadmitError
 from readmit.logs import configure_json_logging
 from readmit.serving.metrics import Metrics
+from readmit.serving.workers import run_workers
 from readmit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -223,8 +224,6 @@ def serve(settings: Settings) -> None:
     configure_json_logging(settings.log_level)
     check_bind(settings)
     if settings.api_workers > 1:
-        from readmit.serving.workers import run_workers
-
-        run_workers(settings)
+        run_workers(settings, build_server)
         return
     build_server(settings).run()

@@ -26,16 +26,21 @@ import signal
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
+import uvicorn
 from prometheus_client import multiprocess, values
 
 from readmit.logs import configure_json_logging
 from readmit.serving import reload
 from readmit.serving.metrics import MULTIPROCESS_DIR
 from readmit.settings import Settings
+
+# Builds one worker's server from the settings (server.build_server).
+ServerFactory = Callable[[Settings], uvicorn.Server]
 
 log = logging.getLogger(__name__)
 STOP_SECONDS = 20.0
@@ -58,19 +63,20 @@ def _listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def _worker(settings: Settings, sock: socket.socket) -> None:
+def _worker(build: ServerFactory, settings: Settings, sock: socket.socket) -> None:
     """One worker: its own app and uvicorn server on the shared socket."""
-    from readmit.serving.server import build_server
-
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, signal.SIG_DFL)  # uvicorn installs its own once it runs
-    build_server(settings).run(sockets=[sock])
+    build(settings).run(sockets=[sock])
 
 
 class Supervisor:
     """Starts the workers, replaces one that dies, stops them all on SIGTERM or SIGINT."""
 
-    def __init__(self, settings: Settings, sock: socket.socket, metrics_dir: Path) -> None:
+    def __init__(
+        self, build: ServerFactory, settings: Settings, sock: socket.socket, metrics_dir: Path
+    ) -> None:
+        self.build = build
         self.settings = settings
         self.sock = sock
         self.metrics_dir = metrics_dir
@@ -81,7 +87,7 @@ class Supervisor:
 
     def start_worker(self) -> BaseProcess:
         process = self.context.Process(
-            target=_worker, args=(self.settings, self.sock), name="readmit-api-worker"
+            target=_worker, args=(self.build, self.settings, self.sock), name="readmit-api-worker"
         )
         process.start()
         return process
@@ -125,8 +131,9 @@ class Supervisor:
                 process.join()
 
 
-def run_workers(settings: Settings) -> None:
-    """Serve with `settings.api_workers` processes until SIGTERM or SIGINT."""
+def run_workers(settings: Settings, build: ServerFactory) -> None:
+    """Serve with `settings.api_workers` processes, each running the server `build` makes,
+    until SIGTERM or SIGINT."""
     configure_json_logging(settings.log_level)
     run_dir = Path(tempfile.mkdtemp(prefix="readmit-api-"))  # 0700
     metrics_dir = run_dir / "metrics"
@@ -135,7 +142,7 @@ def run_workers(settings: Settings) -> None:
         use_multiprocess_metrics(metrics_dir)
         reload.use_folder(run_dir / "reload")
         with _listening_socket(settings) as sock:
-            Supervisor(settings, sock, metrics_dir).run()
+            Supervisor(build, settings, sock, metrics_dir).run()
     finally:
         reload.use_folder(None)
         shutil.rmtree(run_dir, ignore_errors=True)
