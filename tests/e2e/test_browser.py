@@ -79,10 +79,10 @@ def test_a_browser_scores_the_example_patient_and_shows_every_page(
     _go(page, "Model")
     page.get_by_text("Evaluation plots").wait_for()
     images = page.get_by_test_id("stImage").locator("img")
-    images.nth(4).wait_for()
+    images.nth(5).wait_for()
     page.wait_for_function("[...document.images].every(i => i.complete)")
     _settle(page)
-    assert images.count() == 5
+    assert images.count() == 6  # the decision curve, then roc, pr, calibration, confusion, shap
     page.screenshot(path=shots / "4-model.png", full_page=True)
 
     _go(page, "Service")

@@ -107,6 +107,9 @@ def _wait_ready(container: Container, path: str) -> None:
     )
 
 
+READY_PATHS = {"mlflow": "/health", "api": "/health", "ui": "/_stcore/health"}
+
+
 def _run(image: str, port: int, env: dict[str, str], ready_path: str) -> Iterator[Container]:
     """The image as a detached container, its port published on a free loopback port; ready
     (`ready_path` answers 200) when this yields; removed afterwards."""
@@ -187,7 +190,7 @@ def mlflow_container(
     saved = {name: os.environ.get(name) for name in host_env}
     os.environ.update(host_env)
     try:
-        for container in _run("mlflow", 5000, env, "/health"):
+        for container in _run("mlflow", 5000, env, READY_PATHS["mlflow"]):
             yield Registry(container, login, logs / "s3store")
     finally:
         for name, value in saved.items():
@@ -227,7 +230,7 @@ def api_container(mlflow_container: Registry, production: str) -> Iterator[Conta
         "READMIT_API_KEY": IMAGE_KEY,
         **mlflow_container.login,
     }
-    yield from _run("api", 8000, env, "/health")
+    yield from _run("api", 8000, env, READY_PATHS["api"])
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +239,7 @@ def ui_container(api_container: Container) -> Iterator[Container]:
         "READMIT_API_URL": api_container.url.replace("127.0.0.1", HOST),
         "READMIT_API_KEY": IMAGE_KEY,
     }
-    yield from _run("ui", 8501, env, "/_stcore/health")
+    yield from _run("ui", 8501, env, READY_PATHS["ui"])
 
 
 @pytest.fixture(scope="module")
@@ -301,27 +304,21 @@ def test_container_passes_its_declared_healthcheck(
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-@pytest.mark.parametrize(
-    "image",
-    [
-        "ui",
-        "api",
-        pytest.param(
-            "mlflow",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="uvicorn stops at once under tini -g, but `mlflow server`, its parent, "
-                "stays until podman kills it",
-            ),
-        ),
-    ],
-)
+# MLflow's image is left out: `mlflow server` stays after its uvicorn child has stopped, some
+# runs past podman's 3 s grace period and some not (deploy/README.md).
+@pytest.mark.parametrize("image", ["ui", "api"])
 def test_container_stops_on_sigterm(containers: dict[str, Container], image: str) -> None:
-    """Within podman's 3 s grace period, so not killed (exit code 137 would say it was)."""
+    """Within podman's 3 s grace period, so not killed (exit code 137 would say it was). The
+    container is started again afterwards, so the module's other tests pass in any order."""
     name = containers[image].name
-    stopped = _podman("stop", "--time", "3", name)
-    assert stopped.returncode == 0, stopped.stderr
-    state = _podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
-    status, code = state.stdout.split()
-    assert status == "exited"
-    assert int(code) != KILLED, _podman("logs", "--tail", "20", name).stderr
+    try:
+        stopped = _podman("stop", "--time", "3", name)
+        assert stopped.returncode == 0, stopped.stderr
+        state = _podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
+        status, code = state.stdout.split()
+        assert status == "exited"
+        assert int(code) != KILLED, _podman("logs", "--tail", "20", name).stderr
+    finally:
+        started = _podman("start", name)
+        assert started.returncode == 0, started.stderr
+        _wait_ready(containers[image], READY_PATHS[image])

@@ -95,3 +95,7 @@ def test_the_form_sends_the_patient_number_and_leaves_the_history_to_the_lookup(
     sent = forms.with_patient(record, 0, lookup=False)
     assert "patient_nbr" not in sent
     assert {n: sent[n] for n in HISTORY_FIELDS} == {n: record[n] for n in HISTORY_FIELDS}
+    # No patient number: nothing to look up, the entered history goes even with lookup ticked.
+    anonymous = forms.with_patient(record, 0, lookup=True)
+    assert "patient_nbr" not in anonymous
+    assert {n: anonymous[n] for n in HISTORY_FIELDS} == {n: record[n] for n in HISTORY_FIELDS}

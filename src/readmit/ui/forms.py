@@ -450,10 +450,12 @@ def patient_form(columns: int = 4) -> dict[str, Any] | None:
 
 def with_patient(record: dict[str, Any], patient_nbr: int, lookup: bool) -> dict[str, Any]:
     """The record with its patient number; without its history fields when the API is to look
-    the history up (a caller's history fields win over the store)."""
+    the history up (a caller's history fields win over the store). Without a patient number
+    there is nothing to look up, so the history fields go as entered."""
     out = dict(record)
-    if patient_nbr > 0:
-        out["patient_nbr"] = patient_nbr
+    if patient_nbr <= 0:
+        return out
+    out["patient_nbr"] = patient_nbr
     if lookup:
         for name in HISTORY_FIELDS:
             out.pop(name, None)
