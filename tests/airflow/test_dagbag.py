@@ -74,7 +74,8 @@ def test_ingest_runs_on_the_configured_schedule_and_publishes_raw_only_after_a_b
 def test_assets_chain_ingest_to_clean_to_train(dagbag: Any) -> None:
     clean, train = dagbag.dags["2_clean_build"], dagbag.dags["3_train_and_register"]
     assert [a.name for a in clean.timetable.asset_condition.objects] == [RAW_ASSET]
-    assert _outlets(clean) == {"build_clean": [CLEAN_ASSET]}
+    assert _outlets(clean) == {"build_clean": [CLEAN_ASSET], "materialise": []}
+    assert clean.get_task("materialise").upstream_task_ids == {"build_clean"}
     condition = train.timetable.asset_condition
     assert type(condition).__name__ == "AssetAny"  # either Asset alone triggers training
     assert [a.name for a in condition.objects] == [CLEAN_ASSET, RETRAIN_ASSET]
