@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import random
 import secrets
 import sys
 import tempfile
@@ -49,6 +47,7 @@ import httpx
 import mlflow
 import numpy as np
 import pandas as pd
+from closed_loop import bodies_of, closed_loop
 from mlflow.tracking import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import roc_auc_score
@@ -257,46 +256,7 @@ def cost_models(settings: Settings) -> list[dict]:
         versions.append(registry.register(settings, info.model_uri, run.info.run_id, {}))
     registry.promote(settings, versions[0])
     registry.set_challenger(settings, versions[1], reason="bench")
-    rows = json.loads(inputs.to_json(orient="records"))
-    return [
-        {
-            **{k: (None if v == "?" else v) for k, v in r.items()},
-            "encounter_id": 1_000_000 + i,
-            "patient_nbr": 50_000_000 + i // 3,
-        }
-        for i, r in enumerate(rows)
-    ]
-
-
-async def closed_loop(url: str, bodies: list[dict], users: int, seconds: float) -> dict:
-    """Every client sends its next request as soon as it has an answer."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client_loop(client: httpx.AsyncClient, seed: int) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            response = await client.post(url, json=bodies[rng.randrange(len(bodies))])
-            latencies.append(time.perf_counter() - start)
-            errors += response.status_code != 200
-
-    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        clock = time.perf_counter()
-        await asyncio.gather(*(client_loop(client, i) for i in range(users)))
-        elapsed = time.perf_counter() - clock
-    ms = np.asarray(latencies) * 1000
-    return {
-        "n": len(latencies),
-        "ok": len(latencies) - errors,
-        "rps": len(latencies) / elapsed,
-        "p50": float(np.percentile(ms, 50)),
-        "p95": float(np.percentile(ms, 95)),
-        "errors": errors,
-    }
+    return bodies_of(inputs)
 
 
 def scores_by_variant(url: str) -> dict[str, float]:
