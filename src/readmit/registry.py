@@ -119,6 +119,11 @@ class Decision:
         """The decision tag's value."""
         return PROMOTED if self.promoted else KEPT_IN_STAGING
 
+    @property
+    def audit_verdict(self) -> str:
+        """The audit tag's value."""
+        return audit_tag(self.audit)
+
 
 def client_for(settings: Settings) -> MlflowClient:
     """A client on the configured registry; registry calls need no experiment."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from readmit.registry import audit_tag
 from readmit.settings import Settings
 from readmit.storage.db import safe_url
 
@@ -92,7 +91,7 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
         "promoted": result.decision.promoted,
         "challenger": result.decision.challenger,
         "decision": result.decision.reason,
-        "subgroup_audit": audit_tag(result.decision.audit),
+        "subgroup_audit": result.decision.audit_verdict,
         "estimator": result.chosen,
         "test_roc_auc": round(m["roc_auc"], 4),
         "tuning": {
@@ -113,7 +112,7 @@ def train_summary(settings: Settings, result: TrainResult) -> Summary:
         f"at threshold {m['threshold']:.3f}: "
         f"sensitivity {m['sensitivity']:.2f}, specificity {m['specificity']:.2f}, "
         f"PPV {m['ppv']:.2f}; {settings.model_name} v{result.version} {alias} "
-        f"({result.decision.reason}); subgroup audit {audit_tag(result.decision.audit)}; "
+        f"({result.decision.reason}); subgroup audit {result.decision.audit_verdict}; "
         f"run {result.run_id}, {result.seconds:.1f} s; "
         f"MLflow {facts['tracking_uri']}"
     )
