@@ -91,7 +91,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     airflow = AirflowClient(
         f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin", keys["airflow_password"]
     )
-    airflow.wait_for_dags([INGEST, CLEAN, TRAIN], timeout=120)
+    airflow.wait_for_dags([INGEST, CLEAN, TRAIN], timeout=300)
 
     # 2. DAG 1 through the REST API until a run finds nothing left to load.
     loaded: list[int] = []
@@ -219,7 +219,7 @@ def test_artifacts_survive_a_kill_9_of_every_stack_process(
     airflow = AirflowClient(
         f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin", keys["airflow_password"]
     )
-    airflow.wait_for_dags(DAGS, timeout=120)
+    airflow.wait_for_dags(DAGS, timeout=300)
     for dag in DAGS:  # the test trains itself, through the stack's MLflow and S3
         airflow.pause(dag)
     durability.wait_for_running_tasks(airflow)
@@ -253,7 +253,7 @@ def test_down_while_a_training_task_runs(stack_env: dict[str, str]) -> None:
     airflow = AirflowClient(
         f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin", keys["airflow_password"]
     )
-    airflow.wait_for_dags([TRAIN], timeout=120)
+    airflow.wait_for_dags([TRAIN], timeout=300)
     airflow.unpause(TRAIN)  # the kill -9 test pauses it
     run_id = airflow.trigger(TRAIN)
     deadline = time.monotonic() + 120
