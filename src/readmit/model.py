@@ -153,6 +153,7 @@ class TrainingInfo:
     raw_batches: str | None = None
     dataset_sha256: str | None = None
     git_commit: str | None = None
+    history_source: str | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
     validation_roc_auc: float | None = None
 

@@ -45,6 +45,7 @@ class Tag:
     RAW_BATCHES = "readmit.raw_batches"
     DATASET_SHA256 = "readmit.dataset_sha256"
     GIT_COMMIT = "readmit.git_commit"
+    HISTORY_SOURCE = "readmit.history_source"
     # The training run's owner (stale runs are repaired) and its outcome.
     HOST = "readmit.host"
     PID = "readmit.pid"
@@ -95,6 +96,7 @@ def lineage_tags(info: TrainingInfo) -> dict[str, str]:
         Tag.RAW_BATCHES: info.raw_batches,
         Tag.DATASET_SHA256: info.dataset_sha256,
         Tag.GIT_COMMIT: info.git_commit,
+        Tag.HISTORY_SOURCE: info.history_source,
     }
     return {tag: value for tag, value in values.items() if value is not None}
 

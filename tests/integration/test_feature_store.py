@@ -5,15 +5,20 @@ is down."""
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from readmit.dataset import Dataset, typed_rows
+from readmit.errors import StorageError
 from readmit.feature_store import repo
 from readmit.feature_store.lookup import HistoryLookup
 from readmit.pipeline.clean import build_clean
 from readmit.pipeline.ingest import ingest
+from readmit.pipeline.train import load_training_data
 from readmit.schema import HISTORY_FIELDS
 from readmit.serving.app import create_app
 from readmit.settings import Settings
@@ -83,6 +88,13 @@ def test_on_postgresql_a_patient_seen_in_two_batches_gets_both_after_the_second(
     assert _online(settings, patient) == expected
     assert _lookup(settings, patient) == expected
 
+    data = load_training_data(settings, store_history=True)
+    assert data.history_source.endswith("offline store PostgreSQL (clean-db)")
+    frame = pd.concat(data.frames.values())
+    row = frame[frame["patient_nbr"] == patient].sort_values("encounter_id").iloc[-1]
+    last = raw[(raw["patient_nbr"] == patient) & (raw["encounter_id"] < row["encounter_id"])]
+    assert {k: int(row[k]) for k in HISTORY_FIELDS} == _expected_through(last, patient)
+
 
 @pytest.fixture(scope="module")
 def materialised(small_build) -> Settings:
@@ -126,6 +138,40 @@ def test_point_in_time_history_equals_the_training_frame_and_never_the_encounter
     ids, values = lookup.snapshot.patients[int(repeat["patient_nbr"])]
     own = values[ids.index(int(repeat["encounter_id"]))]
     assert own[0] == repeat["prior_encounters"] + 1
+
+
+def test_training_reads_history_from_the_store_and_refuses_a_store_that_differs(
+    small_build, tmp_path
+):
+    """Training's history features come from Feast's point-in-time retrieval: a store whose
+    rows no longer match the clean build stops training with an error naming the split."""
+    for name in ("raw.db", "clean.db"):
+        shutil.copy(small_build.settings.data_dir / name, tmp_path / name)
+    settings = small_build.settings.model_copy(update={"data_dir": tmp_path})
+    data = load_training_data(settings, store_history=True)
+    assert data.history_source == (
+        f"feast readmit/patient_history point-in-time, offline store {repo.offline_file(settings)}"
+    )
+    train = data.frames["train"]
+    returning = train[train["prior_encounters"] > 0].iloc[0]
+    earlier = train[
+        (train["patient_nbr"] == returning["patient_nbr"])
+        & (train["encounter_id"] < returning["encounter_id"])
+    ]["encounter_id"].max()
+    engine = open_clean_db(settings)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE patient_history SET prior_encounters = prior_encounters + 1 "
+                    "WHERE encounter_id = :e"
+                ),
+                {"e": int(earlier)},
+            )
+    finally:
+        engine.dispose()
+    with pytest.raises(StorageError, match=r"history of 1 of [\d,]+ train encounters differs"):
+        load_training_data(settings, store_history=True)
 
 
 def test_the_api_looks_history_up_and_says_where_it_came_from(

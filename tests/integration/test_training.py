@@ -159,6 +159,10 @@ def test_train_logs_a_parent_run_with_children_lineage_and_plots(trained):
     assert tags["readmit.dataset_sha256"] == csv_sha256(settings.dataset_uri)
     assert tags["readmit.git_commit"] == source_commit()
     assert tags["readmit.clean_build"] == latest_clean_build(settings)
+    offline = settings.data_dir / "feature-store" / "patient_history.parquet"
+    assert tags["readmit.history_source"] == (
+        f"feast readmit/patient_history point-in-time, offline store {offline}"
+    )
     assert run.data.metrics["test_roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])
     children = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{first.run_id}'"
@@ -234,7 +238,13 @@ def test_model_info_travels_with_the_registered_model(trained):
     info = TrainingInfo.from_dict(json.loads(files[0].read_text())["info"])
     assert info.run_id == first.run_id
     run_tags = MlflowClient(settings.resolved_tracking_uri).get_run(first.run_id).data.tags
-    for tag in (Tag.CLEAN_BUILD, Tag.RAW_BATCHES, Tag.DATASET_SHA256, Tag.GIT_COMMIT):
+    for tag in (
+        Tag.CLEAN_BUILD,
+        Tag.RAW_BATCHES,
+        Tag.DATASET_SHA256,
+        Tag.GIT_COMMIT,
+        Tag.HISTORY_SOURCE,
+    ):
         assert lineage_tags(info)[tag] == run_tags[tag]
     assert info.test_metrics["roc_auc"] == pytest.approx(first.test_metrics["roc_auc"])
 

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import make_url
 
+from readmit.errors import StorageError
 from readmit.features import HISTORY_EPOCH
 from readmit.files import private_dir
 from readmit.schema import HISTORY_FIELDS
@@ -274,3 +275,31 @@ def historical_history(settings: Settings, encounters: pd.DataFrame) -> pd.DataF
     found = frame.set_index("encounter_id")[list(HISTORY_FIELDS)]
     out = found.reindex(entity["encounter_id"]).fillna(0).astype("int64")
     return out.reset_index()
+
+
+def training_history(settings: Settings, frames: dict[str, pd.DataFrame], build_id: str) -> str:
+    """Training's history features, read from the feature store's point-in-time retrieval
+    (the definitions the API serves), put into each split's frame in place.
+
+    The clean build computed the same counts when it wrote the history table the store reads;
+    a frame whose retrieved history differs (a definition changed on one side only, a store
+    left on another build) is an error, never a silent retrain on other numbers. Returns where
+    the history came from, for the run's lineage."""
+    clock = time.perf_counter()
+    apply(settings)
+    for split, frame in frames.items():
+        retrieved = historical_history(settings, frame)[list(HISTORY_FIELDS)].to_numpy()
+        differ = int((retrieved != frame[list(HISTORY_FIELDS)].to_numpy()).any(axis=1).sum())
+        if differ:
+            raise StorageError(
+                f"feature store: the point-in-time history of {differ:,} of {len(frame):,} "
+                f"{split} encounters differs from clean build {build_id}'s; run `readmit clean` "
+                "then `readmit materialise`"
+            )
+        frame[list(HISTORY_FIELDS)] = retrieved
+    rows = sum(len(f) for f in frames.values())
+    log.info(
+        "training history retrieved",
+        extra={"step": "train", "encounters": rows, "seconds": time.perf_counter() - clock},
+    )
+    return f"feast {PROJECT}/{VIEW} point-in-time, offline store {offline_name(settings)}"

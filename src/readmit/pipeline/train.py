@@ -99,6 +99,7 @@ class TrainingData:
     build: CleanBuild
     frames: dict[str, pd.DataFrame]
     test_inputs: pd.DataFrame
+    history_source: str = "clean-db"
 
     def encoded(self, split: str) -> np.ndarray:
         return self.build.transform.transform_frame(self.frames[split])
@@ -133,8 +134,11 @@ class TrainingOutcome:
     test_probabilities: np.ndarray = field(repr=False)
 
 
-def load_training_data(settings: Settings) -> TrainingData:
-    """The latest clean build, with a clear error when clean-db is empty or missing."""
+def load_training_data(settings: Settings, store_history: bool = False) -> TrainingData:
+    """The latest clean build, with a clear error when clean-db is empty or missing.
+
+    With `store_history` (training), the history features come from the feature store's
+    point-in-time retrieval, as the API's come from its online side."""
     clean_engine = open_clean_db(settings)
     raw_engine = open_raw_db(settings)
     try:
@@ -145,11 +149,16 @@ def load_training_data(settings: Settings) -> TrainingData:
                     f"clean-db: clean_{split} of build {build.build_id} has {len(frame)} rows "
                     "and needs both outcomes; ingest more batches and run `readmit clean`"
                 )
+        source = "clean-db"
+        if store_history:
+            from readmit.feature_store.repo import training_history
+
+            source = training_history(settings, frames, build.build_id)
         test_inputs = read_model_inputs(raw_engine, frames["test"], "test")
     finally:
         clean_engine.dispose()
         raw_engine.dispose()
-    return TrainingData(build=build, frames=frames, test_inputs=test_inputs)
+    return TrainingData(build=build, frames=frames, test_inputs=test_inputs, history_source=source)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[LinearEstimator, dict[str, Any]]:
@@ -341,13 +350,14 @@ def tuning_facts(candidates: list[Candidate]) -> dict[str, dict[str, float]]:
     }
 
 
-def lineage_of(build: CleanBuild, commit: str) -> TrainingInfo:
+def lineage_of(build: CleanBuild, commit: str, history_source: str | None = None) -> TrainingInfo:
     """The data and code a model is trained from, before it is trained."""
     return TrainingInfo(
         clean_build=build.build_id,
         raw_batches=",".join(str(b) for b in build.raw_batches),
         dataset_sha256=",".join(build.source_sha256),
         git_commit=commit,
+        history_source=history_source,
     )
 
 
@@ -376,12 +386,13 @@ def train(
     experiment_id = configure(settings)
     for line in repair(settings):
         report(f"repaired: {line}")
-    data = load_training_data(settings)
+    data = load_training_data(settings, store_history=True)
     build = data.build
     report(
         f"clean build {build.build_id}: " + ", ".join(f"{n:,} {s}" for s, n in build.rows.items())
     )
-    lineage = lineage_of(build, git_commit(settings))
+    report(f"patient history: {data.history_source}")
+    lineage = lineage_of(build, git_commit(settings), data.history_source)
     run_tags = {**lineage_tags(lineage), **owner_tags()}
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"train-{build.build_id}", tags=run_tags
