@@ -530,7 +530,7 @@ def exporter(
 @fails_cleanly
 def mlflow_server() -> None:
     """Run the MLflow tracking server of the settings in the foreground."""
-    from readmit.stack.mlflow_server import standalone_mlflow_env
+    from readmit.stack.mlflow_server import run_mlflow_server, standalone_mlflow_env
     from readmit.stack.services import mlflow_server_command
 
     settings = Settings()
@@ -540,7 +540,7 @@ def mlflow_server() -> None:
     artifacts = safe_url(settings.resolved_artifacts_destination)
     console.print(f"MLflow server on {url}; store {store}; artifacts {artifacts}", highlight=False)
     sys.stdout.flush()
-    os.execvpe(command[0], command, standalone_mlflow_env(settings))
+    run_mlflow_server(command, standalone_mlflow_env(settings))
 
 
 @app.command("s3-server")

@@ -304,9 +304,7 @@ def test_container_passes_its_declared_healthcheck(
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-# MLflow's image is left out: `mlflow server` stays after its uvicorn child has stopped, some
-# runs past podman's 3 s grace period and some not (deploy/README.md).
-@pytest.mark.parametrize("image", ["ui", "api"])
+@pytest.mark.parametrize("image", ["mlflow", "ui", "api"])
 def test_container_stops_on_sigterm(containers: dict[str, Container], image: str) -> None:
     """Within podman's 3 s grace period, so not killed (exit code 137 would say it was). The
     container is started again afterwards, so the module's other tests pass in any order."""

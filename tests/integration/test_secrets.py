@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from readmit.cli import app
 from readmit.stack.foreground import free_port, stop_process_group
-from readmit.stack.processes import descendants
+from readmit.stack.processes import alive, descendants
 from readmit.stack.services import program
 from tests.synthetic import synthetic_rows
 
@@ -61,41 +62,64 @@ def _cmdlines(root: int) -> list[str]:
     return lines
 
 
-def test_mlflow_server_argv_holds_no_password(tmp_path: Path, pg_database_factory) -> None:
+def _start_mlflow_server(tmp_path: Path, store_url: str) -> subprocess.Popen[bytes]:
+    """`readmit mlflow-server` in a session of its own, healthy when this returns."""
     port = free_port()
     env = {
         **os.environ,
         "READMIT_DATA_DIR": str(tmp_path / "state"),
-        "READMIT_MLFLOW_BACKEND_STORE_URI": _with_password(pg_database_factory()),
+        "READMIT_MLFLOW_BACKEND_STORE_URI": store_url,
         "READMIT_MLFLOW_PORT": str(port),
     }
-    log = (tmp_path / "mlflow.log").open("wb")
-    server = subprocess.Popen(
-        [program("readmit"), "mlflow-server"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        healthy = False
-        while not healthy and time.monotonic() < deadline and server.poll() is None:
-            try:
-                healthy = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with (tmp_path / "mlflow.log").open("wb") as log:
+        server = subprocess.Popen(
+            [program("readmit"), "mlflow-server"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 120
+    healthy = False
+    while not healthy and time.monotonic() < deadline and server.poll() is None:
+        try:
+            healthy = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    if not healthy:
+        stop_process_group(server)
         output = (tmp_path / "mlflow.log").read_text(errors="replace")
-        assert healthy, output[-2000:]
+        pytest.fail(f"the MLflow server did not become healthy: {output[-2000:]}")
+    return server
+
+
+def test_mlflow_server_argv_holds_no_password(tmp_path: Path, pg_database_factory) -> None:
+    server = _start_mlflow_server(tmp_path, _with_password(pg_database_factory()))
+    try:
+        output = (tmp_path / "mlflow.log").read_text(errors="replace")
         cmdlines = _cmdlines(server.pid)
-        assert any(" server" in line for line in cmdlines), cmdlines
+        assert any("uvicorn" in line for line in cmdlines), cmdlines
         for line in cmdlines:
             assert SECRET not in line, f"a password in argv: {line}"
         assert SECRET not in output
         assert "store postgresql+psycopg://postgres:***@" in output
     finally:
         stop_process_group(server)
-        log.close()
+
+
+def test_mlflow_server_stops_whole_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM to the group (as tini -g, podman stop and `stack down` send it) ends the server
+    and its uvicorn child with exit code 0, not by a later SIGKILL."""
+    server = _start_mlflow_server(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    children = descendants([server.pid])
+    assert children, "no uvicorn child"
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        code = server.wait(timeout=60)
+    finally:
+        stop_process_group(server)
+    assert code == 0, (tmp_path / "mlflow.log").read_text(errors="replace")[-2000:]
+    assert not [pid for pid in children if alive(pid)], "a child outlived the server"
 
 
 @pytest.fixture(autouse=True)

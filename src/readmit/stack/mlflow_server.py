@@ -4,7 +4,10 @@ app's config file and users' database, made before the server starts."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import sys
+from typing import NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -106,3 +109,25 @@ def _connects(url: str) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+def run_mlflow_server(command: list[str], env: dict[str, str]) -> NoReturn:
+    """Run `command` (`mlflow server …`) in this process with `env`, and leave without the
+    interpreter's final garbage collection. Over MLflow's imports that collection takes a
+    second after uvicorn has stopped, several on a busy machine: past a container's stop grace
+    period, so a SIGTERM ended in a SIGKILL. Nothing is left to collect: MLflow has waited for
+    its server process, and output is flushed here."""
+    from mlflow.cli import cli
+
+    os.environ.update(env)
+    code: int | str | None = 0
+    try:
+        cli.main(args=command[1:], prog_name="mlflow")
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
