@@ -21,6 +21,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_ZIP = REPO.parent / "shared" / "data" / "dataset_diabetes.zip"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module marked `in_order` tells one story over one shared service (the full stack:
+    brought up, loaded and trained, killed, stopped mid-task): in a random order
+    (`pytest -p randomly`, which shuffles before this runs) its tests keep the order they are
+    written in, in the places the shuffle gave the module. Each of them also passes alone."""
+    marked: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        if item.get_closest_marker("in_order") is not None:
+            marked.setdefault(item.nodeid.split("::", 1)[0], []).append(index)
+    for places in marked.values():
+        written = sorted((items[i] for i in places), key=lambda item: item.location[1])
+        for place, item in zip(places, written, strict=True):
+            items[place] = item
+
+
 def _unavailable(reason: str) -> None:
     """Skip locally; in CI (READMIT_TEST_REQUIRE_SERVICES=1) a missing service is a failure."""
     if os.environ.get("READMIT_TEST_REQUIRE_SERVICES") == "1":

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -127,45 +128,72 @@ class DagRunner:
         return [tuple(r) for r in rows]
 
 
-def test_dags_ingest_clean_train_and_promote(dag_runner: DagRunner) -> None:
-    out = dag_runner.test("1_raw_batch_ingest_15k")
-    assert "batch 1/2: 15,000 read" in out and "ingest summary: 1 batch(es) [1]" in out
-    assert dag_runner.last_run("1_raw_batch_ingest_15k") == (
+@dataclass
+class Step:
+    """What one `airflow dags test` printed and left behind."""
+
+    output: str
+    last_run: tuple[str, dict[str, str]]
+    batches: list[tuple[int, str, int]]
+    raw_events: int
+    clean_events: int
+
+
+@pytest.fixture(scope="module")
+def chain(dag_runner: DagRunner) -> dict[str, Step]:
+    """DAG 1 three times (two batches, then the no-op run), DAG 2 and DAG 3, once for the
+    module: the chain's own test asserts on each step, DAG 4's starts from its @production."""
+    steps = {}
+    for name, dag_id in [
+        ("ingest 1", "1_raw_batch_ingest_15k"),
+        ("ingest 2", "1_raw_batch_ingest_15k"),
+        ("ingest 3", "1_raw_batch_ingest_15k"),
+        ("clean", "2_clean_build"),
+        ("train", "3_train_and_register"),
+    ]:
+        output = dag_runner.test(dag_id)
+        steps[name] = Step(
+            output,
+            dag_runner.last_run(dag_id),
+            dag_runner.batches(),
+            dag_runner.asset_events(RAW_ASSET),
+            dag_runner.asset_events(CLEAN_ASSET),
+        )
+    return steps
+
+
+def test_dags_ingest_clean_train_and_promote(dag_runner: DagRunner, chain: dict[str, Step]) -> None:
+    first, second, third = chain["ingest 1"], chain["ingest 2"], chain["ingest 3"]
+    assert "batch 1/2: 15,000 read" in first.output
+    assert "ingest summary: 1 batch(es) [1]" in first.output
+    assert first.last_run == (
         "success",
         {"ingest_next_batch": "success", "batch_added": "success", "publish_raw_batch": "success"},
     )
-    assert dag_runner.batches() == [(1, "succeeded", 15_000)]
-    assert dag_runner.asset_events(RAW_ASSET) == 1
+    assert first.batches == [(1, "succeeded", 15_000)]
+    assert first.raw_events == 1
 
-    dag_runner.test("1_raw_batch_ingest_15k")
-    assert dag_runner.batches() == [(1, "succeeded", 15_000), (2, "succeeded", 15_000)]
-    assert dag_runner.asset_events(RAW_ASSET) == 2
+    assert second.batches == [(1, "succeeded", 15_000), (2, "succeeded", 15_000)]
+    assert second.raw_events == 2
 
-    out = dag_runner.test("1_raw_batch_ingest_15k")
-    assert "all 2 batches are already in raw-db: nothing to do" in out
-    assert dag_runner.last_run("1_raw_batch_ingest_15k") == (
+    assert "all 2 batches are already in raw-db: nothing to do" in third.output
+    assert third.last_run == (
         "success",
         {"ingest_next_batch": "success", "batch_added": "success", "publish_raw_batch": "skipped"},
     )
-    assert dag_runner.asset_events(RAW_ASSET) == 2, "a no-op run must not trigger the clean build"
-    assert len(dag_runner.batches()) == 2
+    assert third.raw_events == 2, "a no-op run must not trigger the clean build"
+    assert len(third.batches) == 2
 
-    out = dag_runner.test("2_clean_build")
-    assert "clean summary: build" in out and "from batches [1, 2]" in out
-    assert dag_runner.last_run("2_clean_build") == (
-        "success",
-        {"build_clean": "success", "materialise": "success"},
-    )
-    assert dag_runner.asset_events(CLEAN_ASSET) == 1
+    clean = chain["clean"]
+    assert "clean summary: build" in clean.output and "from batches [1, 2]" in clean.output
+    assert clean.last_run == ("success", {"build_clean": "success", "materialise": "success"})
+    assert clean.clean_events == 1
     # Each batch was loaded by its own `airflow dags test` process.
     assert_batches_keep_patients_together(dag_runner.urls["raw"], dag_runner.urls["clean"])
 
-    out = dag_runner.test("3_train_and_register")
-    assert "train summary:" in out and "v1 @production" in out
-    assert dag_runner.last_run("3_train_and_register") == (
-        "success",
-        {"train_register_promote": "success"},
-    )
+    train = chain["train"]
+    assert "train summary:" in train.output and "v1 @production" in train.output
+    assert train.last_run == ("success", {"train_register_promote": "success"})
     client = registry.client_for(dag_runner.settings)
     production = client.get_model_version_by_alias(dag_runner.settings.model_name, "production")
     assert production.version == "1"
@@ -187,8 +215,11 @@ def _retrain_events(dag_runner: DagRunner) -> list[dict]:
     return [json.loads(e) if isinstance(e, str) else e for (e,) in found]
 
 
-def test_dag_4_requests_retraining_only_on_a_bad_verdict(dag_runner: DagRunner, tmp_path) -> None:
-    """After the chain above: steady traffic gives `ok` and no request; a unit error in
+@pytest.mark.usefixtures("chain")
+def test_dag_4_requests_retraining_only_on_a_bad_verdict(
+    dag_runner: DagRunner, tmp_path: Path
+) -> None:
+    """After the chain (its @production): steady traffic gives `ok` and no request; a unit error in
     `time_in_hospital` gives `drift`, and the request's event says why."""
     state = Path(dag_runner.env["READMIT_DATA_DIR"])
     monitor_url = f"sqlite:///{state}/monitor.db"

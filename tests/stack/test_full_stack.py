@@ -7,8 +7,10 @@
    same @production version, and each version's files download byte for byte as before —
    after a training and again after a second one. This test also runs alone: it loads and
    trains what it needs.
-3. `stack down` while an Airflow training task runs (of the data the tests before loaded)
-   leaves no task process behind.
+3. `stack down` while an Airflow training task runs leaves no task process behind (it loads
+   what the training reads when run alone).
+
+The module is marked `in_order`: in a random order its tests keep this order.
 
 Every port is a free one and the databases carry a test prefix, so a stack the user runs on
 the default ports is not touched.
@@ -38,7 +40,7 @@ from tests.splits import assert_stack_keeps_patients_together
 from tests.stack import durability
 from tests.stack.stack import cli, stack_environment
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.in_order]
 DAGS = durability.DAGS
 INGEST, CLEAN, TRAIN = DAGS
 
@@ -248,6 +250,10 @@ def test_artifacts_survive_a_kill_9_of_every_stack_process(
 def test_down_while_a_training_task_runs(stack_env: dict[str, str]) -> None:
     """Airflow runs each task in a session of its own: `stack down` stops it too."""
     durability.stack_up(stack_env)
+    client = durability.stack_client_env(stack_env)
+    for step in (("ingest", "--all"), ("clean",)):  # what the training reads, when run alone
+        done = _cli(client, *step, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     paths = durability.stack_paths(stack_env)
     keys = json.loads(paths.secrets.read_text())
     airflow = AirflowClient(
