@@ -13,7 +13,8 @@
 The module is marked `in_order`: in a random order its tests keep this order.
 
 Every port is a free one and the databases carry a test prefix, so a stack the user runs on
-the default ports is not touched.
+the default ports is not touched. The data set is its first 45,000 rows (three batches); the
+whole file goes through the pipeline in tests/integration/test_pipeline.py.
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ from readmit.storage import monitor
 from tests.splits import assert_stack_keeps_patients_together
 from tests.stack import durability
 from tests.stack.stack import cli, stack_environment
+from tests.subset import write_subset
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.in_order]
 DAGS = durability.DAGS
+# The data set's first three batches: each DAG 1 run adds one, the fourth finds none left, and
+# every batch triggers a clean build and a training through the Assets.
+ROWS = 45_000
+BATCHES = 3
 INGEST, CLEAN, TRAIN = DAGS
 
 
@@ -52,7 +58,9 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.Co
 @pytest.fixture(scope="module")
 def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.TempPathFactory):
     data_dir = tmp_path_factory.mktemp("full-stack")  # one stack for the module's tests
-    with stack_environment(pg_admin_url, dataset_uri, data_dir, "e2e") as env:
+    csv, sha256 = write_subset(dataset_uri, ROWS, tmp_path_factory.mktemp("full-stack-data"))
+    with stack_environment(pg_admin_url, str(csv), data_dir, "e2e") as env:
+        env["READMIT_DATASET_SHA256"] = sha256
         yield env
 
 
@@ -107,7 +115,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
             break
     total = summary["total_batches"]
     assert summary["batches_added"] == 0 and summary["pending_after"] == 0
-    assert total == 7
+    assert total == BATCHES
     # A scheduled run may have loaded a batch too: together, each batch exactly once.
     scheduled = [r for r in airflow.runs(INGEST) if r["run_type"] == "scheduled"]
     for r in scheduled:
