@@ -15,7 +15,8 @@ at 1, 20 and 200 connections, rotating over 200 test records; it runs on the sam
 script tags each request with X-Request-ID and pairs the answer that echoes it, so the
 latencies of accepted (2xx) requests are counted apart from the 503s of shedding (mlflow echoes
 no id: its line is wrk's own histogram of every answer). During the 200-connection runs a
-thread asks /health every 0.2 s. Then /predict-batch of 10,000 records over HTTP (mlflow: one
+thread asks /health every 0.2 s. Each server first takes 3 s of load that is not counted (its
+first requests pay lazy set-up). Then /predict-batch of 10,000 records over HTTP (mlflow: one
 /invocations of 10,000 records), the median of 3. The machine's load average is printed at the
 start and the end: on a shared machine the figures move with it. First, in process: one
 patient's history read from Feast's online store against the API's cache.
@@ -48,6 +49,7 @@ RECORDS = 200
 BATCH = 10_000
 KEY = "bench-api-key"
 LOOKUP = "readmit, history lookup"
+WARM_UP_SECONDS = 3.0
 SCRIPT = """
 local ffi = require("ffi")
 ffi.cdef[[
@@ -330,6 +332,7 @@ def main() -> int:
             service = start_mlflow_serve(settings, args.workers, folder)
             url = f"{service.url}/invocations"
         try:
+            wrk(url, lua, 20, WARM_UP_SECONDS)  # not counted: first requests pay lazy set-up
             for connections in LEVELS:
                 probe = HealthProbe(service.url) if name.startswith("readmit") else None
                 if probe is not None and connections == max(LEVELS):
