@@ -3,9 +3,9 @@
 #
 #   deploy/podman/images.sh [--local-base] [api|ui|mlflow|airflow ...]   (default: all four)
 #
-# --local-base builds the Python images on a Debian bookworm base made here with mmdebstrap
-# (python3, venv, CA certificates), for machines that cannot pull python:3.11.14-slim-bookworm;
-# the Airflow image needs the upstream apache/airflow image and is left out then.
+# --local-base builds the images on a Debian bookworm base made here with mmdebstrap (python3,
+# venv, CA certificates), for machines that cannot pull python:3.11.14-slim-bookworm nor
+# apache/airflow: the Airflow image is then its `on-python` target (uv.lock's Airflow).
 # Builds use the host's network and, read-only, its CA certificates (so a build behind a
 # TLS-inspecting proxy reaches PyPI and Debian as the host does).
 set -euo pipefail
@@ -24,7 +24,6 @@ fi
 images=("$@")
 if [ ${#images[@]} -eq 0 ]; then
   images=(api ui mlflow airflow)
-  [ $local_base -eq 0 ] || images=(api ui mlflow)
 fi
 
 build_base() {
@@ -59,12 +58,12 @@ fi
 for image in "${images[@]}"; do
   dockerfile="deploy/docker/$image.Dockerfile"
   [ -f "$dockerfile" ] || { echo "images: no $dockerfile" >&2; exit 2; }
+  target=()
   if [ "$image" = airflow ] && [ $local_base -eq 1 ]; then
-    echo "images: airflow needs the upstream apache/airflow image; not built on the local base" >&2
-    exit 2
+    target=(--target on-python)
   fi
   started=$(date +%s)
-  podman build "${build_opts[@]}" -f "$dockerfile" -t "readmit-$image:$TAG" .
+  podman build "${build_opts[@]}" "${target[@]}" -f "$dockerfile" -t "readmit-$image:$TAG" .
   size=$(podman image inspect --format '{{.Size}}' "readmit-$image:$TAG")
   printf 'images: readmit-%s:%s built in %d s, %d MB\n' "$image" "$TAG" \
     $(( $(date +%s) - started )) $(( size / 1000000 ))

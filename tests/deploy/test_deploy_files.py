@@ -46,6 +46,7 @@ BUILD_CONTEXT = (
     "README.md",
     "uv.lock",
     "deploy/docker/healthcheck.py",
+    "deploy/docker/airflow-entrypoint.sh",
 )
 
 
@@ -60,12 +61,18 @@ def test_dockerfile_is_pinned_non_root_and_has_a_healthcheck(name: str) -> None:
 
 
 def test_airflow_image_extends_the_official_image_with_dags_and_package() -> None:
+    """By default (the last stage); target `on-python` makes the same from uv.lock's Airflow
+    on the Python base of the other images, as the official image's user."""
     text = DOCKERFILES["airflow.Dockerfile"].read_text()
-    stages = checks.dockerfile_stages(text)
-    assert stages[0].base == "apache/airflow:3.3.2-python3.11"
-    assert stages[-1].user == "50000:0"
-    assert re.search(r"^COPY .*dags /opt/airflow/dags$", text, re.M)
+    stages = {stage.name: stage for stage in checks.dockerfile_stages(text)}
+    assert list(stages) == ["on-python", "upstream"]
+    assert stages["upstream"].base == "apache/airflow:3.3.2-python3.11"
+    python_base = checks.dockerfile_stages(DOCKERFILES["api.Dockerfile"].read_text())[0].base
+    assert stages["on-python"].base == python_base
+    assert stages["upstream"].user == stages["on-python"].user == "50000:0"
+    assert len(re.findall(r"^COPY .*dags /opt/airflow/dags$", text, re.M)) == 2
     assert "uv export --frozen --no-emit-project" in text
+    assert "uv sync --locked --no-editable --extra stack" in text
 
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
@@ -542,7 +549,7 @@ def test_airflow_values_use_the_kubernetes_executor_and_the_project_image(
     assert values["images"]["airflow"]["repository"] == "readmit-airflow"
     assert values["images"]["airflow"]["tag"] == values["defaultAirflowTag"]
     assert checks.image_is_pinned(f"readmit-airflow:{values['images']['airflow']['tag']}")
-    base = checks.dockerfile_stages(DOCKERFILES["airflow.Dockerfile"].read_text())[0].base
+    base = checks.dockerfile_stages(DOCKERFILES["airflow.Dockerfile"].read_text())[-1].base
     assert base.startswith(f"apache/airflow:{values['airflowVersion']}-")
     assert (
         values["dags"]["gitSync"]["enabled"] is False

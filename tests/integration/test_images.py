@@ -1,4 +1,5 @@
-"""The API, UI and MLflow images built and run for real with podman, wired as deployed.
+"""The API, UI and MLflow images built and run for real with podman, wired as deployed; the
+Airflow image built (its `on-python` target) and its DagBag read inside it.
 
 deploy/podman/images.sh builds them on the Debian base it makes with mmdebstrap (upstream base
 images may not be pullable); the three share their builder and runtime stages, so podman's
@@ -17,6 +18,7 @@ where .ci/run installs it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -320,3 +322,59 @@ def test_container_stops_on_sigterm(containers: dict[str, Container], image: str
         started = _podman("start", name)
         assert started.returncode == 0, started.stderr
         _wait_ready(containers[image], READY_PATHS[image])
+
+
+# ---- Airflow: its on-python target, as images.sh builds it on the local base ----------------
+
+AIRFLOW_UID = "50000"
+DAGBAG = (
+    "import json; from airflow.models.dagbag import DagBag; bag = DagBag(); "
+    "print(json.dumps({'dags': sorted(bag.dags), 'errors': sorted(bag.import_errors)}))"
+)
+
+
+@pytest.fixture(scope="module")
+def airflow_image() -> str:
+    """The Airflow image, built from this checkout on the local base (cached layers reused)."""
+    for tool in ("podman", "mmdebstrap"):
+        if shutil.which(tool) is None:
+            _unavailable(f"{tool} is not installed (apt-get install podman runc mmdebstrap)")
+    built = subprocess.run(
+        [str(REPO / "deploy" / "podman" / "images.sh"), "--local-base", "airflow"],
+        env=_podman_env(),
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return f"readmit-airflow:{TAG}"
+
+
+def _in_airflow_image(image: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return _podman("run", "--rm", "--network", "none", image, *command, timeout=300)
+
+
+def test_airflow_image_parses_every_dag_of_the_project(airflow_image: str) -> None:
+    """The image's DagBag (its Airflow, its readmit, its DAG folder) holds the four DAGs."""
+    from tests.airflow.test_dagbag import DAG_IDS
+
+    parsed = _in_airflow_image(airflow_image, "python", "-c", DAGBAG)
+    assert parsed.returncode == 0, parsed.stdout[-2000:] + parsed.stderr[-2000:]
+    found = json.loads(parsed.stdout.strip().splitlines()[-1])
+    assert found == {"dags": sorted(DAG_IDS), "errors": []}
+
+
+def test_airflow_image_runs_airflow_as_its_unprivileged_user(airflow_image: str) -> None:
+    """As the official image: uid 50000 in group 0, and a bare subcommand goes to `airflow`."""
+    who = _in_airflow_image(
+        airflow_image, "python", "-c", "import os; print(os.getuid(), os.getgid())"
+    )
+    assert who.stdout.split() == [AIRFLOW_UID, "0"], who.stderr[-2000:]
+    version = _in_airflow_image(airflow_image, "version")
+    assert version.returncode == 0, version.stderr[-2000:]
+    assert version.stdout.strip().splitlines()[-1] == "3.3.2"
+    declared = _podman(
+        "image", "inspect", "--format", "{{json .Config.Healthcheck}}", airflow_image
+    )
+    assert "/api/v2/monitor/health" in declared.stdout, declared.stdout + declared.stderr
