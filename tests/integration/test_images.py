@@ -71,14 +71,13 @@ def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     )
 
 
-@pytest.fixture(scope="module")
-def images() -> None:
-    """The three images, built from this checkout (cached layers are reused)."""
+def _build(*names: str) -> None:
+    """The images `names`, built from this checkout on the local base (cached layers reused)."""
     for tool in ("podman", "mmdebstrap"):
         if shutil.which(tool) is None:
             _unavailable(f"{tool} is not installed (apt-get install podman runc mmdebstrap)")
     built = subprocess.run(
-        [str(REPO / "deploy" / "podman" / "images.sh"), "--local-base", "api", "ui", "mlflow"],
+        [str(REPO / "deploy" / "podman" / "images.sh"), "--local-base", *names],
         env=_podman_env(),
         capture_output=True,
         text=True,
@@ -86,6 +85,12 @@ def images() -> None:
         check=False,
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    """The API, UI and MLflow images."""
+    _build("api", "ui", "mlflow")
 
 
 @dataclass
@@ -335,19 +340,8 @@ DAGBAG = (
 
 @pytest.fixture(scope="module")
 def airflow_image() -> str:
-    """The Airflow image, built from this checkout on the local base (cached layers reused)."""
-    for tool in ("podman", "mmdebstrap"):
-        if shutil.which(tool) is None:
-            _unavailable(f"{tool} is not installed (apt-get install podman runc mmdebstrap)")
-    built = subprocess.run(
-        [str(REPO / "deploy" / "podman" / "images.sh"), "--local-base", "airflow"],
-        env=_podman_env(),
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_SECONDS,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    """The Airflow image: its on-python target, as images.sh builds it on the local base."""
+    _build("airflow")
     return f"readmit-airflow:{TAG}"
 
 
