@@ -120,14 +120,14 @@ def run_mlflow_server(command: list[str], env: dict[str, str]) -> NoReturn:
     from mlflow.cli import cli
 
     os.environ.update(env)
-    code: int | str | None = 0
+    code = 0
     try:
         cli.main(args=command[1:], prog_name="mlflow")
     except SystemExit as exc:
-        code = exc.code
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    os._exit(code)
