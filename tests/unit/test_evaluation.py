@@ -82,6 +82,22 @@ def test_bootstrap_interval_covers_the_true_auc_at_about_its_level():
     assert 0.05 < np.mean(widths) < 0.2, widths  # not covering by being uselessly wide
 
 
+def test_a_half_level_interval_covers_about_half_the_time():
+    """The level is used: a 50 % interval misses the true AUC about half the time (a 95 % one
+    in its place would cover about 24 of 25)."""
+    shift = 1.0
+    true_auc = 0.5 * (1 + math.erf(shift / 2))
+    rng = np.random.default_rng(4)
+    covered = 0
+    for trial in range(25):
+        labels, scores = binormal_sample(rng, 400, shift)
+        low, high = bootstrap_auc_interval(
+            labels, scores, np.arange(400), rounds=100, seed=trial, level=0.5
+        )
+        covered += low <= true_auc <= high
+    assert 6 <= covered <= 19, covered  # nominal 12.5 of 25, sd 2.5
+
+
 def test_bootstrap_resamples_patients_not_encounters():
     """Five identical encounters per patient carry no more information than one: the interval
     must equal the one of the de-duplicated data, not be sqrt(5) times narrower."""
