@@ -109,6 +109,11 @@ def artifacts(env: dict[str, str], tmp: Path) -> dict[str, dict[str, str]]:
     return found
 
 
+def has_production(env: dict[str, str]) -> bool:
+    _, client = logged_in_registry(env)
+    return registry.by_alias(client, "readmission", registry.PRODUCTION) is not None
+
+
 def production_version(env: dict[str, str]) -> str:
     _, client = logged_in_registry(env)
     holder = registry.by_alias(client, "readmission", registry.PRODUCTION)
