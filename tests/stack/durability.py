@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from readmit import registry
@@ -110,15 +111,18 @@ def artifacts(env: dict[str, str], tmp: Path) -> dict[str, dict[str, str]]:
 
 
 def has_production(env: dict[str, str]) -> bool:
-    _, client = logged_in_registry(env)
-    return registry.by_alias(client, "readmission", registry.PRODUCTION) is not None
+    return _production(env) is not None
 
 
 def production_version(env: dict[str, str]) -> str:
-    _, client = logged_in_registry(env)
-    holder = registry.by_alias(client, "readmission", registry.PRODUCTION)
+    holder = _production(env)
     assert holder is not None
     return str(holder.version)
+
+
+def _production(env: dict[str, str]) -> ModelVersion | None:
+    _, client = logged_in_registry(env)
+    return registry.by_alias(client, "readmission", registry.PRODUCTION)
 
 
 def served(env: dict[str, str], version: str, timeout: float = 120) -> None:

@@ -67,17 +67,25 @@ def binormal_sample(rng: np.random.Generator, n: int, shift: float) -> tuple[np.
     return labels, scores
 
 
-def test_bootstrap_interval_covers_the_true_auc_at_about_its_level():
-    """Binormal scores with unit variances: the true AUC is Phi(shift / sqrt(2))."""
+def _coverage(level: float, seed: int, trials: int = 25) -> tuple[int, list[float]]:
+    """How many of `trials` intervals at `level` cover the true AUC, and their widths.
+    Binormal scores with unit variances: the true AUC is Phi(shift / sqrt(2))."""
     shift = 1.0
     true_auc = 0.5 * (1 + math.erf(shift / 2))  # Phi(shift / sqrt 2)
-    rng = np.random.default_rng(2)
-    trials, covered, widths = 25, 0, []
+    rng = np.random.default_rng(seed)
+    covered, widths = 0, []
     for trial in range(trials):
         labels, scores = binormal_sample(rng, 400, shift)
-        low, high = bootstrap_auc_interval(labels, scores, np.arange(400), rounds=100, seed=trial)
+        low, high = bootstrap_auc_interval(
+            labels, scores, np.arange(400), rounds=100, seed=trial, level=level
+        )
         covered += low <= true_auc <= high
         widths.append(high - low)
+    return covered, widths
+
+
+def test_bootstrap_interval_covers_the_true_auc_at_about_its_level():
+    covered, widths = _coverage(0.95, seed=2)
     assert covered >= 21, covered  # nominal 95 %: about 24 of 25
     assert 0.05 < np.mean(widths) < 0.2, widths  # not covering by being uselessly wide
 
@@ -85,16 +93,7 @@ def test_bootstrap_interval_covers_the_true_auc_at_about_its_level():
 def test_a_half_level_interval_covers_about_half_the_time():
     """The level is used: a 50 % interval misses the true AUC about half the time (a 95 % one
     in its place would cover about 24 of 25)."""
-    shift = 1.0
-    true_auc = 0.5 * (1 + math.erf(shift / 2))
-    rng = np.random.default_rng(4)
-    covered = 0
-    for trial in range(25):
-        labels, scores = binormal_sample(rng, 400, shift)
-        low, high = bootstrap_auc_interval(
-            labels, scores, np.arange(400), rounds=100, seed=trial, level=0.5
-        )
-        covered += low <= true_auc <= high
+    covered, _ = _coverage(0.5, seed=4)
     assert 6 <= covered <= 19, covered  # nominal 12.5 of 25, sd 2.5
 
 
