@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -37,13 +36,10 @@ from readmit.model import ReadmissionModel
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
 from readmit.stack.foreground import free_port, start_s3_server
-from tests.conftest import _unavailable
+from tests.containers import TAG, build, podman
 from tests.databases import create_database, drop_database
 from tests.models import MODEL_INPUTS, log_and_register
 
-REPO = Path(__file__).resolve().parents[2]
-TAG = "0.1.0"
-BUILD_TIMEOUT_SECONDS = 2400
 START_TIMEOUT_SECONDS = 300
 # slirp4netns shows the host's 127.0.0.1 to a container as 10.0.2.2 when allowed to.
 NETWORK = "slirp4netns:allow_host_loopback=true"
@@ -56,41 +52,10 @@ IMAGE_KEY = "image-test-key"
 KILLED = 137
 
 
-def _podman_env() -> dict[str, str]:
-    return {**os.environ, "CONTAINERS_CONF": str(REPO / "deploy" / "podman" / "containers.conf")}
-
-
-def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["podman", *args],
-        env=_podman_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _build(*names: str) -> None:
-    """The images `names`, built from this checkout on the local base (cached layers reused)."""
-    for tool in ("podman", "mmdebstrap"):
-        if shutil.which(tool) is None:
-            _unavailable(f"{tool} is not installed (apt-get install podman runc mmdebstrap)")
-    built = subprocess.run(
-        [str(REPO / "deploy" / "podman" / "images.sh"), "--local-base", *names],
-        env=_podman_env(),
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_SECONDS,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
 def images() -> None:
     """The API, UI and MLflow images."""
-    _build("api", "ui", "mlflow")
+    build("api", "ui", "mlflow")
 
 
 @dataclass
@@ -108,7 +73,7 @@ def _wait_ready(container: Container, path: str) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    logs = _podman("logs", "--tail", "40", container.name)
+    logs = podman("logs", "--tail", "40", container.name)
     pytest.fail(
         f"{container.name} not ready within {START_TIMEOUT_SECONDS} s:\n{logs.stdout}{logs.stderr}"
     )
@@ -123,7 +88,7 @@ def _run(image: str, port: int, env: dict[str, str], ready_path: str) -> Iterato
     name = f"readmit-{image}-test-{os.getpid()}"
     published = free_port()
     options = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
-    started = _podman(
+    started = podman(
         "run",
         "--detach",
         "--name",
@@ -149,8 +114,8 @@ def _run(image: str, port: int, env: dict[str, str], ready_path: str) -> Iterato
 
 def _remove(name: str) -> None:
     for _ in range(3):
-        _podman("rm", "--force", "--time", "5", name)
-        if _podman("container", "exists", name).returncode != 0:
+        podman("rm", "--force", "--time", "5", name)
+        if podman("container", "exists", name).returncode != 0:
             return
     pytest.fail(f"container {name} could not be removed")
 
@@ -295,7 +260,7 @@ def test_ui_container_answers_its_health(ui_container: Container) -> None:
 def test_container_runs_as_the_unprivileged_user(
     containers: dict[str, Container], image: str
 ) -> None:
-    user = _podman("exec", containers[image].name, "id", "-u")
+    user = podman("exec", containers[image].name, "id", "-u")
     assert user.returncode == 0, user.stderr
     assert user.stdout.strip() == UID
 
@@ -305,9 +270,9 @@ def test_container_passes_its_declared_healthcheck(
     containers: dict[str, Container], image: str
 ) -> None:
     name = containers[image].name
-    declared = _podman("inspect", "--format", "{{json .Config.Healthcheck}}", name)
+    declared = podman("inspect", "--format", "{{json .Config.Healthcheck}}", name)
     assert "readmit-healthcheck" in declared.stdout, declared.stdout + declared.stderr
-    check = _podman("healthcheck", "run", name)
+    check = podman("healthcheck", "run", name)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -317,14 +282,14 @@ def test_container_stops_on_sigterm(containers: dict[str, Container], image: str
     container is started again afterwards, so the module's other tests pass in any order."""
     name = containers[image].name
     try:
-        stopped = _podman("stop", "--time", "3", name)
+        stopped = podman("stop", "--time", "3", name)
         assert stopped.returncode == 0, stopped.stderr
-        state = _podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
+        state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
         status, code = state.stdout.split()
         assert status == "exited"
-        assert int(code) != KILLED, _podman("logs", "--tail", "20", name).stderr
+        assert int(code) != KILLED, podman("logs", "--tail", "20", name).stderr
     finally:
-        started = _podman("start", name)
+        started = podman("start", name)
         assert started.returncode == 0, started.stderr
         _wait_ready(containers[image], READY_PATHS[image])
 
@@ -341,12 +306,12 @@ DAGBAG = (
 @pytest.fixture(scope="module")
 def airflow_image() -> str:
     """The Airflow image: its on-python target, as images.sh builds it on the local base."""
-    _build("airflow")
+    build("airflow")
     return f"readmit-airflow:{TAG}"
 
 
 def _in_airflow_image(image: str, *command: str) -> subprocess.CompletedProcess[str]:
-    return _podman("run", "--rm", "--network", "none", image, *command, timeout=300)
+    return podman("run", "--rm", "--network", "none", image, *command, timeout=300)
 
 
 def test_airflow_image_parses_every_dag_of_the_project(airflow_image: str) -> None:
@@ -368,7 +333,5 @@ def test_airflow_image_runs_airflow_as_its_unprivileged_user(airflow_image: str)
     version = _in_airflow_image(airflow_image, "version")
     assert version.returncode == 0, version.stderr[-2000:]
     assert version.stdout.strip().splitlines()[-1] == "3.3.2"
-    declared = _podman(
-        "image", "inspect", "--format", "{{json .Config.Healthcheck}}", airflow_image
-    )
+    declared = podman("image", "inspect", "--format", "{{json .Config.Healthcheck}}", airflow_image)
     assert "/api/v2/monitor/health" in declared.stdout, declared.stdout + declared.stderr
