@@ -172,6 +172,9 @@ async function main() {
     address: options.address || '127.0.0.1',
     port: Number(options.port),
     silent: false,
+    // Path-style requests only: a client that names the server by a host name (a Compose
+    // service name such as `minio`) would otherwise have it taken for a bucket.
+    vhostBuckets: false,
     configureBuckets: [{ name: options.bucket, configs: [] }],
   });
   server.store = server.context.store = new DurableStore(directory);

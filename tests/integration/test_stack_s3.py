@@ -151,3 +151,21 @@ def test_listings_page_through_every_key_and_show_folders_that_hold_only_folders
         assert len(folders["Contents"]) == 7
     finally:
         server.stop()
+
+
+def test_a_client_naming_the_server_by_a_host_name_reaches_the_bucket(tmp_path: Path) -> None:
+    """Compose's services call the S3 server `minio`: a path-style request to that host is for
+    the bucket in its path, not for a bucket called `minio`."""
+    server = start_s3_server(free_port(), tmp_path / "s3.log", tmp_path / "store")
+    try:
+        store = _client(server.url)
+        port = server.url.rsplit(":", 1)[1]
+
+        def as_minio(request, **_: object) -> None:
+            request.headers["Host"] = f"minio:{port}"
+
+        store.meta.events.register("before-sign.s3", as_minio)
+        store.put_object(Bucket=s3.BUCKET, Key="1/abc/artifacts/MLmodel", Body=b"flavors: {}\n")
+        assert _contents(store) == {"1/abc/artifacts/MLmodel": b"flavors: {}\n"}
+    finally:
+        server.stop()
