@@ -51,6 +51,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     READMIT_DATA_DIR=/opt/airflow/readmit-data
+# The commit the image is built from (images.sh passes it): the lineage tag of every model
+# trained in it. The image has no git: GitPython, imported by MLflow, is told not to look.
+ARG READMIT_GIT_COMMIT=unknown
+ENV READMIT_GIT_COMMIT=${READMIT_GIT_COMMIT} \
+    GIT_PYTHON_REFRESH=quiet
 WORKDIR /opt/airflow
 USER 50000:0
 EXPOSE 8080
@@ -94,6 +99,11 @@ RUN install -d -m 0770 /opt/airflow/auth /opt/airflow/readmit-data
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     READMIT_DATA_DIR=/opt/airflow/readmit-data
+# The commit the image is built from (images.sh passes it): the lineage tag of every model
+# trained in it. The image has no git: GitPython, imported by MLflow, is told not to look.
+ARG READMIT_GIT_COMMIT=unknown
+ENV READMIT_GIT_COMMIT=${READMIT_GIT_COMMIT} \
+    GIT_PYTHON_REFRESH=quiet
 WORKDIR /opt/airflow
 USER 50000:0
 EXPOSE 8080

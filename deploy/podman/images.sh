@@ -58,12 +58,15 @@ fi
 for image in "${images[@]}"; do
   dockerfile="deploy/docker/$image.Dockerfile"
   [ -f "$dockerfile" ] || { echo "images: no $dockerfile" >&2; exit 2; }
-  target=()
+  extra=()
   if [ "$image" = airflow ] && [ $local_base -eq 1 ]; then
-    target=(--target on-python)
+    extra=(--target on-python)
+  fi
+  if [ "$image" = airflow ]; then
+    extra+=(--build-arg "READMIT_GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)")
   fi
   started=$(date +%s)
-  podman build "${build_opts[@]}" "${target[@]}" -f "$dockerfile" -t "readmit-$image:$TAG" .
+  podman build "${build_opts[@]}" "${extra[@]}" -f "$dockerfile" -t "readmit-$image:$TAG" .
   size=$(podman image inspect --format '{{.Size}}' "readmit-$image:$TAG")
   printf 'images: readmit-%s:%s built in %d s, %d MB\n' "$image" "$TAG" \
     $(( $(date +%s) - started )) $(( size / 1000000 ))

@@ -153,7 +153,7 @@ def test_compose_stack_trains_through_its_dags_and_serves_the_model(
     loaded: list[int] = []
     for run in airflow.runs(INGEST):
         done = airflow.wait_for_run(INGEST, run["dag_run_id"], timeout=300)
-        assert done["state"] == "success", done
+        assert done["state"] == "success", airflow.failures(INGEST, run["dag_run_id"])
         summary = airflow.xcom(INGEST, run["dag_run_id"], "ingest_next_batch")
         loaded += (summary if isinstance(summary, dict) else json.loads(summary))["batch_ids"]
     assert run_id in {r["dag_run_id"] for r in airflow.runs(INGEST)}

@@ -80,3 +80,49 @@ def test_a_new_run_is_never_sent_twice() -> None:
             client.trigger("d")
         client.close()
     assert seen == ["POST /api/v2/dags/d/dagRuns"]
+
+
+def test_failures_show_the_end_of_each_failed_tasks_log_with_its_exception() -> None:
+    """A stand-in for the api-server (httpx.MockTransport) answering as Airflow 3.3.2 does:
+    task instances with their state and try number, logs as structured entries."""
+    instances = {
+        "task_instances": [
+            {"task_id": "ingest", "state": "failed", "try_number": 3},
+            {"task_id": "publish", "state": "upstream_failed", "try_number": 0},
+            {"task_id": "audit", "state": "success", "try_number": 1},
+        ]
+    }
+    logs = {
+        "ingest/logs/3": [
+            {"event": "::group::Log message source details"},
+            {"event": "reading batch 2", "level": "info"},
+            {
+                "event": "Task failed with exception",
+                "error_detail": [{"exc_type": "KeyError", "exc_value": "'patient_nbr'"}],
+            },
+        ],
+        "publish/logs/1": ["Task was not run: an upstream task failed"],
+    }
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        if request.url.path.endswith("/taskInstances"):
+            return httpx.Response(200, json=instances)
+        key = "/".join(request.url.path.split("/")[-3:])
+        assert request.url.params["full_content"] == "true"
+        return httpx.Response(200, json={"content": logs[key]})
+
+    client = AirflowClient("http://airflow", "admin", "secret")
+    client._http = httpx.Client(base_url="http://airflow", transport=httpx.MockTransport(answer))
+    shown = client.failures("d", "r1", lines=2)
+    assert shown.splitlines() == [
+        "--- ingest (failed)",
+        "reading batch 2",
+        "Task failed with exception | KeyError: 'patient_nbr'",
+        "--- publish (upstream_failed)",
+        "Task was not run: an upstream task failed",
+    ]
+    assert not any("audit" in path for path in asked)

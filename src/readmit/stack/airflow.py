@@ -146,6 +146,23 @@ class AirflowClient:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
         return self._call("GET", path)["value"]
 
+    def failures(self, dag_id: str, run_id: str, lines: int = 40) -> str:
+        """The last `lines` lines of the log of each failed task of one run: what a failed run
+        says about itself, without a shell in the scheduler's host or container."""
+        found = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        shown = []
+        for ti in found["task_instances"]:
+            if ti.get("state") not in ("failed", "upstream_failed"):
+                continue
+            path = (
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
+                f"/logs/{max(1, int(ti.get('try_number') or 1))}"
+            )
+            reply = self._call("GET", path, params={"full_content": True})
+            events = [_log_line(entry) for entry in (reply or {}).get("content", [])]
+            shown.append(f"--- {ti['task_id']} ({ti.get('state')})\n" + "\n".join(events[-lines:]))
+        return "\n".join(shown)
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
         """Poll until the run is success or failed; AirflowError on timeout."""
         deadline = time.monotonic() + timeout
@@ -173,3 +190,15 @@ class AirflowClient:
             return True
         except AirflowError:
             return False
+
+
+def _log_line(entry: Any) -> str:
+    """One structured task log entry as text, with the exception it carries, if any."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    errors = [
+        f"{e.get('exc_type')}: {e.get('exc_value')}"
+        for e in entry.get("error_detail") or []
+        if isinstance(e, dict)
+    ]
+    return " | ".join([str(entry.get("event", "")), *errors])
