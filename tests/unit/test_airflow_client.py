@@ -89,6 +89,7 @@ def test_failures_show_the_end_of_each_failed_tasks_log_with_its_exception() -> 
         "task_instances": [
             {"task_id": "ingest", "state": "failed", "try_number": 3},
             {"task_id": "publish", "state": "upstream_failed", "try_number": 0},
+            {"task_id": "retry", "state": "failed", "try_number": 2},
             {"task_id": "audit", "state": "success", "try_number": 1},
         ]
     }
@@ -101,7 +102,7 @@ def test_failures_show_the_end_of_each_failed_tasks_log_with_its_exception() -> 
                 "error_detail": [{"exc_type": "KeyError", "exc_value": "'patient_nbr'"}],
             },
         ],
-        "publish/logs/1": ["Task was not run: an upstream task failed"],
+        "retry/logs/2": ["Task exited with return code -9"],
     }
     asked: list[str] = []
 
@@ -123,6 +124,7 @@ def test_failures_show_the_end_of_each_failed_tasks_log_with_its_exception() -> 
         "reading batch 2",
         "Task failed with exception | KeyError: 'patient_nbr'",
         "--- publish (upstream_failed)",
-        "Task was not run: an upstream task failed",
+        "--- retry (failed)",
+        "Task exited with return code -9",
     ]
-    assert not any("audit" in path for path in asked)
+    assert not any("audit" in path or "publish/logs" in path for path in asked)

@@ -154,13 +154,18 @@ class AirflowClient:
         for ti in found["task_instances"]:
             if ti.get("state") not in ("failed", "upstream_failed"):
                 continue
-            path = (
-                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
-                f"/logs/{max(1, int(ti.get('try_number') or 1))}"
-            )
-            reply = self._call("GET", path, params={"full_content": True})
+            shown.append(f"--- {ti['task_id']} ({ti.get('state')})")
+            tries = int(ti.get("try_number") or 0)
+            if tries == 0:  # never started (upstream_failed): no log
+                continue
+            path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{tries}"
+            try:
+                reply = self._call("GET", path, params={"full_content": True})
+            except AirflowError as error:
+                shown.append(f"(no log: {error})")
+                continue
             events = [_log_line(entry) for entry in (reply or {}).get("content", [])]
-            shown.append(f"--- {ti['task_id']} ({ti.get('state')})\n" + "\n".join(events[-lines:]))
+            shown.extend(events[-lines:])
         return "\n".join(shown)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
