@@ -59,6 +59,7 @@ REST = [
     "exporter",
 ]
 DATASET_MOUNT = "/opt/airflow/dataset"
+SETTINGS_PREFIXES = ("READMIT_", "MLFLOW_", "AIRFLOW_", "AWS_", "LOCUST_")
 
 
 def _password() -> str:
@@ -113,7 +114,7 @@ class Project:
         done = subprocess.run(
             [PODMAN_COMPOSE, *options, *args],
             cwd=self.folder,
-            env=podman_env(),
+            env=self._environment(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -123,6 +124,15 @@ class Project:
             out.write(f"$ podman-compose {' '.join(args)} -> {done.returncode}\n")
             out.write(done.stdout + done.stderr)
         return done
+
+    def _environment(self) -> dict[str, str]:
+        """podman's environment without the settings: Compose takes a variable of the calling
+        environment over .env's (this process's READMIT_DATASET_URI over the project's)."""
+        return {
+            name: value
+            for name, value in podman_env().items()
+            if name not in self.env and not name.startswith(SETTINGS_PREFIXES)
+        }
 
     def up(self) -> float:
         """The three steps of deploy/README.md; seconds they took. Raises on a failed step."""

@@ -91,3 +91,15 @@ def test_airflow_parts_read_the_api_servers_health_report() -> None:
     assert by_name["airflow-triggerer"].read(reply) == (False, "unhealthy")
     assert by_name["airflow-dag-processor"].read(reply) == (False, "None")
     assert by_name["airflow-scheduler"].read(None) == (False, "api-server not answering")
+
+
+def test_mlflow_accepts_the_service_name_and_still_localhost() -> None:
+    """`--allowed-hosts` replaces MLflow's defaults: the command adds them back, so the server
+    named `mlflow` in Compose still answers a browser at localhost:5000."""
+    settings = Settings(mlflow_allowed_hosts=" mlflow, mlflow:5000 ,")
+    command = services.mlflow_server_command(settings)
+    allowed = command[command.index("--allowed-hosts") + 1].split(",")
+    assert allowed[:2] == ["mlflow", "mlflow:5000"]
+    assert {"localhost", "localhost:*", "127.0.0.1:*"} <= set(allowed)
+    assert len(allowed) == len(set(allowed))
+    assert "--allowed-hosts" not in services.mlflow_server_command(Settings())

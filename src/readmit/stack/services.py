@@ -121,11 +121,23 @@ def s3_server_env(access_key: str, secret_key: str) -> dict[str, str]:
     return {"S3_ACCESS_KEY": access_key, "S3_SECRET_KEY": secret_key}
 
 
+def allowed_hosts(extra: str) -> str:
+    """The Host headers `extra` names and MLflow's own defaults (localhost, private IPs):
+    `--allowed-hosts` replaces those, and a server named `mlflow` would otherwise refuse the
+    browser that reaches it at localhost:5000 through a published or forwarded port."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    names = [name.strip() for name in extra.split(",") if name.strip()]
+    return ",".join(dict.fromkeys([*names, *get_default_allowed_hosts()]))
+
+
 def mlflow_server_command(settings: Settings) -> list[str]:
     """The `mlflow server` command line. It holds no secret: `ps` shows argv to every user, so
     the store URI (which may hold a password) travels in `mlflow_auth.mlflow_server_env`."""
     allowed = (
-        ["--allowed-hosts", settings.mlflow_allowed_hosts] if settings.mlflow_allowed_hosts else []
+        ["--allowed-hosts", allowed_hosts(settings.mlflow_allowed_hosts)]
+        if settings.mlflow_allowed_hosts
+        else []
     )
     auth = ["--app-name", "basic-auth"] if settings.mlflow_auth_db_url else []
     return [
