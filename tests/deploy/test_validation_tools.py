@@ -315,3 +315,40 @@ def test_make_dev_secrets_keeps_existing_files_and_refuses_partial_sets(tmp_path
     partial = run("bash", str(script))
     assert partial.returncode != 0
     assert "only some" in partial.stderr
+
+
+HOST_SERVICES = COMPOSE_FILE.with_name("host-services.yml")
+
+
+def test_host_services_override_names_every_host_its_services_call(
+    docker_compose: str, check_jsonschema: str
+) -> None:
+    """With the override, each service it moves to the host's network finds every other
+    service its environment names (raw-db, minio, mlflow, ...) at 127.0.0.1."""
+    schema = run(check_jsonschema, "--builtin-schema", "vendor.compose-spec", str(HOST_SERVICES))
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    merged = run(
+        docker_compose,
+        "--env-file",
+        str(COMPOSE_ENV_EXAMPLE),
+        "-f",
+        str(COMPOSE_FILE),
+        "-f",
+        str(HOST_SERVICES),
+        "config",
+    )
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    services = yaml.safe_load(merged.stdout)["services"]
+    moved = {name: s for name, s in services.items() if s.get("network_mode") == "host"}
+    assert set(moved) == set(yaml.safe_load(HOST_SERVICES.read_text())["services"])
+    for name, service in moved.items():
+        listed = service["extra_hosts"]  # Compose v1 prints a mapping, the file has a list
+        hosts = listed if isinstance(listed, dict) else dict(e.split(":", 1) for e in listed)
+        called = {
+            host
+            for value in (service.get("environment") or {}).values()
+            for host in re.findall(r"(?:@|://)([a-z][a-z0-9-]*):\d+", str(value))
+        }
+        called.discard("localhost")
+        assert called, name
+        assert called <= {h for h, ip in hosts.items() if ip == "127.0.0.1"}, (name, called)

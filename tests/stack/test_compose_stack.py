@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from readmit.stack.foreground import start_s3_server
 from readmit.stack.s3 import s3_env
 from readmit.storage import monitor
 from tests.conftest import _unavailable
-from tests.containers import build
+from tests.containers import REPO, build
 from tests.stack import compose
 from tests.stack.durability import DAGS
 from tests.subset import write_subset
@@ -180,6 +181,11 @@ def test_compose_stack_trains_through_its_dags_and_serves_the_model(
     assert all(r["run_type"] == "asset_triggered" for r in cleans + trains)
     production = mlflow.get_model_version_by_alias("readmission", "production")
     assert production.tags["readmit.raw_batches"] == "1"
+    # The Airflow image names the commit it was built from (images.sh), the model's lineage.
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert production.tags["readmit.git_commit"] == head.stdout.strip()
     airflow.close()
 
     # The API container loads it (it polls every 3 s) and answers a caller with the UI's key.
