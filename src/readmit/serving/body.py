@@ -137,7 +137,11 @@ def _key(key: str) -> str:
 
 
 def check_shape(value: Any, max_items: int) -> None:
-    """Refuse, before any validation, sizes no valid request has; raises the first found."""
+    """Refuse, before any validation, sizes no valid request has; raises the first found.
+
+    Only containers and over-long strings are visited: a record's ordinary values (and its
+    keys, named in an error only) cost one type check each, which a batch of 10,000 records
+    of 50 fields pays half a million times."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ("body",))]
     while stack:
         node, loc = stack.pop()
@@ -147,21 +151,22 @@ def check_shape(value: Any, max_items: int) -> None:
             if len(node) > MAX_OBJECT_KEYS:
                 msg = f"object of {len(node)} fields; at most {MAX_OBJECT_KEYS}"
                 raise _invalid(loc, msg, "too_many_fields")
-            children: Any = ((_key(k), v) for k, v in node.items())
+            for key, child in node.items():
+                if _visited(child):
+                    stack.append((child, (*loc, _key(key))))
         elif isinstance(node, list):
             if len(node) > max_items:
                 raise _invalid(loc, f"array of {len(node)} items; at most {max_items}", "too_long")
-            children = enumerate(node)
-        else:
-            if isinstance(node, str) and len(node) > MAX_STRING:
-                msg = f"string of {len(node)} characters; at most {MAX_STRING}"
-                raise _invalid(loc, msg, "string_too_long")
-            continue
-        for key, child in children:
-            if isinstance(child, dict | list) or (
-                isinstance(child, str) and len(child) > MAX_STRING
-            ):
-                stack.append((child, (*loc, key)))
+            for index, child in enumerate(node):
+                if _visited(child):
+                    stack.append((child, (*loc, index)))
+        elif isinstance(node, str) and len(node) > MAX_STRING:
+            msg = f"string of {len(node)} characters; at most {MAX_STRING}"
+            raise _invalid(loc, msg, "string_too_long")
+
+
+def _visited(child: Any) -> bool:
+    return isinstance(child, dict | list) or (isinstance(child, str) and len(child) > MAX_STRING)
 
 
 def parse_bounded(body: bytes, max_items: int) -> Any:
