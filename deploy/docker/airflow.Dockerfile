@@ -53,7 +53,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     READMIT_DATA_DIR=/opt/airflow/readmit-data
 # The commit the image is built from (images.sh passes it): the lineage tag of every model
 # trained in it. The image has no git: GitPython, imported by MLflow, is told not to look.
+# The RUN step makes a new commit a new layer: the layer cache keys a RUN step by the build
+# arguments it sees, but an ENV step only by its text, which would keep the previous commit.
 ARG READMIT_GIT_COMMIT=unknown
+RUN test -n "${READMIT_GIT_COMMIT}"
 ENV READMIT_GIT_COMMIT=${READMIT_GIT_COMMIT} \
     GIT_PYTHON_REFRESH=quiet
 WORKDIR /opt/airflow
@@ -101,7 +104,10 @@ ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     READMIT_DATA_DIR=/opt/airflow/readmit-data
 # The commit the image is built from (images.sh passes it): the lineage tag of every model
 # trained in it. The image has no git: GitPython, imported by MLflow, is told not to look.
+# The RUN step makes a new commit a new layer: the layer cache keys a RUN step by the build
+# arguments it sees, but an ENV step only by its text, which would keep the previous commit.
 ARG READMIT_GIT_COMMIT=unknown
+RUN test -n "${READMIT_GIT_COMMIT}"
 ENV READMIT_GIT_COMMIT=${READMIT_GIT_COMMIT} \
     GIT_PYTHON_REFRESH=quiet
 WORKDIR /opt/airflow

@@ -46,7 +46,11 @@ PORTS = {
     "triggerer logs": 8794,
     "exporter": 9108,
     "s3": 9000,
+    "prometheus": 9090,
 }
+# Debian's Prometheus with the one-host configuration: its targets, 127.0.0.1:8000 and :9108,
+# are the API's and the exporter's ports on the host's network.
+PROMETHEUS_CONFIG = REPO / "observability" / "prometheus" / "prometheus.yml"
 FIRST = ["mlflow"]
 MIGRATION = ["airflow-init"]
 REST = [

@@ -4,7 +4,9 @@ host-services.yml (the host's PostgreSQL and a local S3 server stand in for the 
 images, which cannot be pulled here); DAG 1 triggered through Airflow's REST API, DAGs 2 and 3
 run from their Assets inside the scheduler's container; the API container serves the version
 DAG 3 promoted, to a caller with a key of the key file make-api-keys.sh wrote, and logs the
-prediction to monitor-db; `down -v` leaves no container and no volume of the project.
+prediction to monitor-db; Prometheus from Debian, on the host with the one-host
+configuration, scrapes the API and exporter containers; `down -v` leaves no container and no
+volume of the project.
 
 It uses the fixed ports and database names of the Compose file: it skips (fails in CI) when
 one of the ports is taken or the host's PostgreSQL already has one of the databases or users.
@@ -14,6 +16,7 @@ The data set is its first 15,000 rows (one batch); the tuning budget is 10 s.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -28,8 +31,9 @@ from readmit import registry
 from readmit.monitoring.pseudonym import pseudonym
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
+from readmit.stack import services
 from readmit.stack.airflow import AirflowClient
-from readmit.stack.foreground import start_s3_server
+from readmit.stack.foreground import Service, spawn, start_s3_server, wait_healthy
 from readmit.stack.s3 import s3_env
 from readmit.storage import monitor
 from tests.conftest import _unavailable
@@ -42,6 +46,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.in_order]
 ROWS = 15_000
 INGEST, CLEAN, TRAIN = DAGS
 READY_TIMEOUT_SECONDS = 300
+PROMETHEUS = "http://127.0.0.1:9090"
 HEALTH = {
     "mlflow": "http://127.0.0.1:5000/health",
     "airflow": "http://127.0.0.1:8080/api/v2/monitor/health",
@@ -76,6 +81,7 @@ def project(
     (folder / "project").mkdir()
     project = None
     s3 = start_s3_server(compose.PORTS["s3"], folder / "s3.log", folder / "s3store")
+    prometheus = _start_prometheus(folder)
     try:
         csv, sha256 = write_subset(dataset_uri, ROWS, tmp_path_factory.mktemp("compose-data"))
         project = compose.write_project(folder / "project", "readmitcompose", values, csv, sha256)
@@ -83,8 +89,28 @@ def project(
     finally:
         if project is not None and project.containers():
             project.compose("down", "-v", timeout=300)
+        prometheus.stop()
         s3.stop()
         compose.drop_databases(pg_admin_url)
+
+
+def _start_prometheus(folder: Path) -> Service:
+    if shutil.which("prometheus") is None:
+        _unavailable("prometheus is not installed (apt-get install prometheus)")
+    port = compose.PORTS["prometheus"]
+    command = services.prometheus_command(compose.PROMETHEUS_CONFIG, folder / "tsdb", port)
+    prometheus = spawn(
+        "prometheus", command, dict(os.environ), folder / "prometheus.log", PROMETHEUS
+    )
+    wait_healthy(prometheus, services.PROMETHEUS.health_path, timeout=60)
+    return prometheus
+
+
+def _scraped(job: str) -> bool:
+    """Prometheus's last scrape of `job` succeeded."""
+    reply = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": f'up{{job="{job}"}}'})
+    result = reply.json()["data"]["result"]
+    return bool(result) and result[0]["value"][1] == "1"
 
 
 def _answers(url: str) -> int | None:
@@ -227,6 +253,14 @@ def test_compose_stack_trains_through_its_dags_and_serves_the_model(
         if line.startswith('readmit_pipeline_rows{table="raw_')
     ]
     assert sum(raw) == ROWS, metrics[:2000]
+
+    # Prometheus on the host scrapes both containers by the one-host configuration.
+    deadline = time.monotonic() + 60
+    while not (_scraped("readmit-api") and _scraped("readmit-pipeline")):
+        assert time.monotonic() < deadline, httpx.get(f"{PROMETHEUS}/api/v1/targets").text
+        time.sleep(2)
+    rules = httpx.get(f"{PROMETHEUS}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    assert rules, "no alerting rule loaded"
     print(
         f"compose stack: DAGs 1-3 and v{production.version} served {served - clock:.0f} s "
         "after the trigger"
