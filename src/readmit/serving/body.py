@@ -139,9 +139,9 @@ def _key(key: str) -> str:
 def check_shape(value: Any, max_items: int) -> None:
     """Refuse, before any validation, sizes no valid request has; raises the first found.
 
-    Only containers and over-long strings are visited: a record's ordinary values (and its
-    keys, named in an error only) cost one type check each, which a batch of 10,000 records
-    of 50 fields pays half a million times."""
+    Only the containers and over-long strings of what json.loads made are visited: a record's
+    ordinary values (and its keys, named in an error only) cost one type test each, which a
+    batch of 10,000 records of 50 fields pays half a million times."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ("body",))]
     while stack:
         node, loc = stack.pop()
@@ -166,7 +166,9 @@ def check_shape(value: Any, max_items: int) -> None:
 
 
 def _visited(child: Any) -> bool:
-    return isinstance(child, dict | list) or (isinstance(child, str) and len(child) > MAX_STRING)
+    # json.loads makes exact dicts, lists and strs: a type test is enough and costs less.
+    kind = type(child)
+    return kind is dict or kind is list or (kind is str and len(child) > MAX_STRING)
 
 
 def parse_bounded(body: bytes, max_items: int) -> Any:
