@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tests.containers import REPO, podman_env
+from tests.containers import REPO, podman, podman_env
 
 COMPOSE = REPO / "deploy" / "compose"
 PODMAN_COMPOSE = str(Path(sys.executable).parent / "podman-compose")
@@ -66,33 +68,15 @@ DATASET_MOUNT = "/opt/airflow/dataset"
 SETTINGS_PREFIXES = ("READMIT_", "MLFLOW_", "AIRFLOW_", "AWS_", "LOCUST_")
 
 
-def _password() -> str:
-    return secrets.token_urlsafe(18)
-
-
 def credentials(s3_access_key: str, s3_secret_key: str) -> dict[str, str]:
-    """A .env's values: every credential fresh, the S3 keys those of the local S3 server."""
-    values = {
-        name: _password()
-        for name in (
-            "RAW_DB_PASSWORD",
-            "CLEAN_DB_PASSWORD",
-            "MONITOR_DB_PASSWORD",
-            "MLFLOW_DB_PASSWORD",
-            "AIRFLOW_DB_PASSWORD",
-            "MINIO_ROOT_PASSWORD",
-            "MLFLOW_TRACKING_PASSWORD",
-            "READMIT_API_KEY",
-            "READMIT_UI_API_KEY",
-            "READMIT_LOADTEST_API_KEY",
-            "READMIT_PSEUDONYM_KEY",
-            "AIRFLOW_ADMIN_PASSWORD",
-            "AIRFLOW_JWT_SECRET",
-            "AIRFLOW_API_SECRET_KEY",
-            "GRAFANA_ADMIN_PASSWORD",
-        )
-    }
-    values["MINIO_ROOT_USER"] = "readmit-root"
+    """A .env's values: each `change-me` of .env.example given a fresh value, the S3 key pair
+    that of the local S3 server, the Fernet key in its own format."""
+    names = [
+        line.split("=", 1)[0]
+        for line in (COMPOSE / ".env.example").read_text().splitlines()
+        if re.match(r"[A-Z_0-9]+=change-me", line)
+    ]
+    values = {name: secrets.token_urlsafe(18) for name in names}
     values["MLFLOW_S3_ACCESS_KEY"] = s3_access_key
     values["MLFLOW_S3_SECRET_KEY"] = s3_secret_key
     values["AIRFLOW_FERNET_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -159,62 +143,25 @@ class Project:
 
     def containers(self) -> list[str]:
         """Names of every container of the project, running or not."""
-        listed = subprocess.run(
-            [
-                "podman",
-                "ps",
-                "--all",
-                "--filter",
-                f"label=io.podman.compose.project={self.name}",
-                "--format",
-                "{{.Names}}",
-            ],
-            env=podman_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        label = f"label=io.podman.compose.project={self.name}"
+        listed = podman("ps", "--all", "--filter", label, "--format", "{{.Names}}")
+        assert listed.returncode == 0, listed.stderr
         return listed.stdout.split()
 
     def volumes(self) -> list[str]:
-        listed = subprocess.run(
-            ["podman", "volume", "ls", "--format", "{{.Name}}"],
-            env=podman_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        listed = podman("volume", "ls", "--format", "{{.Name}}")
+        assert listed.returncode == 0, listed.stderr
         return [v for v in listed.stdout.split() if v.startswith(f"{self.name}_")]
 
     def state(self, service: str) -> str:
         """`running 0`, `exited 0`, `exited 1`, ...: the container's status and exit code."""
-        shown = subprocess.run(
-            [
-                "podman",
-                "inspect",
-                "--format",
-                "{{.State.Status}} {{.State.ExitCode}}",
-                self.container(service),
-            ],
-            env=podman_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        shown = podman(
+            "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", self.container(service)
         )
         return shown.stdout.strip() or shown.stderr.strip()
 
     def logs(self, service: str, tail: int = 60) -> str:
-        shown = subprocess.run(
-            ["podman", "logs", "--tail", str(tail), self.container(service)],
-            env=podman_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        shown = podman("logs", "--tail", str(tail), self.container(service))
         return shown.stdout + shown.stderr
 
 
@@ -256,8 +203,6 @@ def write_project(
 
 def occupied_ports() -> list[str]:
     """The ports the stack needs that something on this host already listens on."""
-    import socket
-
     taken = []
     for service, port in PORTS.items():
         with socket.socket() as probe:

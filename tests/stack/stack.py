@@ -1,7 +1,9 @@
-"""What the stack tests share: the `readmit` command and a stack environment on free ports."""
+"""What the stack tests share: the `readmit` command, a stack environment on free ports, and the
+reads of a running stack's Airflow runs and prediction log."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -10,8 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from readmit.stack import postgres, processes
+from readmit.stack.airflow import AirflowClient
 from readmit.stack.foreground import free_port
+from readmit.storage import monitor
 
 READMIT = str(Path(sys.executable).parent / "readmit")
 PORTS = ("API", "UI", "MLFLOW", "S3", "AIRFLOW", "EXPORTER", "PROMETHEUS")
@@ -51,3 +57,25 @@ def stack_environment(
         if processes.records(data_dir / "stack" / "run"):
             cli(env, "stack", "down", timeout=300)
         postgres.drop_databases(pg_admin_url, prefix)
+
+
+def xcom(airflow: AirflowClient, dag_id: str, run_id: str, task: str) -> dict:
+    value = airflow.xcom(dag_id, run_id, task)
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def logged_patient_key(engine: sa.engine.Engine, request_id: str) -> str | None:
+    """The patient key of the logged prediction of one request, once it is there."""
+    query = sa.select(monitor.predictions.c.patient_key).where(
+        monitor.predictions.c.request_id == request_id
+    )
+    try:
+        with engine.connect() as conn:
+            return conn.execute(query).scalar()
+    except sa.exc.ProgrammingError:  # the table is made by the first write
+        return None
+
+
+def settled_runs(airflow: AirflowClient, dag_id: str) -> list[dict]:
+    runs = airflow.runs(dag_id)
+    return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else []

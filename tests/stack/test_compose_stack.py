@@ -15,7 +15,6 @@ The data set is its first 15,000 rows (one batch); the tuning budget is 10 s.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -35,11 +34,11 @@ from readmit.stack import services
 from readmit.stack.airflow import AirflowClient
 from readmit.stack.foreground import Service, spawn, start_s3_server, wait_healthy
 from readmit.stack.s3 import s3_env
-from readmit.storage import monitor
 from tests.conftest import _unavailable
 from tests.containers import REPO, build
 from tests.stack import compose
 from tests.stack.durability import DAGS
+from tests.stack.stack import logged_patient_key, settled_runs, xcom
 from tests.subset import write_subset
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.in_order]
@@ -151,22 +150,6 @@ def _airflow(project: compose.Project) -> AirflowClient:
     return AirflowClient("http://127.0.0.1:8080", "admin", project.env["AIRFLOW_ADMIN_PASSWORD"])
 
 
-def _settled(airflow: AirflowClient, dag_id: str) -> list[dict]:
-    runs = airflow.runs(dag_id)
-    return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else []
-
-
-def _logged(engine: sa.engine.Engine, request_id: str) -> str | None:
-    query = sa.select(monitor.predictions.c.patient_key).where(
-        monitor.predictions.c.request_id == request_id
-    )
-    try:
-        with engine.connect() as conn:
-            return conn.execute(query).scalar()
-    except sa.exc.ProgrammingError:  # the table is made by the first write
-        return None
-
-
 def test_compose_stack_trains_through_its_dags_and_serves_the_model(
     project: compose.Project, pg_admin_url: str
 ) -> None:
@@ -181,8 +164,7 @@ def test_compose_stack_trains_through_its_dags_and_serves_the_model(
     for run in airflow.runs(INGEST):
         done = airflow.wait_for_run(INGEST, run["dag_run_id"], timeout=300)
         assert done["state"] == "success", airflow.failures(INGEST, run["dag_run_id"])
-        summary = airflow.xcom(INGEST, run["dag_run_id"], "ingest_next_batch")
-        loaded += (summary if isinstance(summary, dict) else json.loads(summary))["batch_ids"]
+        loaded += xcom(airflow, INGEST, run["dag_run_id"], "ingest_next_batch")["batch_ids"]
     assert run_id in {r["dag_run_id"] for r in airflow.runs(INGEST)}
     assert loaded == [1]
 
@@ -197,7 +179,7 @@ def test_compose_stack_trains_through_its_dags_and_serves_the_model(
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         versions = mlflow.search_model_versions("name = 'readmission'")
-        cleans, trains = _settled(airflow, CLEAN), _settled(airflow, TRAIN)
+        cleans, trains = settled_runs(airflow, CLEAN), settled_runs(airflow, TRAIN)
         if versions and cleans and trains:
             break
         time.sleep(5)
@@ -238,7 +220,7 @@ def test_compose_stack_trains_through_its_dags_and_serves_the_model(
     # Logged in monitor-db under the pseudonym of the .env's key.
     engine = sa.create_engine(compose.database_url(pg_admin_url, "monitor", project.env))
     deadline = time.monotonic() + 30
-    while (logged := _logged(engine, predicted.json()["request_id"])) is None:
+    while (logged := logged_patient_key(engine, predicted.json()["request_id"])) is None:
         assert time.monotonic() < deadline, "the prediction was never logged"
         time.sleep(0.5)
     engine.dispose()

@@ -36,10 +36,9 @@ from readmit.stack import postgres, processes, services
 from readmit.stack.airflow import AirflowClient
 from readmit.stack.down import stragglers
 from readmit.stack.layout import paths_for
-from readmit.storage import monitor
 from tests.splits import assert_stack_keeps_patients_together
 from tests.stack import durability
-from tests.stack.stack import cli, stack_environment
+from tests.stack.stack import cli, logged_patient_key, settled_runs, stack_environment, xcom
 from tests.subset import write_subset
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.in_order]
@@ -62,28 +61,6 @@ def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.Temp
     with stack_environment(pg_admin_url, str(csv), data_dir, "e2e") as env:
         env["READMIT_DATASET_SHA256"] = sha256
         yield env
-
-
-def _xcom(airflow: AirflowClient, dag_id: str, run_id: str, task: str) -> dict:
-    value = airflow.xcom(dag_id, run_id, task)
-    return value if isinstance(value, dict) else json.loads(value)
-
-
-def _logged(engine: sa.engine.Engine, request_id: str) -> str | None:
-    """The patient key of the logged prediction of one request, once it is there."""
-    query = sa.select(monitor.predictions.c.patient_key).where(
-        monitor.predictions.c.request_id == request_id
-    )
-    try:
-        with engine.connect() as conn:
-            return conn.execute(query).scalar()
-    except sa.exc.ProgrammingError:  # the table is made by the first write
-        return None
-
-
-def _settled(airflow: AirflowClient, dag_id: str) -> list[dict]:
-    runs = airflow.runs(dag_id)
-    return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else []
 
 
 def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
@@ -109,7 +86,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
         run_id = airflow.trigger(INGEST)
         run = airflow.wait_for_run(INGEST, run_id, timeout=300)
         assert run["state"] == "success", run
-        summary = _xcom(airflow, INGEST, run_id, "ingest_next_batch")
+        summary = xcom(airflow, INGEST, run_id, "ingest_next_batch")
         loaded += summary["batch_ids"]
         if summary["batches_added"] == 0:
             break
@@ -120,7 +97,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     scheduled = [r for r in airflow.runs(INGEST) if r["run_type"] == "scheduled"]
     for r in scheduled:
         airflow.wait_for_run(INGEST, r["dag_run_id"], timeout=300)
-        loaded += _xcom(airflow, INGEST, r["dag_run_id"], "ingest_next_batch")["batch_ids"]
+        loaded += xcom(airflow, INGEST, r["dag_run_id"], "ingest_next_batch")["batch_ids"]
     assert sorted(loaded) == list(range(1, total + 1))
 
     # 3. DAGs 2 and 3 run from their Assets until a model trained on every batch is registered.
@@ -148,7 +125,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     while time.monotonic() < deadline:
         versions = mlflow.search_model_versions("name = 'readmission'")
         full = [v for v in versions if v.tags.get("readmit.raw_batches") == every_batch]
-        cleans, trains = _settled(airflow, CLEAN), _settled(airflow, TRAIN)
+        cleans, trains = settled_runs(airflow, CLEAN), settled_runs(airflow, TRAIN)
         if full and cleans and trains:
             break
         time.sleep(3)
@@ -157,13 +134,13 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     assert all(r["run_type"] == "asset_triggered" for r in cleans + trains)
     assert all(r["state"] == "success" for r in cleans + trains), cleans + trains
     last_clean = max(cleans, key=lambda r: r["end_date"])
-    build = _xcom(airflow, CLEAN, last_clean["dag_run_id"], "build_clean")
+    build = xcom(airflow, CLEAN, last_clean["dag_run_id"], "build_clean")
     assert build["raw_batches"] == list(range(1, total + 1))
     assert_stack_keeps_patients_together(stack_env)
     newest = max(full, key=lambda v: int(v.version))
     assert newest.tags["readmit.clean_build"] == build["build_id"]
     last_train = max(trains, key=lambda r: r["end_date"])
-    result = _xcom(airflow, TRAIN, last_train["dag_run_id"], "train_register_promote")
+    result = xcom(airflow, TRAIN, last_train["dag_run_id"], "train_register_promote")
     assert result["version"] == newest.version
     assert 0.6 < result["test_roc_auc"] < 0.75
 
@@ -189,7 +166,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     )["monitor"]
     engine = sa.create_engine(monitor_url)
     deadline = time.monotonic() + 30
-    while (logged := _logged(engine, predicted.json()["request_id"])) is None:
+    while (logged := logged_patient_key(engine, predicted.json()["request_id"])) is None:
         assert time.monotonic() < deadline, "the prediction was never logged"
         time.sleep(0.5)
     engine.dispose()
