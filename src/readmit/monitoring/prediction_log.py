@@ -96,8 +96,10 @@ def _patient_key(key: bytes, patient_nbr: Any) -> str | None:
 def logged_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The model's input fields of a validated record, as /predict's Encounter holds them:
     any missing marker as null, an absent history count as 0; identifiers left out."""
-    fields = {name: record.get(name) for name in LOGGED_FIELDS}
-    fields = {k: (None if is_missing(v) else v) for k, v in fields.items()}
+    fields = {}
+    for name in LOGGED_FIELDS:
+        value = record.get(name)
+        fields[name] = None if value is None or is_missing(value) else value
     for name in HISTORY_FIELDS:
         if fields[name] is None:
             fields[name] = 0
