@@ -305,6 +305,13 @@ class Settings(BaseSettings):
         description="Requests in progress per API worker; more are answered 503 with "
         "Retry-After at once (/health and /metrics excepted).",
     )
+    max_queue_ms: float = Field(
+        default=50.0,
+        gt=0,
+        description="Longest an API request may wait, once its headers are read, for its "
+        "worker to start it; past it, 503 with Retry-After at once (/health and /metrics "
+        "excepted).",
+    )
     log_level: str = Field(default="INFO", description="Level of the JSON logs.")
     stack_postgres_url: str = Field(
         default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",

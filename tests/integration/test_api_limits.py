@@ -320,10 +320,61 @@ def test_requests_past_the_in_flight_bound_are_shed_at_once_and_health_answers(l
     assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
     assert "overloaded" in shed.json()["detail"]
     assert httpx.get(f"{url}/health", timeout=WAIT).status_code == 200
-    assert _metric(url, "readmit_http_shed_total") == 1
+    assert _shed_count(url, "in_flight") == 1
     for sock in held:
         sock.sendall(body[10:])
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         sock.close()
     assert httpx.post(f"{url}/predict", json=EXAMPLE, timeout=WAIT).status_code == 200
-    assert _metric(url, "readmit_http_shed_total") == 1
+    assert _shed_count(url, "in_flight") == 1
+    assert _shed_count(url, "queued") == 0
+
+
+def _shed_count(url: str, reason: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    match = re.search(rf'^readmit_http_shed_total{{reason="{reason}"}} (\S+)$', text, re.MULTILINE)
+    assert match, text
+    return float(match.group(1))
+
+
+def _answers(sock: socket.socket, count: int) -> list[bytes]:
+    """The next `count` responses on a keep-alive connection (each with a Content-Length)."""
+    buffer, answers = b"", []
+    while len(answers) < count:
+        head, sep, rest = buffer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: (\d+)", head) if sep else None
+        if length and len(rest) >= int(length.group(1)):
+            answers.append(head + sep + rest[: int(length.group(1))])
+            buffer = rest[int(length.group(1)) :]
+            continue
+        chunk = sock.recv(65536)
+        assert chunk, (answers, buffer[:200])
+        buffer += chunk
+    return answers
+
+
+def test_a_request_that_waited_too_long_to_start_is_shed_and_health_is_not(live_server):
+    """Pipelined behind a batch that takes far longer than READMIT_MAX_QUEUE_MS, a /predict
+    has waited too long once its turn comes: 503 at once, counted; /health after it answers."""
+    url = live_server(max_queue_ms=50)
+    batch = json.dumps({"records": [EXAMPLE] * 5000}).encode()
+    one = json.dumps(EXAMPLE).encode()
+
+    def post(path: bytes, body: bytes) -> bytes:
+        return (
+            b"POST %s HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
+        )
+
+    sock = _connect(url)
+    sock.sendall(post(b"/predict-batch", batch) + post(b"/predict", one))
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: api\r\n\r\n")
+    scored, shed, health = _answers(sock, 3)
+    sock.close()
+    assert scored.startswith(b"HTTP/1.1 200")
+    assert shed.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in shed.lower()
+    assert b"waited over 50 ms to start" in shed
+    assert health.startswith(b"HTTP/1.1 200")
+    assert _shed_count(url, "queued") == 1
+    assert _shed_count(url, "in_flight") == 0
+    assert httpx.post(f"{url}/predict", json=EXAMPLE, timeout=WAIT).status_code == 200

@@ -5,7 +5,8 @@ one Metrics registry and, in shadow mode, the ShadowScorer (`challenger.py`). Mi
 every request an id, a JSON log line, latency and error metrics;
 `body.BoundedBody` refuses bodies larger than READMIT_MAX_BODY_BYTES or slower than
 READMIT_BODY_TIMEOUT_SECONDS; `overload.ShedOverload` answers 503 past READMIT_MAX_IN_FLIGHT
-requests in progress. Connection limits live in `server.py` (the HTTP protocol).
+requests in progress or READMIT_MAX_QUEUE_MS of waiting to start. Connection limits live in
+`server.py` (the HTTP protocol).
 """
 
 from __future__ import annotations
@@ -109,7 +110,12 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.add_middleware(
         BoundedBody, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_seconds
     )
-    app.add_middleware(ShedOverload, metrics=metrics, max_in_flight=settings.max_in_flight)
+    app.add_middleware(
+        ShedOverload,
+        metrics=metrics,
+        max_in_flight=settings.max_in_flight,
+        max_queue_ms=settings.max_queue_ms,
+    )
     app.add_middleware(ObserveMiddleware, metrics=metrics, store=store)
     return app
 

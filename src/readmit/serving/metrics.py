@@ -29,6 +29,7 @@ VARIANTS = ("champion", "challenger", "shadow")  # storage.monitor.Variant's val
 PREDICTED_CLASSES = ("readmitted_30d", "not_readmitted")
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CLOSE_REASONS = ("over_limit", "header_timeout", "header_too_large")
+SHED_REASONS = ("in_flight", "queued")
 
 
 class Metrics:
@@ -155,9 +156,13 @@ class Metrics:
             self.connections_closed.labels(reason=reason)
         self.shed = Counter(
             "readmit_http_shed_total",
-            "Requests answered 503 at once: READMIT_MAX_IN_FLIGHT were in progress",
+            "Requests answered 503 at once, by reason (in_flight: READMIT_MAX_IN_FLIGHT were "
+            "in progress; queued: it waited longer than READMIT_MAX_QUEUE_MS to start)",
+            ["reason"],
             registry=r,
         )
+        for reason in SHED_REASONS:
+            self.shed.labels(reason=reason)
         self.in_flight = Gauge(
             "readmit_http_requests_in_flight",
             "Requests in progress now",

@@ -1,12 +1,19 @@
-"""Load shedding: at most READMIT_MAX_IN_FLIGHT requests in progress per worker.
+"""Load shedding: a request is answered 503 with `Retry-After` at once, before its body is
+read, when its worker already has READMIT_MAX_IN_FLIGHT requests in progress, or when it waited
+longer than READMIT_MAX_QUEUE_MS between its headers being read and its handling starting.
 
-Past the bound a request is answered at once with 503 and `Retry-After`, before its body is
-read, and counted in /metrics (`readmit_http_shed_total`): the requests already accepted keep
-a bounded latency instead of all of them slowing down together, and memory stays bounded.
-/health and /metrics are never shed, so probes and scrapes see the truth during a flood.
+The second bound is the one a flood meets on a worker whose requests are handled on the event
+loop: they never pile up in progress, they wait in line behind one another, and every request
+in the line would be late. Refusing the ones that already waited too long costs a fraction of
+answering them, so each turn of the loop holds a bounded amount of work and the requests
+accepted keep a bounded latency. Sheds are counted in /metrics
+(`readmit_http_shed_total{reason="in_flight|queued"}`). /health and /metrics are never shed, so
+probes and scrapes see the truth during a flood.
 """
 
 from __future__ import annotations
+
+import time
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -15,29 +22,43 @@ from readmit.serving.metrics import Metrics
 
 NEVER_SHED = frozenset({"/health", "/metrics"})
 RETRY_AFTER_SECONDS = 1
+# The scope key `server.GuardedHttpTools` stamps with time.monotonic() once a request's
+# headers are read; absent under other servers (then only the in-flight bound applies).
+HEADERS_READ_AT = "readmit.headers_read_at"
+
+
+def _refusal(detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"overloaded: {detail}; retry later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 class ShedOverload:
     """Pure ASGI; the count is a plain integer, as the event loop runs one callback at a time."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_in_flight: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_in_flight: int, max_queue_ms: float
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_in_flight = max_in_flight
+        self.max_queue_seconds = max_queue_ms / 1000
         self.in_flight = 0
-        self.refusal = JSONResponse(
-            {"detail": f"overloaded: {max_in_flight} requests in progress; retry later"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        self.refusals = {
+            "in_flight": _refusal(f"{max_in_flight} requests in progress"),
+            "queued": _refusal(f"waited over {max_queue_ms:g} ms to start"),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in NEVER_SHED:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
-            self.metrics.shed.inc()
-            await self.refusal(scope, receive, send)
+        reason = self.reason_to_shed(scope)
+        if reason is not None:
+            self.metrics.shed.labels(reason=reason).inc()
+            await self.refusals[reason](scope, receive, send)
             return
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
@@ -46,3 +67,12 @@ class ShedOverload:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.set(self.in_flight)
+
+    def reason_to_shed(self, scope: Scope) -> str | None:
+        """Why this request is refused now, or None to handle it."""
+        if self.in_flight >= self.max_in_flight:
+            return "in_flight"
+        read_at = scope.get(HEADERS_READ_AT)
+        if read_at is not None and time.monotonic() - read_at > self.max_queue_seconds:
+            return "queued"
+        return None

@@ -3,10 +3,11 @@
 uvicorn's httptools protocol puts no deadline on a request's headers (a connection that sends
 half a request line stays open for ever), no bound on their size (a 64 MB header line is
 buffered and answered) and no cap on open connections (21,000 idle sockets ran the process out
-of file descriptors). `GuardedHttpTools` adds all three; what it closes is counted in
-/metrics (`readmit_http_connections_closed_total`) and logged. uvicorn's own
-`limit_concurrency` is not used: it answers 503 to every request, including /health, once the
-idle connections reach it, and still keeps them open.
+of file descriptors). `GuardedHttpTools` adds all three, and stamps each request with the time
+its headers were read (`overload.ShedOverload` refuses one that waited too long to start); what
+it closes is counted in /metrics (`readmit_http_connections_closed_total`) and logged.
+uvicorn's own `limit_concurrency` is not used: it answers 503 to every request, including
+/health, once the idle connections reach it, and still keeps them open.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from readmit.errors import ReadmitError
 from readmit.logs import configure_json_logging
 from readmit.serving.metrics import Metrics
+from readmit.serving.overload import HEADERS_READ_AT
 from readmit.serving.workers import run_workers
 from readmit.settings import Settings
 
@@ -106,6 +108,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.headers_completed = True
         self.header_bytes = 0
         self.cancel_header_timer()
+        self.scope[HEADERS_READ_AT] = time.monotonic()  # type: ignore[literal-required]
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
