@@ -237,9 +237,10 @@ def test_down_while_a_training_task_runs(stack_env: dict[str, str]) -> None:
     """Airflow runs each task in a session of its own: `stack down` stops it too."""
     durability.stack_up(stack_env)
     client = durability.stack_client_env(stack_env)
-    for step in (("ingest", "--all"), ("clean",)):  # what the training reads, when run alone
-        done = _cli(client, *step, timeout=900)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if not durability.has_production(stack_env):  # run alone: what the training reads
+        for step in (("ingest", "--all"), ("clean",)):
+            done = _cli(client, *step, timeout=900)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     paths = durability.stack_paths(stack_env)
     keys = json.loads(paths.secrets.read_text())
     airflow = AirflowClient(
