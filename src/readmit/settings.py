@@ -306,7 +306,7 @@ class Settings(BaseSettings):
         "Retry-After at once (/health and /metrics excepted).",
     )
     max_queue_ms: float = Field(
-        default=50.0,
+        default=1000.0,
         gt=0,
         description="Longest an API request may wait, once its headers are read, for its "
         "worker to start it; past it, 503 with Retry-After at once (/health and /metrics "

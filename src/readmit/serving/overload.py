@@ -2,13 +2,12 @@
 read, when its worker already has READMIT_MAX_IN_FLIGHT requests in progress, or when it waited
 longer than READMIT_MAX_QUEUE_MS between its headers being read and its handling starting.
 
-The second bound is the one a flood meets on a worker whose requests are handled on the event
-loop: they never pile up in progress, they wait in line behind one another, and every request
-in the line would be late. Refusing the ones that already waited too long costs a fraction of
-answering them, so each turn of the loop holds a bounded amount of work and the requests
-accepted keep a bounded latency. Sheds are counted in /metrics
-(`readmit_http_shed_total{reason="in_flight|queued"}`). /health and /metrics are never shed, so
-probes and scrapes see the truth during a flood.
+The first bound is the one a flood meets: scoring runs in pool threads, so requests pile up in
+progress. The second catches a line that forms before the app instead: requests pipelined on
+one connection behind a slow one, or an event loop that fell behind. A request that already
+waited that long is late for its caller, and refusing it costs a fraction of answering it.
+Sheds are counted in /metrics (`readmit_http_shed_total{reason="in_flight|queued"}`). /health
+and /metrics are never shed, so probes and scrapes see the truth during a flood.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def _shadow(
     dependencies=[PREDICT],
     responses=KEYS,
 )
-async def predict(
+def predict(
     encounter: Encounter,
     request: Request,
     plan: PlanDep,
@@ -191,10 +191,9 @@ async def predict(
     """The probability that this encounter is followed by a readmission within 30 days.
 
     Without history fields, the patient's history is looked up by `patient_nbr`."""
-    # On the event loop, not a pool thread: one record costs a fraction of a millisecond and
-    # touches only memory (the model, the history snapshot, the log's queue), while pool
-    # threads taking turns at the GIL stretched the slowest answers under load. A flood waits
-    # in line before the app instead, where READMIT_MAX_QUEUE_MS sheds it (`overload.py`).
+    # In a pool thread, not on the event loop: on the loop a flood of /predict made /health
+    # wait seconds behind it and shed requests of an ordinary mixed load (bench/api.py); here
+    # the loop stays free for probes and READMIT_MAX_IN_FLIGHT bounds the work in progress.
     fields, model_input, source = with_history(encounter, history, metrics)
     current, variant = plan.answering(fields)
     model = current.model
