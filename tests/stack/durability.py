@@ -46,6 +46,13 @@ def train(env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+def ingest_and_clean(env: dict[str, str]) -> None:
+    """What a training reads, for a test run alone (the module's first test leaves both)."""
+    for step in (("ingest", "--all"), ("clean",)):
+        done = cli(env, *step, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def stack_paths(env: dict[str, str]) -> Paths:
     return paths_for(Settings(data_dir=Path(env["READMIT_DATA_DIR"])))
 

@@ -214,9 +214,7 @@ def test_artifacts_survive_a_kill_9_of_every_stack_process(
 
     client = durability.stack_client_env(stack_env)
     if not durability.has_production(stack_env):  # run alone: it trains the first version
-        for step in (("ingest", "--all"), ("clean",)):
-            done = _cli(client, *step, timeout=900)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        durability.ingest_and_clean(client)
         durability.train(client)
     production = durability.production_version(stack_env)
     durability.served(stack_env, production)
@@ -238,9 +236,7 @@ def test_down_while_a_training_task_runs(stack_env: dict[str, str]) -> None:
     durability.stack_up(stack_env)
     client = durability.stack_client_env(stack_env)
     if not durability.has_production(stack_env):  # run alone: what the training reads
-        for step in (("ingest", "--all"), ("clean",)):
-            done = _cli(client, *step, timeout=900)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        durability.ingest_and_clean(client)
     paths = durability.stack_paths(stack_env)
     keys = json.loads(paths.secrets.read_text())
     airflow = AirflowClient(
