@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from readmit import registry
 from readmit.model import Calibration
-from readmit.serving import model_store
+from readmit.serving import model_store, reload
 from readmit.serving.app import create_app
 from readmit.serving.schemas import EXAMPLE
 from readmit.settings import Settings
@@ -204,3 +204,31 @@ def test_without_a_production_model_the_service_runs_but_is_not_ready(tmp_path):
         assert "no model is loaded" in response.json()["detail"]
         assert client.get("/model-info").status_code == 503
         assert client.get("/metrics").status_code == 200
+
+
+def test_under_two_workers_health_is_ready_only_once_both_serve_and_counts_their_versions(
+    registered, tmp_path
+):
+    shared = tmp_path / "run"
+    reload.use_folder(shared)  # as the supervisor does before it forks the workers
+    try:
+        settings = registered.model_copy(
+            update={"data_dir": tmp_path, "api_workers": 2, "prediction_log_enabled": False}
+        )
+        with TestClient(create_app(settings)) as client:
+            waiting = client.get("/health")
+            assert waiting.status_code == 503
+            body = waiting.json()
+            assert body["ready"] is False and body["live"] is True
+            assert body["model"]["version"] == "1"  # this worker serves; its sibling does not
+            assert body["workers"] == {"1": 1, "none": 1}
+            assert body["detail"] == "1 of 2 workers have no model yet"
+
+            (shared / reload.SERVING / "4242").write_text("1")  # the sibling has loaded v1
+            ready = client.get("/health")
+            assert ready.status_code == 200 and ready.json()["workers"] == {"1": 2}
+
+            (shared / reload.SERVING / "4242").write_text("2")  # it took a promotion first
+            assert client.get("/health").json()["workers"] == {"1": 1, "2": 1}
+    finally:
+        reload.use_folder(None)

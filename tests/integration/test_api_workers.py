@@ -1,6 +1,7 @@
 """`readmit serve` with two workers, as a real process: both serve (rounds of requests until each
-has answered), /metrics adds them up, one POST /reload-model swaps a promoted version into every
-worker, a killed worker is replaced, every scored record is logged once."""
+has answered), /metrics adds them up, /health counts the workers serving each version, one POST
+/reload-model swaps a promoted version into every worker, a killed worker is replaced, every
+scored record is logged once."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
             assert _send(api.url, payloads[sent : sent + ROUND]) == [200] * ROUND
             sent += ROUND
         assert len(_served_by(log)) == sent
+        assert httpx.get(f"{api.url}/health").json()["workers"] == {first: 2}
         payloads = payloads[:sent] + payloads[-MORE:]
         total = '{endpoint="/predict",method="POST",status="200"}'
         assert _metric(api.url, "readmit_http_requests_total", total) == sent
@@ -124,6 +126,7 @@ def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
         deadline = time.monotonic() + WAIT
         versions = {httpx.get(f"{api.url}/health").json()["model"]["version"] for _ in range(20)}
         assert versions == {second}
+        assert httpx.get(f"{api.url}/health").json()["workers"] == {second: 2}
         now = f'{{name="readmission",version="{second}"}}'
         assert _metric(api.url, "readmit_model_info", now) == 1.0
         assert _metric(api.url, "readmit_model_reloads_total") == 4  # two loads in each worker
@@ -133,6 +136,10 @@ def test_two_workers_serve_add_up_in_metrics_log_once_and_all_take_a_promotion(
         while len(_loaded_by(log)) < 3:  # the replacement has loaded the model
             assert time.monotonic() < deadline, "the killed worker was not replaced"
             time.sleep(0.2)
+        while (health := httpx.get(f"{api.url}/health")).status_code != 200:
+            assert time.monotonic() < deadline, health.text  # ready once it has published
+            time.sleep(0.2)
+        assert health.json()["workers"] == {second: 2}  # the dead worker's entry is gone
         assert _send(api.url, payloads[sent:]) == [200] * MORE
         assert _metric(api.url, "readmit_http_requests_total", total) == sent + MORE
         assert _metric(api.url, "readmit_model_loaded") == 1.0

@@ -12,9 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import mlflow
-import pytest
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
@@ -25,7 +23,7 @@ from readmit.stack.airflow import AirflowClient
 from readmit.stack.down import stragglers
 from readmit.stack.layout import Paths, paths_for
 from readmit.stack.status import status
-from tests.stack.stack import cli
+from tests.stack.stack import cli, wait_until_served
 
 DAGS = ["1_raw_batch_ingest_15k", "2_clean_build", "3_train_and_register"]
 ACTIVE = ("queued", "running", "restarting")
@@ -133,16 +131,7 @@ def _production(env: dict[str, str]) -> ModelVersion | None:
 
 
 def served(env: dict[str, str], version: str, timeout: float = 120) -> None:
-    api = f"http://127.0.0.1:{env['READMIT_API_PORT']}"
-    deadline = time.monotonic() + timeout
-    health = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            health = httpx.get(f"{api}/health", timeout=5)
-            if health.status_code == 200 and health.json()["model"]["version"] == version:
-                return
-        time.sleep(1)
-    pytest.fail(f"the API never served v{version}: {health and health.text}")
+    wait_until_served(f"http://127.0.0.1:{env['READMIT_API_PORT']}", version, timeout)
 
 
 def wait_for_running_tasks(airflow: AirflowClient, timeout: float = 600) -> None:

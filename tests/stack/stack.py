@@ -1,5 +1,6 @@
-"""What the stack tests share: the `readmit` command, a stack environment on free ports, and the
-reads of a running stack's Airflow runs and prediction log."""
+"""What the stack tests share: the `readmit` command, a stack environment on free ports, the
+reads of a running stack's Airflow runs and prediction log, and the wait for the API to serve a
+version in every worker."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+import pytest
 import sqlalchemy as sa
 
 from readmit.stack import postgres, processes
@@ -79,3 +83,22 @@ def logged_patient_key(engine: sa.engine.Engine, request_id: str) -> str | None:
 def settled_runs(airflow: AirflowClient, dag_id: str) -> list[dict]:
     runs = airflow.runs(dag_id)
     return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else []
+
+
+def wait_until_served(api: str, version: str, timeout: float = 120) -> None:
+    """Until every worker of the API at `api` serves `version` (a caller's request may reach
+    any of them)."""
+    deadline = time.monotonic() + timeout
+    health: httpx.Response | None = None
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(f"{api}/health", timeout=5)
+        except httpx.HTTPError:
+            health = None
+        if health is not None and health.status_code == 200:
+            body = health.json()
+            workers = body["workers"] or {version: 1}
+            if body["model"]["version"] == version and list(workers) == [version]:
+                return
+        time.sleep(1)
+    pytest.fail(f"the API never served v{version} in every worker: {health and health.text}")

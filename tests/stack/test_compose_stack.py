@@ -38,7 +38,7 @@ from tests.conftest import _unavailable
 from tests.containers import REPO, build
 from tests.stack import compose
 from tests.stack.durability import DAGS
-from tests.stack.stack import logged_patient_key, settled_runs, xcom
+from tests.stack.stack import logged_patient_key, settled_runs, wait_until_served, xcom
 from tests.subset import write_subset
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.in_order]
@@ -198,14 +198,7 @@ def test_compose_stack_trains_through_its_dags_and_serves_the_model(
 
     # The API container loads it (it polls every 3 s) and answers a caller with the UI's key.
     api = "http://127.0.0.1:8000"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        health = httpx.get(f"{api}/health", timeout=5)
-        if health.status_code == 200 and health.json()["model"]["version"] == production.version:
-            break
-        time.sleep(1)
-    else:
-        pytest.fail(f"the API never served v{production.version}: {health.text}")
+    wait_until_served(api, production.version)
     served = time.monotonic()
     assert httpx.post(f"{api}/predict", json=EXAMPLE, timeout=30).status_code == 401
     predicted = httpx.post(

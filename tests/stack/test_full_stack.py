@@ -38,7 +38,14 @@ from readmit.stack.down import stragglers
 from readmit.stack.layout import paths_for
 from tests.splits import assert_stack_keeps_patients_together
 from tests.stack import durability
-from tests.stack.stack import cli, logged_patient_key, settled_runs, stack_environment, xcom
+from tests.stack.stack import (
+    cli,
+    logged_patient_key,
+    settled_runs,
+    stack_environment,
+    wait_until_served,
+    xcom,
+)
 from tests.subset import write_subset
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.in_order]
@@ -147,14 +154,7 @@ def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     # 4. The API serves the @production version.
     production = mlflow.get_model_version_by_alias("readmission", "production")
     api = f"http://127.0.0.1:{stack_env['READMIT_API_PORT']}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        health = httpx.get(f"{api}/health", timeout=5)
-        if health.status_code == 200 and health.json()["model"]["version"] == production.version:
-            break
-        time.sleep(1)
-    else:
-        pytest.fail(f"the API never served v{production.version}: {health.text}")
+    wait_until_served(api, production.version, timeout=60)
     predicted = httpx.post(f"{api}/predict", json=EXAMPLE, timeout=10)
     assert predicted.status_code == 200
     assert predicted.json()["model"]["version"] == production.version

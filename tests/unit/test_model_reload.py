@@ -8,6 +8,7 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -122,3 +123,25 @@ def test_polling_goes_on_beside_the_signal(folder, tmp_path):
         _until(lambda: store.refreshes >= 3)
     finally:
         store.stop()
+
+
+def test_each_worker_publishes_the_version_it_serves_and_a_dead_ones_is_forgotten(folder, tmp_path):
+    store = ModelStore(Settings(data_dir=tmp_path, api_workers=3), Metrics())
+    assert store.workers_serving() == {reload.NONE: 3}
+    served = SimpleNamespace(version=None)
+
+    def refresh() -> bool:
+        store.champion._current = served if served.version else None  # type: ignore[assignment]
+        return True
+
+    store.champion.refresh = refresh  # type: ignore[method-assign]
+    store.refresh()
+    assert store.workers_serving() == {reload.NONE: 3}  # no model yet
+    served.version = "3"
+    store.refresh()
+    assert store.workers_serving() == {"3": 1, reload.NONE: 2}
+    (folder / reload.SERVING / "4242").write_text("2")  # a sibling still on v2
+    assert store.workers_serving() == {"3": 1, "2": 1, reload.NONE: 1}
+    assert store.signal is not None
+    store.signal.forget(4242)  # it died
+    assert store.workers_serving() == {"3": 1, reload.NONE: 2}

@@ -3,7 +3,10 @@
 With several workers (`workers.py`) the values live in prometheus_client's multiprocess files
 and `render` adds up every worker's: counters and histograms are summed, and each gauge says
 how its workers' values combine (`multiprocess_mode`: summed for what each worker holds,
-the lowest for "a model is loaded", the latest for the served model's AUC).
+the lowest for "a model is loaded", the latest for the served model's AUC). That mode is on
+only after `use_multiprocess`: Feast, imported by MLflow's plugins in any process that uses
+MLflow, sets prometheus_client's multiprocess variables to a folder of its own, which would
+otherwise make every app in the process write to, and read, the same files.
 
 Scores are labelled by `variant`: `champion` and `challenger` answered callers, `shadow` are
 the challenger's scores nobody was given (sum `variant!="shadow"` for what callers got).
@@ -12,6 +15,7 @@ the challenger's scores nobody was given (sum `variant!="shadow"` for what calle
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,11 +36,24 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CLOSE_REASONS = ("over_limit", "header_timeout", "header_too_large")
 SHED_REASONS = ("in_flight", "queued")
 
+_folder: str | None = None  # every worker's values, once `use_multiprocess` was called
+
+
+def use_multiprocess(folder: Path) -> None:
+    """Every metric made after this call in this process and its children writes to `folder`,
+    and `render` adds up all the files there."""
+    global _folder
+    os.environ[MULTIPROCESS_DIR] = str(folder)
+    values.ValueClass = values.MultiProcessValue()
+    _folder = str(folder)
+
 
 class Metrics:
     """Every metric the API exports; names are stable, dashboards and alerts use them."""
 
     def __init__(self) -> None:
+        if _folder is None:
+            values.ValueClass = values.MutexValue  # in memory, whatever the environment says
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -271,9 +289,8 @@ class Metrics:
             self.history.labels(source=source).inc(sources.count(source))
 
     def render(self) -> bytes:
-        folder = os.environ.get(MULTIPROCESS_DIR)
-        if folder is None:
+        if _folder is None:
             return generate_latest(self.registry)
         every_worker = CollectorRegistry()
-        multiprocess.MultiProcessCollector(every_worker, folder)
+        multiprocess.MultiProcessCollector(every_worker, _folder)
         return generate_latest(every_worker)

@@ -7,7 +7,8 @@ swapped in (`readmit.registered`). A refused version, a failed load and an unrea
 all leave the previous model serving; each is counted in /metrics, logged, and named in /health.
 A refused version is remembered, so it is not fetched again on every poll. A champion is kept
 when @production is removed; a challenger is dropped when @challenger is. Under several
-workers, /reload-model makes every worker check both aliases (`reload.py`).
+workers, /reload-model makes every worker check both aliases, and each worker records the
+version it serves for /health (`reload.py`).
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class ModelStore:
         self._thread: threading.Thread | None = None
         self.signal = reload.shared(settings.api_workers)
         self._generation = 0  # of the signal, last acted on
+        self._published: str | None = None  # the version last written for /health
 
     @property
     def challenger_enabled(self) -> bool:
@@ -180,7 +182,17 @@ class ModelStore:
 
     def refresh(self) -> bool:
         """Check `@production`; load and swap in a new version. True when the model changed."""
-        return self.champion.refresh()
+        changed = self.champion.refresh()
+        current = self.champion.current
+        version = None if current is None else current.version
+        if self.signal is not None and self._published != version:
+            self.signal.publish(version)
+            self._published = version
+        return changed
+
+    def workers_serving(self) -> dict[str, int] | None:
+        """Under several workers, how many serve each version (None with one process)."""
+        return None if self.signal is None else self.signal.versions()
 
     def refresh_all(self) -> tuple[bool, bool]:
         """Check both aliases, each on its own (a failing one leaves the other alone); whether

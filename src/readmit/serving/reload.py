@@ -8,6 +8,9 @@ has acted on to `acks/<pid>`, so the request can wait, at most WAIT_SECONDS, unt
 has, and say how many did. The supervisor removes the acknowledgement of a worker that died;
 its replacement loads `@production` when it starts anyway.
 
+Each worker also writes the `@production` version it serves to `serving/<pid>`, so /health
+taken by any worker can say whether a promotion has reached all of them (`versions`).
+
 With one process there is no folder and nothing to signal.
 """
 
@@ -22,6 +25,8 @@ CHECK_SECONDS = 0.2
 WAIT_SECONDS = 60.0  # a load takes seconds; a worker stuck longer is reported, not awaited
 COUNTER = "generation"
 ACKS = "acks"
+SERVING = "serving"
+NONE = "none"  # a worker with no model yet, in `versions`
 
 _folder: Path | None = None
 
@@ -32,6 +37,7 @@ def use_folder(folder: Path | None) -> None:
     _folder = folder
     if folder is not None:
         (folder / ACKS).mkdir(mode=0o700, parents=True, exist_ok=True)
+        (folder / SERVING).mkdir(mode=0o700, exist_ok=True)
 
 
 def shared(workers: int) -> ReloadSignal | None:
@@ -45,6 +51,7 @@ class ReloadSignal:
     def __init__(self, folder: Path, workers: int) -> None:
         self.counter = folder / COUNTER
         self.acks = folder / ACKS
+        self.serving = folder / SERVING
         self.workers = workers
 
     def generation(self) -> int:
@@ -70,10 +77,29 @@ class ReloadSignal:
 
     def acknowledge(self, generation: int) -> None:
         """Record that this worker has checked `@production` for `generation`."""
-        path = self.acks / str(os.getpid())
-        partial = path.with_suffix(".tmp")
-        partial.write_text(str(generation), encoding="ascii")
-        partial.replace(path)  # readers never see a half-written number
+        _write(self.acks / str(os.getpid()), str(generation))
+
+    def publish(self, version: str | None) -> None:
+        """Record the version this worker serves (None: no model yet)."""
+        _write(self.serving / str(os.getpid()), version or "")
+
+    def versions(self) -> dict[str, int]:
+        """How many workers serve each version; workers that have not published one, or have
+        no model yet, are counted under NONE."""
+        counts: dict[str, int] = {}
+        for path in self.serving.iterdir():
+            if path.suffix == ".tmp":
+                continue
+            try:
+                version = path.read_text(encoding="ascii")
+            except FileNotFoundError:
+                continue
+            if version:
+                counts[version] = counts.get(version, 0) + 1
+        missing = self.workers - sum(counts.values())
+        if missing > 0:
+            counts[NONE] = missing
+        return counts
 
     def confirmed(self, generation: int) -> int:
         """How many workers have acted on `generation` (or a later one)."""
@@ -98,5 +124,12 @@ class ReloadSignal:
         return count
 
     def forget(self, pid: int) -> None:
-        """Drop the acknowledgement of a worker that is gone."""
+        """Drop what a worker that is gone recorded."""
         (self.acks / str(pid)).unlink(missing_ok=True)
+        (self.serving / str(pid)).unlink(missing_ok=True)
+
+
+def _write(path: Path, text: str) -> None:
+    partial = path.with_suffix(".tmp")
+    partial.write_text(text, encoding="ascii")
+    partial.replace(path)  # readers never see a half-written value

@@ -31,6 +31,7 @@ from readmit.serving.body import CheckedRoute, public_errors
 from readmit.serving.challenger import Plan, ShadowJob, ShadowScorer, make_plan
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import LoadedModel, ModelStore
+from readmit.serving.reload import NONE as NO_MODEL
 from readmit.serving.schemas import (
     BatchPrediction,
     BatchRequest,
@@ -388,19 +389,31 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 
 @router.get("/health", response_model=Health, tags=["service"], responses=NOT_READY)
 async def health(store: StoreDep, response: Response) -> Health:
-    """Liveness (the process answers) and readiness (a model is loaded). `async`: it only
-    reads a reference, and must not queue behind CPU work in the thread pool."""
+    """Liveness (the process answers) and readiness (every worker has a model loaded: a
+    caller's request may reach any of them). `async`: it only reads a reference and a few
+    small files, and must not queue behind CPU work in the thread pool."""
     current = store.current
-    challenger = _challenger_health(store)
+    workers = store.workers_serving()
+    waiting = 0 if workers is None else workers.get(NO_MODEL, 0)
+    ready = current is not None and waiting == 0
     if current is None:
-        response.status_code = 503
         detail = store.last_error or "loading the model"
-        return Health(
-            status="not_ready", live=True, ready=False, model=None, detail=detail, **challenger
-        )
-    detail = "serving" if store.last_error is None else f"serving; last check: {store.last_error}"
+    elif waiting:
+        detail = f"{waiting} of {store.settings.api_workers} workers have no model yet"
+    elif store.last_error is None:
+        detail = "serving"
+    else:
+        detail = f"serving; last check: {store.last_error}"
+    if not ready:
+        response.status_code = 503
     return Health(
-        status="ok", live=True, ready=True, model=_ref(current), detail=detail, **challenger
+        status="ok" if ready else "not_ready",
+        live=True,
+        ready=ready,
+        model=_ref(current) if current else None,
+        detail=detail,
+        workers=workers,
+        **_challenger_health(store),
     )
 
 

@@ -301,6 +301,13 @@ class Health(BaseModel):
         default=None, description="The @challenger version loaded (never needed for readiness)."
     )
     challenger_detail: str | None = None
+    workers: dict[str, int] | None = Field(
+        default=None,
+        description=(
+            "Under several workers: how many serve each @production version ('none': no model "
+            "yet). A promotion has reached every worker when one version counts them all."
+        ),
+    )
 
 
 class VariantInfo(BaseModel):

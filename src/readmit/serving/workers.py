@@ -10,10 +10,11 @@ A worker that dies is replaced; SIGTERM or SIGINT stops them all gracefully.
 /metrics adds up every worker: prometheus_client's multiprocess mode, each worker writing its
 values to files in a private folder made for this run, any worker reading all of them when
 scraped (counters and histograms summed; each gauge's rule is in `metrics.py`). A dead worker's
-live gauges are dropped. /health and /model-info answer for the worker that takes the request;
-after a promotion every worker has swapped within READMIT_MODEL_POLL_SECONDS, and a POST
-/reload-model makes every worker check `@production` before it answers (`reload.py`, a
-generation counter in the same run folder).
+live gauges are dropped. /health and /model-info answer for the worker that takes the request,
+and /health also counts the workers serving each version and is ready only once every worker
+has a model; after a promotion every worker has swapped within READMIT_MODEL_POLL_SECONDS, and
+a POST /reload-model makes every worker check `@production` before it answers (`reload.py`, a
+generation counter and each worker's version in the same run folder).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from prometheus_client import multiprocess, values
+from prometheus_client import multiprocess
 
 from readmit.logs import configure_json_logging
 from readmit.serving import reload
-from readmit.serving.metrics import MULTIPROCESS_DIR
+from readmit.serving.metrics import use_multiprocess
 from readmit.settings import Settings
 
 # Builds one worker's server from the settings (server.build_server).
@@ -45,12 +46,6 @@ ServerFactory = Callable[[Settings], uvicorn.Server]
 log = logging.getLogger(__name__)
 STOP_SECONDS = 20.0
 RESTART_PAUSE_SECONDS = 1.0  # between restarts, so a worker that cannot start does not spin
-
-
-def use_multiprocess_metrics(folder: Path) -> None:
-    """Every metric made after this call in this process and its children writes to `folder`."""
-    os.environ[MULTIPROCESS_DIR] = str(folder)
-    values.ValueClass = values.MultiProcessValue()
 
 
 def _listening_socket(settings: Settings) -> socket.socket:
@@ -139,7 +134,7 @@ def run_workers(settings: Settings, build: ServerFactory) -> None:
     metrics_dir = run_dir / "metrics"
     try:
         metrics_dir.mkdir(mode=0o700)
-        use_multiprocess_metrics(metrics_dir)
+        use_multiprocess(metrics_dir)
         reload.use_folder(run_dir / "reload")
         with _listening_socket(settings) as sock:
             Supervisor(build, settings, sock, metrics_dir).run()
