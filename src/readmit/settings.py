@@ -299,6 +299,14 @@ class Settings(BaseSettings):
         description="Processes of `readmit serve`, one per core to use; they share the port, "
         "and /metrics adds them up.",
     )
+    api_threads: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Pool threads per API worker running handlers (scoring, body parsing); "
+        "requests past them wait their turn in order. Few: threads taking turns at the GIL "
+        "stretch every request's latency and keep the event loop (and /health) waiting.",
+    )
     max_in_flight: int = Field(
         default=64,
         gt=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pytest
+from anyio import to_thread
 from fastapi.testclient import TestClient
 
 from readmit import registry
@@ -232,3 +233,14 @@ def test_under_two_workers_health_is_ready_only_once_both_serve_and_counts_their
             assert client.get("/health").json()["workers"] == {"1": 1, "2": 1}
     finally:
         reload.use_folder(None)
+
+
+def test_handlers_run_in_as_many_pool_threads_as_set(registered, tmp_path):
+    settings = registered.model_copy(
+        update={"data_dir": tmp_path, "api_threads": 3, "prediction_log_enabled": False}
+    )
+    with TestClient(create_app(settings)) as client:
+        limiter = client.portal.call(to_thread.current_default_thread_limiter)
+        assert limiter.total_tokens == 3
+        assert client.post("/predict", json=EXAMPLE).status_code == 200
+        assert limiter.borrowed_tokens == 0

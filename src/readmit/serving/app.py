@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync routes and dependencies run in this pool (FastAPI's default limiter).
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         if settings.challenger_mode == "canary":  # a missing key fails the start, not a request
             app.state.canary_key = pseudonym_key(settings)
         if prediction_log is not None:
