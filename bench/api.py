@@ -215,7 +215,15 @@ class HealthProbe(threading.Thread):
         return f"/health {ok}/{len(self.answers)} ok, slowest {self.slowest * 1000:.0f} ms"
 
 
-def start_readmit(settings: Settings, workers: int, auth: str, folder: Path, label: str) -> Service:
+def start_readmit(
+    settings: Settings,
+    workers: int,
+    auth: str,
+    folder: Path,
+    label: str,
+    extra: dict[str, str] | None = None,
+) -> Service:
+    """`readmit serve` with `extra` settings over the bench's own, once every worker serves."""
     port = free_port()
     env = {
         "READMIT_API_PORT": str(port),
@@ -224,6 +232,7 @@ def start_readmit(settings: Settings, workers: int, auth: str, folder: Path, lab
         "READMIT_MONITOR_DB_URL": f"sqlite:///{folder}/monitor-{label}.db",
         "READMIT_AUTH": auth,
         "READMIT_API_KEY": KEY,
+        **(extra or {}),
     }
     log = folder / f"api-{label}.log"
     api = start_api(settings.model_copy(update={"api_port": port}), log, env, timeout=180)
@@ -233,9 +242,7 @@ def start_readmit(settings: Settings, workers: int, auth: str, folder: Path, lab
             api.stop()
             raise RuntimeError(f"the API did not load the model; see {log}")
         time.sleep(0.5)
-    for _ in range(20 * workers):  # every worker has its model before the clock starts
-        httpx.get(f"{api.url}/health")
-    return api
+    return api  # /health is 200 once every worker has its model
 
 
 def start_mlflow_serve(settings: Settings, workers: int, folder: Path) -> Service:
