@@ -456,11 +456,13 @@ def export_mlflow_login(settings: Settings) -> None:
         )
 
 
-# MLflow's client reads these from the environment only. Fail in seconds instead of MLflow's
-# default minutes of retries when the server is down; no progress bars in the JSON logs; a
-# logged model carries its own pinned requirements, not a copy of the project's uv files.
+# MLflow's client reads these from the environment only. One retry, sent at once (urllib3
+# waits only from the second): a kept-alive connection the server closed as the request left
+# is reset, and the retry takes a new one; a server that is down fails in seconds instead of
+# MLflow's default minutes of retries. No progress bars in the JSON logs; a logged model
+# carries its own pinned requirements, not a copy of the project's uv files.
 MLFLOW_CLIENT_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_LOG_UV_FILES": "false",

@@ -60,7 +60,7 @@ def test_mlflow_client_defaults_leave_an_explicit_value(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
     apply_mlflow_client_defaults()
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
 
 
