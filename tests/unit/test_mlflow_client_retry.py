@@ -64,6 +64,12 @@ def _read_request(conn: socket.socket) -> bool:
     return True
 
 
+def _client(server: ResettingServer) -> MlflowClient:
+    """Both URIs named: another test may have set a process-wide registry URI."""
+    url = f"http://127.0.0.1:{server.port}"
+    return MlflowClient(tracking_uri=url, registry_uri=url)
+
+
 @pytest.fixture
 def defaults(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name, value in MLFLOW_CLIENT_DEFAULTS.items():
@@ -78,7 +84,7 @@ def test_a_kept_alive_connection_reset_by_the_server_is_retried_on_a_new_one(
 ) -> None:
     server = ResettingServer()
     try:
-        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{server.port}")
+        client = _client(server)
         client.search_registered_models()
         client.search_registered_models()
         assert server.connections == 2
@@ -92,7 +98,7 @@ def test_without_the_retry_the_reset_reaches_the_caller(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     server = ResettingServer()
     try:
-        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{server.port}")
+        client = _client(server)
         client.search_registered_models()
         with pytest.raises(MlflowException, match="reset"):
             client.search_registered_models()
@@ -103,7 +109,7 @@ def test_without_the_retry_the_reset_reaches_the_caller(
 def test_a_server_that_resets_every_request_is_tried_twice_then_reported(defaults: None) -> None:
     server = ResettingServer(reset_all=True)
     try:
-        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{server.port}")
+        client = _client(server)
         with pytest.raises(MlflowException, match="reset"):
             client.search_registered_models()
         assert server.connections == 2
