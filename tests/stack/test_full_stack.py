@@ -2,12 +2,11 @@
 
 1. End to end: `readmit stack up`, DAG 1 triggered through Airflow's REST API until every
    batch is in, DAGs 2 and 3 run from their Assets, the API serves the new @production
-   version, and `readmit stack down` leaves no process behind.
-2. `stack up` again serves that version (the registry in PostgreSQL, the artifacts in S3 on
-   disk); then kill -9 (no `stack down`) keeps every model artifact: after `stack up` the API
-   serves the same @production version, and each version's files download byte for byte as
-   before — after a training (the end-to-end test's, or its own when run alone) and again
-   after a second one.
+   version, `readmit stack down` leaves no process behind, and `stack up` again serves it.
+2. Kill -9 (no `stack down`) keeps every model artifact: after `stack up` the API serves the
+   same @production version, and each version's files download byte for byte as before —
+   after a training (the end-to-end test's, or its own when run alone) and again after a
+   second one.
 3. `stack down` while an Airflow training task runs leaves no task process behind (it loads
    what the training reads when run alone).
 
@@ -71,13 +70,7 @@ def stack_env(pg_admin_url: str, dataset_uri: str, tmp_path_factory: pytest.Temp
         yield env
 
 
-@pytest.fixture(scope="module")
-def after_down() -> dict[str, str]:
-    """What the end-to-end test leaves the next one: the @production version before `down`."""
-    return {}
-
-
-def test_full_stack_end_to_end(stack_env: dict[str, str], after_down: dict[str, str]) -> None:
+def test_full_stack_end_to_end(stack_env: dict[str, str]) -> None:
     clock = time.monotonic()
     up = _cli(stack_env, "stack", "up")
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -189,16 +182,26 @@ def test_full_stack_end_to_end(stack_env: dict[str, str], after_down: dict[str, 
     assert all(processes.group_members(pid) == [] for pid in pids)
     assert stragglers(paths) == []
     assert _cli(stack_env, "stack", "status", timeout=60).returncode == 1
-    after_down["production"] = production.version  # the next test brings the stack up again
+
+    # 6. Up again: the registry (PostgreSQL) and the artifacts (S3 on disk) are still there.
+    again = _cli(stack_env, "stack", "up")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{api}/health", timeout=5)
+        if health.status_code == 200:
+            break
+        time.sleep(1)
+    assert health.json()["model"]["version"] == production.version, health.text
 
     print(f"full stack end to end: {time.monotonic() - clock:.0f} s")
 
 
-def test_up_again_then_artifacts_survive_a_kill_9_of_every_stack_process(
-    stack_env: dict[str, str], after_down: dict[str, str], tmp_path: Path
+def test_artifacts_survive_a_kill_9_of_every_stack_process(
+    stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     clock = time.monotonic()
-    durability.stack_up(stack_env)  # after the end-to-end test's `stack down`
+    durability.stack_up(stack_env)
     keys = json.loads(durability.stack_paths(stack_env).secrets.read_text())
     airflow = AirflowClient(
         f"http://127.0.0.1:{stack_env['READMIT_AIRFLOW_PORT']}", "admin", keys["airflow_password"]
@@ -210,11 +213,7 @@ def test_up_again_then_artifacts_survive_a_kill_9_of_every_stack_process(
     airflow.close()
 
     client = durability.stack_client_env(stack_env)
-    if "production" in after_down:
-        # Up again: the registry (PostgreSQL) and the artifacts (S3 on disk) are still there.
-        assert durability.has_production(stack_env), "no @production after stack down and up"
-        assert durability.production_version(stack_env) == after_down["production"]
-    elif not durability.has_production(stack_env):  # run alone: it trains the first version
+    if not durability.has_production(stack_env):  # run alone: it trains the first version
         durability.ingest_and_clean(client)
         durability.train(client)
     production = durability.production_version(stack_env)
