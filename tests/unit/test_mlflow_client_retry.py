@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from collections.abc import Iterator
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -49,7 +48,10 @@ class ResettingServer:
             answered = True
         conn.close()
 
-    def close(self) -> None:
+    def __enter__(self) -> ResettingServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         self.listener.close()
 
 
@@ -71,47 +73,36 @@ def _client(server: ResettingServer) -> MlflowClient:
 
 
 @pytest.fixture
-def defaults(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in MLFLOW_CLIENT_DEFAULTS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    yield
 
 
 def test_a_kept_alive_connection_reset_by_the_server_is_retried_on_a_new_one(
     defaults: None,
 ) -> None:
-    server = ResettingServer()
-    try:
+    with ResettingServer() as server:
         client = _client(server)
         client.search_registered_models()
         client.search_registered_models()
         assert server.connections == 2
-    finally:
-        server.close()
 
 
 def test_without_the_retry_the_reset_reaches_the_caller(
     defaults: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    server = ResettingServer()
-    try:
+    with ResettingServer() as server:
         client = _client(server)
         client.search_registered_models()
         with pytest.raises(MlflowException, match="reset"):
             client.search_registered_models()
-    finally:
-        server.close()
 
 
 def test_a_server_that_resets_every_request_is_tried_twice_then_reported(defaults: None) -> None:
-    server = ResettingServer(reset_all=True)
-    try:
-        client = _client(server)
+    with ResettingServer(reset_all=True) as server:
         with pytest.raises(MlflowException, match="reset"):
-            client.search_registered_models()
+            _client(server).search_registered_models()
         assert server.connections == 2
-    finally:
-        server.close()
