@@ -330,6 +330,75 @@ def test_requests_past_the_in_flight_bound_are_shed_at_once_and_health_answers(l
     assert _shed_count(url, "queued") == 0
 
 
+def test_a_shed_request_keeps_its_connection_and_id_and_is_counted(live_server):
+    """The 503 written at the headers carries the caller's request id, its body is read and
+    dropped, and the same keep-alive connection is served once the bound clears; the refusal
+    counts in the request metrics as the app's own answers do."""
+    url = live_server(max_in_flight=1)
+    body = json.dumps(EXAMPLE).encode()
+
+    def post(request_id: bytes) -> bytes:
+        return (
+            b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+            b"X-Request-ID: %s\r\nContent-Length: %d\r\n\r\n%s" % (request_id, len(body), body)
+        )
+
+    held = _connect(url)
+    held.sendall(post(b"held")[:-10])  # in progress: the body is still coming
+    deadline = time.monotonic() + WAIT
+    while _metric(url, "readmit_http_requests_in_flight") < 1:
+        assert time.monotonic() < deadline, "the held request never started"
+        time.sleep(0.05)
+    sock = _connect(url)
+    sock.sendall(post(b"shed-1"))
+    (shed,) = _answers(sock, 1)
+    head = shed.lower()
+    assert shed.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head
+    assert b"x-request-id: shed-1" in head and b"connection: close" not in head
+    assert json.loads(shed.partition(b"\r\n\r\n")[2]) == {
+        "detail": "overloaded: 1 requests in progress; retry later"
+    }
+    held.sendall(body[-10:])
+    (done,) = _answers(held, 1)
+    assert done.startswith(b"HTTP/1.1 200") and b"x-request-id: held" in done.lower()
+    deadline = time.monotonic() + WAIT
+    while _metric(url, "readmit_http_requests_in_flight") > 0:
+        assert time.monotonic() < deadline, "the held request never finished"
+        time.sleep(0.05)
+    sock.sendall(post(b"after"))
+    (scored,) = _answers(sock, 1)
+    assert scored.startswith(b"HTTP/1.1 200") and b"x-request-id: after" in scored.lower()
+    held.close()
+    sock.close()
+    assert _shed_count(url, "in_flight") == 1
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'readmit_http_requests_total{endpoint="/predict",method="POST",status="503"} 1.0' in (
+        metrics
+    )
+
+
+def test_a_shed_request_that_expects_100_continue_closes_its_connection(live_server):
+    """Its body will not come: what the client sends next cannot be read as a request."""
+    url = live_server(max_in_flight=1)
+    held = _connect(url)
+    held.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    deadline = time.monotonic() + WAIT
+    while _metric(url, "readmit_http_requests_in_flight") < 1:
+        assert time.monotonic() < deadline, "the held request never started"
+        time.sleep(0.05)
+    sock = _connect(url)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n"
+    )
+    answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 503") and b"connection: close" in answer.lower()
+    held.close()
+
+
 def _shed_count(url: str, reason: str) -> float:
     text = httpx.get(f"{url}/metrics").text
     match = re.search(rf'^readmit_http_shed_total{{reason="{reason}"}} (\S+)$', text, re.MULTILINE)

@@ -12,8 +12,6 @@ requests in progress or READMIT_MAX_QUEUE_MS of waiting to start. Connection lim
 from __future__ import annotations
 
 import logging
-import random
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,13 +33,13 @@ from readmit.serving.body import BoundedBody, public_errors
 from readmit.serving.challenger import ShadowScorer
 from readmit.serving.metrics import Metrics
 from readmit.serving.model_store import ModelStore
-from readmit.serving.overload import ShedOverload
+from readmit.serving.overload import InFlight, ShedOverload
+from readmit.serving.request_ids import request_id
 from readmit.serving.routes import router
 from readmit.settings import Settings
 from readmit.storage.monitor import monitor_engine
 
 log = logging.getLogger(__name__)
-REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _endpoint(scope: Scope) -> str:
@@ -107,6 +105,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.canary_key = b""
     app.state.monitor_engine = engine
     app.state.keys = KeyRing(settings)
+    app.state.in_flight = InFlight(settings.max_in_flight)
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error)
 
@@ -116,7 +115,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.add_middleware(
         ShedOverload,
         metrics=metrics,
-        max_in_flight=settings.max_in_flight,
+        in_flight=app.state.in_flight,
         max_queue_ms=settings.max_queue_ms,
     )
     app.add_middleware(ObserveMiddleware, metrics=metrics, store=store)
@@ -129,15 +128,6 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     and the list is capped (`body.public_errors`)."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     return JSONResponse({"detail": public_errors(errors)}, status_code=422)
-
-
-def request_id(headers: dict[bytes, bytes]) -> str:
-    """The client's X-Request-ID when it is a short token of safe characters (it is echoed in
-    headers, bodies and logs), otherwise a new one."""
-    given = headers.get(b"x-request-id", b"").decode("latin-1")
-    # 128 random bits, as a uuid4 has, from `random` (reseeded in each forked worker):
-    # uuid4 asks the kernel for each one, a system call per request.
-    return given if REQUEST_ID.fullmatch(given) else f"{random.getrandbits(128):032x}"
 
 
 class ObserveMiddleware:

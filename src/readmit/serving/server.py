@@ -5,7 +5,9 @@ half a request line stays open for ever), no bound on their size (a 64 MB header
 buffered and answered) and no cap on open connections (21,000 idle sockets ran the process out
 of file descriptors). `GuardedHttpTools` adds all three, and stamps each request with the time
 its headers were read (`overload.ShedOverload` refuses one that waited too long to start); what
-it closes is counted in /metrics (`readmit_http_connections_closed_total`) and logged.
+it closes is counted in /metrics (`readmit_http_connections_closed_total`) and logged. It also
+answers 503 itself, as soon as a request's headers are parsed, while the worker has
+READMIT_MAX_IN_FLIGHT requests in progress (`overload.py` says why).
 uvicorn's own `limit_concurrency` is not used: it answers 503 to every request, including
 /health, once the idle connections reach it, and still keeps them open.
 """
@@ -19,6 +21,7 @@ import resource
 import time
 from typing import Any, ClassVar
 
+import httptools
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -26,7 +29,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from readmit.errors import ReadmitError
 from readmit.logs import configure_json_logging
 from readmit.serving.metrics import Metrics
-from readmit.serving.overload import HEADERS_READ_AT
+from readmit.serving.overload import (
+    HEADERS_READ_AT,
+    NEVER_SHED,
+    RETRY_AFTER_SECONDS,
+    InFlight,
+)
+from readmit.serving.request_ids import request_id
 from readmit.serving.workers import run_workers
 from readmit.settings import Settings
 
@@ -57,6 +66,8 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     settings: ClassVar[Settings]
     metrics: ClassVar[Metrics]
+    in_flight: ClassVar[InFlight]
+    endpoints: ClassVar[frozenset[str]]  # the app's route paths, the metrics' endpoint labels
     warned: ClassVar[dict[str, float]] = {}
     closed: ClassVar[dict[str, int]] = {}
 
@@ -66,6 +77,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.headers_completed = False  # in the chunk being parsed
         self.header_bytes = 0
         self.header_timer: asyncio.TimerHandle | None = None
+        self.shed = False  # the request being parsed was answered 503: its body is dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -97,6 +109,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.shed = False
         self.awaiting_headers = True
         if self.header_timer is None:
             self.header_timer = self.loop.call_later(
@@ -109,10 +122,55 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.header_bytes = 0
         self.cancel_header_timer()
         self.scope[HEADERS_READ_AT] = time.monotonic()  # type: ignore[literal-required]
+        if self.in_flight.full():
+            path = httptools.parse_url(self.url).path.decode("ascii", "replace")
+            if path not in NEVER_SHED and self.idle() and not self.parser.should_upgrade():
+                self.refuse_request(path)
+                return
         super().on_headers_complete()
 
+    def idle(self) -> bool:
+        """No earlier request of this connection is still being answered (a 503 written now
+        would overtake its answer)."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def refuse_request(self, path: str) -> None:
+        """503 with Retry-After and the request's id, written at once; the body that follows is
+        read and dropped, and the connection stays open when the client keeps it alive (unless
+        it waits for `100 Continue`, which would leave its body unsent)."""
+        self.shed = True
+        method = self.parser.get_method().decode("ascii", "replace")
+        keep_alive = (
+            self.parser.get_http_version() == "1.1"
+            and self.parser.should_keep_alive()
+            and not self.expect_100_continue
+        )
+        body = self.in_flight.refusal_body()
+        rid = request_id(dict(self.headers))
+        close = "" if keep_alive else "connection: close\r\n"
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nretry-after: {RETRY_AFTER_SECONDS}\r\n"
+            f"x-request-id: {rid}\r\n{close}\r\n"
+        )
+        self.transport.write(head.encode("latin-1") + body)
+        self.metrics.shed.labels(reason="in_flight").inc()
+        endpoint = path if path in self.endpoints else "other"
+        waited = time.monotonic() - self.scope[HEADERS_READ_AT]  # type: ignore[literal-required]
+        self.metrics.observe_request(endpoint, method, 503, waited)
+        self.warn("shedding requests", "in_flight", "shed_so_far")
+        if keep_alive:
+            self.on_response_complete()
+        else:
+            self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.shed:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if not self.shed:
+            super().on_message_complete()
         self.awaiting_headers = True  # what comes next is the next request's headers
 
     def cancel_header_timer(self) -> None:
@@ -127,30 +185,39 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self.metrics.connections_closed.labels(reason=reason).inc()
+        self.warn("closing connections", reason, "closed_so_far")
+        if reason != "header_timeout" or self.header_bytes:  # a silent client gets no answer
+            self.transport.write(REPLIES[reason])
+        self.transport.close()
+
+    def warn(self, what: str, reason: str, count_name: str) -> None:
+        """Count one more `reason`, logged at most every WARN_EVERY_SECONDS per reason."""
         self.closed[reason] = self.closed.get(reason, 0) + 1
         now = time.monotonic()
         if now - self.warned.get(reason, 0.0) >= WARN_EVERY_SECONDS:
             self.warned[reason] = now
             log.warning(
-                "closing connections: %s",
+                "%s: %s",
+                what,
                 reason,
                 extra={
                     "reason": reason,
-                    "closed_so_far": self.closed[reason],
+                    count_name: self.closed[reason],
                     "open_connections": len(self.connections),
                 },
             )
-        if reason != "header_timeout" or self.header_bytes:  # a silent client gets no answer
-            self.transport.write(REPLIES[reason])
-        self.transport.close()
 
 
-def guarded_protocol(settings: Settings, metrics: Metrics) -> type[GuardedHttpTools]:
-    """A protocol class bound to these settings and metrics (uvicorn instantiates it)."""
+def guarded_protocol(
+    settings: Settings, metrics: Metrics, in_flight: InFlight, endpoints: frozenset[str]
+) -> type[GuardedHttpTools]:
+    """A protocol class bound to one app's settings, metrics and in-flight count (uvicorn
+    instantiates it)."""
+    attributes = {"settings": settings, "metrics": metrics, "in_flight": in_flight}
     return type(
         "GuardedHttpTools",
         (GuardedHttpTools,),
-        {"settings": settings, "metrics": metrics, "warned": {}, "closed": {}},
+        {**attributes, "endpoints": endpoints, "warned": {}, "closed": {}},
     )
 
 
@@ -183,7 +250,12 @@ def build_server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Serv
         app,
         host=settings.api_host,
         port=settings.api_port,
-        http=guarded_protocol(settings, app.state.metrics),
+        http=guarded_protocol(
+            settings,
+            app.state.metrics,
+            app.state.in_flight,
+            frozenset(str(getattr(r, "path", "")) for r in app.router.routes),
+        ),
         timeout_keep_alive=settings.keep_alive_seconds,
         access_log=False,
         log_level="warning",
