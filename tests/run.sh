@@ -5,7 +5,7 @@
 # .pytest-stack.log and is printed after the rest. Arguments go to both runs; the exit status
 # is pytest's when one run failed, 0 when both passed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 pytest=.venv/bin/pytest
 side=(tests/stack tests/integration/test_images.py)
 log=.pytest-stack.log

@@ -213,6 +213,7 @@ def test_shellcheck(shellcheck: str) -> None:
         str(K8S / "make-dev-secrets.sh"),
         str(DEPLOY / "compose" / "make-api-keys.sh"),
         str(DEPLOY / "podman" / "images.sh"),
+        str(REPO / "tests" / "run.sh"),
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
