@@ -1,23 +1,27 @@
-"""The 200-connection flood of bench/api.py under several READMIT_API_THREADS and
-READMIT_MAX_IN_FLIGHT values, side by side with anyio's default pool (40 threads) in the same
-run, and the 20-connection load each must still take without shedding.
+"""The 200-connection flood of bench/api.py under fixed and adaptive in-flight bounds
+(READMIT_MAX_IN_FLIGHT, READMIT_LATENCY_TARGET_MS) and pool sizes (READMIT_API_THREADS), side by
+side with anyio's default pool (40 threads) in the same run, and the 20-connection load each
+must still take without shedding, before the flood and right after it.
 
 Usage: python -m bench.overload [--seconds 10] [--workers N]   (with the settings of a data dir
 holding a @production model, e.g. after `make run`). Needs `wrk` (`apt-get install wrk`).
 
 Each configuration is a fresh `readmit serve` with keys off, warmed up for 3 s, then driven by
-wrk closed loop at 20 and at 200 connections (accepted requests' latencies paired by request
-id, 503s counted apart), while a thread asks /health every 0.2 s during the flood.
-"""
+wrk closed loop at 20, 200 and again 20 connections (accepted requests' latencies paired by
+request id, 503s counted apart), while a thread asks /health every 0.2 s during the flood; the
+workers' in-flight bound is read from /metrics as the flood ends."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+import httpx
 
 from bench.api import (
     WARM_UP_SECONDS,
@@ -31,14 +35,18 @@ from bench.api import (
 )
 from readmit.settings import Settings
 
+FIXED = "READMIT_LATENCY_TARGET_MS"  # 0 keeps the in-flight bound at READMIT_MAX_IN_FLIGHT
+
 CONFIGURATIONS = {
-    "40 threads (baseline)": {"READMIT_API_THREADS": "40"},
-    "8 threads": {"READMIT_API_THREADS": "8"},
-    "4 threads": {"READMIT_API_THREADS": "4"},
-    "2 threads": {"READMIT_API_THREADS": "2"},
-    "4 threads, 16 in flight": {"READMIT_API_THREADS": "4", "READMIT_MAX_IN_FLIGHT": "16"},
+    "40 threads, fixed 64 (baseline)": {"READMIT_API_THREADS": "40", FIXED: "0"},
+    "4 threads, fixed 64": {FIXED: "0"},
+    "4 threads, fixed 16": {"READMIT_MAX_IN_FLIGHT": "16", FIXED: "0"},
+    "4 threads, adaptive to 50 ms (the default)": {},
+    "4 threads, adaptive to 25 ms": {FIXED: "25"},
 }
-LEVELS = (20, 200)
+# The flood, between a 20-connection load before it and one right after it (recovery).
+LEVELS = ((20, ""), (200, ""), (20, ", right after"))
+FLOOD = 200
 
 
 def main() -> int:
@@ -61,21 +69,28 @@ def main() -> int:
             url = f"{api.url}/predict"
             wrk(url, lua, 20, WARM_UP_SECONDS)
             print(f"{label}:")
-            for connections in LEVELS:
+            for connections, when in LEVELS:
                 probe = HealthProbe(api.url)
-                if connections == max(LEVELS):
+                if connections == FLOOD:
                     probe.start()
                 result = wrk(url, lua, connections, args.seconds)
-                print(line(f"{connections} connections", result))
+                print(line(f"{connections} connections{when}", result))
                 if probe.is_alive():
                     probe.stop.set()
                     probe.join()
-                    print(f"    during it: {probe.summary()}")
+                    print(f"    during it: {probe.summary()}; {in_flight_bound(api.url)}")
         finally:
             api.stop()
     print(f"end: {load_average()}")
     print(f"logs: {folder}")
     return 0
+
+
+def in_flight_bound(url: str) -> str:
+    """The workers' in-flight bounds, added up, as /metrics gives them now."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = re.search(r"^readmit_http_in_flight_bound (\S+)$", text, re.MULTILINE)
+    return f"in-flight bound at its end {float(found.group(1)):.0f}" if found else "no bound"
 
 
 if __name__ == "__main__":

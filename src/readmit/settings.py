@@ -310,8 +310,17 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         default=64,
         gt=0,
-        description="Requests in progress per API worker; more are answered 503 with "
-        "Retry-After at once (/health and /metrics excepted).",
+        description="Most requests in progress per API worker; more are answered 503 with "
+        "Retry-After at once (/health and /metrics excepted). The bound in force adapts "
+        "below it to READMIT_LATENCY_TARGET_MS.",
+    )
+    latency_target_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="90th percentile of a worker's time on an accepted /predict that its "
+        "in-flight bound adapts to, between READMIT_API_THREADS and READMIT_MAX_IN_FLIGHT "
+        "(a flood is shed sooner so accepted requests stay fast); 0: the bound stays at "
+        "READMIT_MAX_IN_FLIGHT.",
     )
     max_queue_ms: float = Field(
         default=1000.0,

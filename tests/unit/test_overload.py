@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from readmit.serving.metrics import Metrics
-from readmit.serving.overload import HEADERS_READ_AT, InFlight, ShedOverload
+from readmit.serving.overload import HEADERS_READ_AT, WINDOW_SECONDS, InFlight, ShedOverload
 
 
 def _call(shed: ShedOverload, path: str, read_at: float | None) -> tuple[int, dict[str, Any]]:
@@ -78,3 +78,64 @@ def test_past_the_in_flight_bound_a_request_is_shed_with_the_body_the_protocol_s
     assert json.dumps(answer["body"], separators=(",", ":")).encode() == in_flight.refusal_body()
     assert _call(shed, "/health", time.monotonic())[0] == 200
     assert _shed_count(metrics, "in_flight") == 1
+
+
+def _window(in_flight: InFlight, seconds: float, count: int, start: float) -> float:
+    """`count` /predict times of `seconds` in one window; the window closes at the next check."""
+    for _ in range(count):
+        in_flight.observe(seconds)
+    now = start + WINDOW_SECONDS
+    in_flight.full(now)
+    return now
+
+
+def test_the_bound_shrinks_while_accepted_requests_are_late_and_never_below_the_floor() -> None:
+    metrics = Metrics()
+    in_flight = InFlight(64, floor=4, target_ms=50, metrics=metrics)
+    now = in_flight.window_start
+    now = _window(in_flight, 0.200, 20, now)  # four times the target: halved, no further
+    assert in_flight.bound == 32
+    now = _window(in_flight, 0.080, 20, now)  # 50/80 of it
+    assert in_flight.bound == 20
+    assert metrics.registry.get_sample_value("readmit_http_in_flight_bound") == 20
+    for _ in range(10):
+        now = _window(in_flight, 1.0, 20, now)
+    assert in_flight.bound == 4
+    assert json.loads(in_flight.refusal_body())["detail"].startswith("overloaded: 4 requests")
+
+
+def test_the_bound_grows_back_when_requests_are_fast_and_at_once_when_quiet() -> None:
+    in_flight = InFlight(64, floor=4, target_ms=50)
+    now = in_flight.window_start
+    for _ in range(5):
+        now = _window(in_flight, 1.0, 20, now)
+    assert in_flight.bound == 4
+    now = _window(in_flight, 0.020, 20, now)  # under the target: at most doubled
+    assert in_flight.bound == 8
+    now = _window(in_flight, 0.049, 20, now)  # just under: one more, rounded up
+    assert in_flight.bound == 9
+    now = _window(in_flight, 1.0, 3, now)  # too few to judge, but late: kept
+    assert in_flight.bound == 9
+    _window(in_flight, 0.010, 2, now)  # few and fast: the flood is over
+    assert in_flight.bound == 64
+
+
+def test_no_window_closes_before_its_time_and_a_zero_target_keeps_the_bound() -> None:
+    in_flight = InFlight(64, floor=4, target_ms=50)
+    for _ in range(50):
+        in_flight.observe(1.0)
+    assert not in_flight.full(in_flight.window_start + WINDOW_SECONDS / 2)
+    assert in_flight.bound == 64
+    fixed = InFlight(64, floor=4, target_ms=0)
+    for _ in range(50):
+        fixed.observe(1.0)
+    fixed.full(fixed.window_start + 10 * WINDOW_SECONDS)
+    assert fixed.bound == 64 and fixed.samples == []
+
+
+def test_the_middleware_times_each_accepted_predict_and_only_predict() -> None:
+    in_flight = InFlight(64, floor=4, target_ms=50)
+    shed = ShedOverload(_ok, Metrics(), in_flight, max_queue_ms=1000)
+    _call(shed, "/predict", time.monotonic() - 0.3)
+    _call(shed, "/predict-batch", time.monotonic() - 0.3)
+    assert len(in_flight.samples) == 1 and 0.3 <= in_flight.samples[0] < 1.0

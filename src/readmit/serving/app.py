@@ -105,7 +105,9 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.canary_key = b""
     app.state.monitor_engine = engine
     app.state.keys = KeyRing(settings)
-    app.state.in_flight = InFlight(settings.max_in_flight)
+    app.state.in_flight = InFlight(
+        settings.max_in_flight, settings.api_threads, settings.latency_target_ms, metrics
+    )
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error)
 

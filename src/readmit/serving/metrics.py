@@ -187,6 +187,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.in_flight_bound = Gauge(
+            "readmit_http_in_flight_bound",
+            "Requests the workers take in progress before answering 503 (adapts to "
+            "READMIT_LATENCY_TARGET_MS between the pool threads and READMIT_MAX_IN_FLIGHT)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.open_connections = Gauge(
             "readmit_http_open_connections",
             "HTTP connections open now",

@@ -6,8 +6,8 @@ buffered and answered) and no cap on open connections (21,000 idle sockets ran t
 of file descriptors). `GuardedHttpTools` adds all three, and stamps each request with the time
 its headers were read (`overload.ShedOverload` refuses one that waited too long to start); what
 it closes is counted in /metrics (`readmit_http_connections_closed_total`) and logged. It also
-answers 503 itself, as soon as a request's headers are parsed, while the worker has
-READMIT_MAX_IN_FLIGHT requests in progress (`overload.py` says why).
+answers 503 itself, as soon as a request's headers are parsed, while the worker has as many
+requests in progress as its in-flight bound (`overload.py` says why).
 uvicorn's own `limit_concurrency` is not used: it answers 503 to every request, including
 /health, once the idle connections reach it, and still keeps them open.
 """
@@ -121,8 +121,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.headers_completed = True
         self.header_bytes = 0
         self.cancel_header_timer()
-        self.scope[HEADERS_READ_AT] = time.monotonic()  # type: ignore[literal-required]
-        if self.in_flight.full():
+        now = time.monotonic()
+        self.scope[HEADERS_READ_AT] = now  # type: ignore[literal-required]
+        if self.in_flight.full(now):
             path = httptools.parse_url(self.url).path.decode("ascii", "replace")
             if path not in NEVER_SHED and self.idle() and not self.parser.should_upgrade():
                 self.refuse_request(path)
