@@ -80,10 +80,15 @@ def test_past_the_in_flight_bound_a_request_is_shed_with_the_body_the_protocol_s
     assert _shed_count(metrics, "in_flight") == 1
 
 
-def _window(in_flight: InFlight, seconds: float, count: int, start: float) -> float:
-    """`count` /predict times of `seconds` in one window; the window closes at the next check."""
+def _window(
+    in_flight: InFlight, seconds: float, count: int, start: float, refused: bool = True
+) -> float:
+    """`count` /predict times of `seconds` in one window (and a refusal past the bound, or
+    none); the window closes at the next check."""
     for _ in range(count):
         in_flight.observe(seconds)
+    if refused:
+        in_flight.refused()
     now = start + WINDOW_SECONDS
     in_flight.full(now)
     return now
@@ -118,6 +123,17 @@ def test_the_bound_grows_back_when_requests_are_fast_and_at_once_when_quiet() ->
     assert in_flight.bound == 9
     _window(in_flight, 0.010, 2, now)  # few and fast: the flood is over
     assert in_flight.bound == 64
+
+
+def test_late_answers_without_a_refusal_leave_the_bound_where_it_is() -> None:
+    """A slow machine or model, not a line of requests at the bound: refusing would not help."""
+    in_flight = InFlight(64, floor=4, target_ms=50)
+    now = _window(in_flight, 0.5, 20, in_flight.window_start, refused=False)
+    assert in_flight.bound == 64
+    now = _window(in_flight, 0.5, 20, now)
+    assert in_flight.bound == 32
+    _window(in_flight, 0.5, 20, now, refused=False)
+    assert in_flight.bound == 32
 
 
 def test_no_window_closes_before_its_time_and_a_zero_target_keeps_the_bound() -> None:

@@ -9,7 +9,9 @@ READMIT_LATENCY_TARGET_MS to the 90th percentile of the worker's time on each ac
 READMIT_MAX_IN_FLIGHT. By Little's law a request's time is about the requests in progress over
 the rate they finish at; a flood slows that rate (the CPU goes to reading and refusing), so a
 fixed bound lets every accepted request wait longer, and the adaptive one sheds more instead.
-A quiet window (few requests, none late) puts the bound back at its ceiling at once.
+It only comes down in a window where the bound refused someone: late answers with the bound
+not reached mean a slow machine or model, which refusing callers would not speed up. A quiet
+window (few requests, none late) puts the bound back at its ceiling at once.
 `/predict` is the signal because its work is one record: a batch of 10,000 or an explanation
 takes longer by design, not because the worker is overloaded. READMIT_LATENCY_TARGET_MS=0
 keeps the bound fixed at READMIT_MAX_IN_FLIGHT.
@@ -66,6 +68,7 @@ class InFlight:
         self.count = 0
         self.window_start = time.monotonic()
         self.samples: list[float] = []
+        self.refused_in_window = False
         self.bodies: dict[int, bytes] = {}
         self._publish()
 
@@ -82,15 +85,22 @@ class InFlight:
         if self.target:
             self.samples.append(seconds)
 
+    def refused(self) -> None:
+        """A request was refused for the bound in this window."""
+        self.refused_in_window = True
+
     def adapt(self, now: float) -> None:
         """Move the bound by target / p90 of the window's times, and open a new window."""
         samples, self.samples, self.window_start = self.samples, [], now
+        refused, self.refused_in_window = self.refused_in_window, False
         if len(samples) < MIN_SAMPLES:
             if all(s <= self.target for s in samples):
                 self._set(self.ceiling)
             return
         p90 = sorted(samples)[int(0.9 * (len(samples) - 1))]
         step = min(MAX_STEP, max(1 / MAX_STEP, self.target / max(p90, 1e-6)))
+        if step < 1 and not refused:
+            return
         moved = self.bound * step
         self._set(math.ceil(moved) if step > 1 else math.floor(moved))
 
@@ -144,6 +154,8 @@ class ShedOverload:
         reason = self.reason_to_shed(scope, now)
         if reason is not None:
             self.metrics.shed.labels(reason=reason).inc()
+            if reason == "in_flight":
+                self.in_flight.refused()
             refusal = self.queued if reason == "queued" else _refusal(self.in_flight.refusal_body())
             await refusal(scope, receive, send)
             return

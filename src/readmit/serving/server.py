@@ -156,6 +156,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         )
         self.transport.write(head.encode("latin-1") + body)
         self.metrics.shed.labels(reason="in_flight").inc()
+        self.in_flight.refused()
         endpoint = path if path in self.endpoints else "other"
         waited = time.monotonic() - self.scope[HEADERS_READ_AT]  # type: ignore[literal-required]
         self.metrics.observe_request(endpoint, method, 503, waited)
