@@ -377,6 +377,31 @@ def test_a_shed_request_keeps_its_connection_and_id_and_is_counted(live_server):
     )
 
 
+def test_a_shed_request_whose_body_stalls_is_closed_after_the_header_timeout(live_server):
+    """Its 503 is sent at once; the rest of the body never comes, and the connection is not
+    kept for ever."""
+    url = live_server(max_in_flight=1, header_timeout_seconds=1.0)
+    held = _connect(url)
+    held.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    deadline = time.monotonic() + WAIT
+    while _metric(url, "readmit_http_requests_in_flight") < 1:
+        assert time.monotonic() < deadline, "the held request never started"
+        time.sleep(0.05)
+    sock = _connect(url)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    clock = time.monotonic()
+    answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 503") and answer.count(b"HTTP/1.1") == 1
+    assert time.monotonic() - clock >= 0.9  # kept open for the rest, then closed
+    held.close()
+
+
 def test_a_shed_request_that_expects_100_continue_closes_its_connection(live_server):
     """Its body will not come: what the client sends next cannot be read as a request."""
     url = live_server(max_in_flight=1)

@@ -138,7 +138,8 @@ class GuardedHttpTools(HttpToolsProtocol):
     def refuse_request(self, path: str) -> None:
         """503 with Retry-After and the request's id, written at once; the body that follows is
         read and dropped, and the connection stays open when the client keeps it alive (unless
-        it waits for `100 Continue`, which would leave its body unsent)."""
+        it waits for `100 Continue`, which would leave its body unsent) and sends the rest within
+        READMIT_HEADER_TIMEOUT_SECONDS."""
         self.shed = True
         method = self.parser.get_method().decode("ascii", "replace")
         keep_alive = (
@@ -161,10 +162,15 @@ class GuardedHttpTools(HttpToolsProtocol):
         waited = time.monotonic() - self.scope[HEADERS_READ_AT]  # type: ignore[literal-required]
         self.metrics.observe_request(endpoint, method, 503, waited)
         self.warn("shedding requests", "in_flight", "shed_so_far")
-        if keep_alive:
-            self.on_response_complete()
-        else:
+        if not keep_alive:
             self.transport.close()
+            return
+        # The rest of its body, and the next request's headers, within the header deadline:
+        # a client that goes silent mid-body is closed as a silent client is.
+        self.cancel_header_timer()
+        self.header_timer = self.loop.call_later(
+            self.settings.header_timeout_seconds, self.refuse, "header_timeout"
+        )
 
     def on_body(self, body: bytes) -> None:
         if not self.shed:
