@@ -1,7 +1,8 @@
 """The 200-connection flood of bench/api.py under fixed and adaptive in-flight bounds
-(READMIT_MAX_IN_FLIGHT, READMIT_LATENCY_TARGET_MS) and pool sizes (READMIT_API_THREADS), side by
-side with anyio's default pool (40 threads) in the same run, and the 20-connection load each
-must still take without shedding, before the flood and right after it.
+(READMIT_MAX_IN_FLIGHT, READMIT_LATENCY_TARGET_MS), with and without the pause on a refused
+connection (READMIT_SHED_PAUSE_MS), side by side with anyio's default pool (40 threads) in the
+same run, and the 20-connection load each must still take without shedding, before the flood
+and right after it.
 
 Usage: python -m bench.overload [--seconds 10] [--workers N]   (with the settings of a data dir
 holding a @production model, e.g. after `make run`). Needs `wrk` (`apt-get install wrk`).
@@ -36,13 +37,18 @@ from bench.api import (
 from readmit.settings import Settings
 
 FIXED = "READMIT_LATENCY_TARGET_MS"  # 0 keeps the in-flight bound at READMIT_MAX_IN_FLIGHT
+PAUSE = "READMIT_SHED_PAUSE_MS"  # 0 reads a refused connection's next request at once
 
 CONFIGURATIONS = {
-    "40 threads, fixed 64 (baseline)": {"READMIT_API_THREADS": "40", FIXED: "0"},
-    "4 threads, fixed 64": {FIXED: "0"},
-    "4 threads, fixed 16": {"READMIT_MAX_IN_FLIGHT": "16", FIXED: "0"},
-    "4 threads, adaptive to 50 ms (the default)": {},
-    "4 threads, adaptive to 25 ms": {FIXED: "25"},
+    "40 threads, fixed 64, no pause (baseline)": {
+        "READMIT_API_THREADS": "40",
+        FIXED: "0",
+        PAUSE: "0",
+    },
+    "4 threads, fixed 64, no pause": {FIXED: "0", PAUSE: "0"},
+    "4 threads, adaptive 50 ms, no pause": {PAUSE: "0"},
+    "4 threads, fixed 64, pause 50 ms": {FIXED: "0"},
+    "4 threads, adaptive 50 ms, pause 50 ms (the default)": {},
 }
 # The flood, between a 20-connection load before it and one right after it (recovery).
 LEVELS = ((20, ""), (200, ""), (20, ", right after"))

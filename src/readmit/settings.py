@@ -322,6 +322,15 @@ class Settings(BaseSettings):
         "(a flood is shed sooner so accepted requests stay fast); 0: the bound stays at "
         "READMIT_MAX_IN_FLIGHT.",
     )
+    shed_pause_ms: float = Field(
+        default=50.0,
+        ge=0,
+        le=1000,
+        description="After a 503 for the in-flight bound, how long `readmit serve` reads "
+        "nothing more from that connection: a client that resends at once, ignoring "
+        "Retry-After, waits in its own socket instead of taking the CPU from accepted "
+        "requests; 0: read on at once.",
+    )
     max_queue_ms: float = Field(
         default=1000.0,
         gt=0,

@@ -377,6 +377,38 @@ def test_a_shed_request_keeps_its_connection_and_id_and_is_counted(live_server):
     )
 
 
+def test_after_a_shed_its_connection_is_not_read_for_the_pause_and_others_are(live_server):
+    """A request resent at once on the connection that was refused waits out
+    READMIT_SHED_PAUSE_MS in its socket; one on another connection is answered meanwhile."""
+    url = live_server(max_in_flight=1, shed_pause_ms=1000)
+    body = json.dumps(EXAMPLE).encode()
+    post = (
+        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    held = _connect(url)
+    held.sendall(post[:-10])
+    deadline = time.monotonic() + WAIT
+    while _metric(url, "readmit_http_requests_in_flight") < 1:
+        assert time.monotonic() < deadline, "the held request never started"
+        time.sleep(0.05)
+    sock = _connect(url)
+    sock.sendall(post)
+    (shed,) = _answers(sock, 1)
+    refused_at = time.monotonic()
+    assert shed.startswith(b"HTTP/1.1 503")
+    held.sendall(post[-10:])
+    assert _answers(held, 1)[0].startswith(b"HTTP/1.1 200")
+    sock.sendall(post)  # at once, as a client that ignores Retry-After does
+    other = httpx.post(f"{url}/predict", json=EXAMPLE, timeout=WAIT)
+    assert other.status_code == 200 and time.monotonic() - refused_at < 0.9
+    (scored,) = _answers(sock, 1)
+    assert scored.startswith(b"HTTP/1.1 200")
+    assert time.monotonic() - refused_at >= 0.95
+    held.close()
+    sock.close()
+
+
 def test_a_shed_request_whose_body_stalls_is_closed_after_the_header_timeout(live_server):
     """Its 503 is sent at once; the rest of the body never comes, and the connection is not
     kept for ever."""

@@ -139,7 +139,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         """503 with Retry-After and the request's id, written at once; the body that follows is
         read and dropped, and the connection stays open when the client keeps it alive (unless
         it waits for `100 Continue`, which would leave its body unsent) and sends the rest within
-        READMIT_HEADER_TIMEOUT_SECONDS."""
+        READMIT_HEADER_TIMEOUT_SECONDS. Nothing more is read from it for READMIT_SHED_PAUSE_MS."""
         self.shed = True
         method = self.parser.get_method().decode("ascii", "replace")
         keep_alive = (
@@ -171,6 +171,15 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.header_timer = self.loop.call_later(
             self.settings.header_timeout_seconds, self.refuse, "header_timeout"
         )
+        if self.settings.shed_pause_ms:
+            # A client that resends at once, ignoring Retry-After, waits in its own socket
+            # for a moment instead of taking the CPU from the requests that were accepted.
+            self.flow.pause_reading()
+            self.loop.call_later(self.settings.shed_pause_ms / 1000, self.resume_after_shed)
+
+    def resume_after_shed(self) -> None:
+        if not self.transport.is_closing():
+            self.flow.resume_reading()
 
     def on_body(self, body: bytes) -> None:
         if not self.shed:
