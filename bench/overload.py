@@ -46,9 +46,10 @@ CONFIGURATIONS = {
         PAUSE: "0",
     },
     "4 threads, fixed 64, no pause": {FIXED: "0", PAUSE: "0"},
-    "4 threads, adaptive 50 ms, no pause": {PAUSE: "0"},
+    "4 threads, adaptive 35 ms, no pause": {PAUSE: "0"},
     "4 threads, fixed 64, pause 50 ms": {FIXED: "0"},
-    "4 threads, adaptive 50 ms, pause 50 ms (the default)": {},
+    "4 threads, adaptive 50 ms, pause 50 ms": {FIXED: "50"},
+    "4 threads, adaptive 35 ms, pause 50 ms (the default)": {},
 }
 # The flood, between a 20-connection load before it and one right after it (recovery).
 LEVELS = ((20, ""), (200, ""), (20, ", right after"))

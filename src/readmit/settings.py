@@ -315,7 +315,7 @@ class Settings(BaseSettings):
         "below it to READMIT_LATENCY_TARGET_MS.",
     )
     latency_target_ms: float = Field(
-        default=50.0,
+        default=35.0,
         ge=0,
         description="90th percentile of a worker's time on an accepted /predict that its "
         "in-flight bound adapts to, between READMIT_API_THREADS and READMIT_MAX_IN_FLIGHT "
