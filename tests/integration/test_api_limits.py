@@ -330,6 +330,23 @@ def test_requests_past_the_in_flight_bound_are_shed_at_once_and_health_answers(l
     assert _shed_count(url, "queued") == 0
 
 
+STALLED = (
+    b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 1000\r\n\r\n{"
+)
+
+
+def _hold(url: str, partial: bytes) -> socket.socket:
+    """A connection whose request is in progress (its body still coming) once this returns."""
+    held = _connect(url)
+    held.sendall(partial)
+    deadline = time.monotonic() + WAIT
+    while _metric(url, "readmit_http_requests_in_flight") < 1:
+        assert time.monotonic() < deadline, "the held request never started"
+        time.sleep(0.05)
+    return held
+
+
 def test_a_shed_request_keeps_its_connection_and_id_and_is_counted(live_server):
     """The 503 written at the headers carries the caller's request id, its body is read and
     dropped, and the same keep-alive connection is served once the bound clears; the refusal
@@ -343,12 +360,7 @@ def test_a_shed_request_keeps_its_connection_and_id_and_is_counted(live_server):
             b"X-Request-ID: %s\r\nContent-Length: %d\r\n\r\n%s" % (request_id, len(body), body)
         )
 
-    held = _connect(url)
-    held.sendall(post(b"held")[:-10])  # in progress: the body is still coming
-    deadline = time.monotonic() + WAIT
-    while _metric(url, "readmit_http_requests_in_flight") < 1:
-        assert time.monotonic() < deadline, "the held request never started"
-        time.sleep(0.05)
+    held = _hold(url, post(b"held")[:-10])  # in progress: the body is still coming
     sock = _connect(url)
     sock.sendall(post(b"shed-1"))
     (shed,) = _answers(sock, 1)
@@ -386,12 +398,7 @@ def test_after_a_shed_its_connection_is_not_read_for_the_pause_and_others_are(li
         b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
-    held = _connect(url)
-    held.sendall(post[:-10])
-    deadline = time.monotonic() + WAIT
-    while _metric(url, "readmit_http_requests_in_flight") < 1:
-        assert time.monotonic() < deadline, "the held request never started"
-        time.sleep(0.05)
+    held = _hold(url, post[:-10])
     sock = _connect(url)
     sock.sendall(post)
     (shed,) = _answers(sock, 1)
@@ -413,20 +420,9 @@ def test_a_shed_request_whose_body_stalls_is_closed_after_the_header_timeout(liv
     """Its 503 is sent at once; the rest of the body never comes, and the connection is not
     kept for ever."""
     url = live_server(max_in_flight=1, header_timeout_seconds=1.0)
-    held = _connect(url)
-    held.sendall(
-        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"
-    )
-    deadline = time.monotonic() + WAIT
-    while _metric(url, "readmit_http_requests_in_flight") < 1:
-        assert time.monotonic() < deadline, "the held request never started"
-        time.sleep(0.05)
+    held = _hold(url, STALLED)
     sock = _connect(url)
-    sock.sendall(
-        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"
-    )
+    sock.sendall(STALLED)
     clock = time.monotonic()
     answer = _read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 503") and answer.count(b"HTTP/1.1") == 1
@@ -437,15 +433,7 @@ def test_a_shed_request_whose_body_stalls_is_closed_after_the_header_timeout(liv
 def test_a_shed_request_that_expects_100_continue_closes_its_connection(live_server):
     """Its body will not come: what the client sends next cannot be read as a request."""
     url = live_server(max_in_flight=1)
-    held = _connect(url)
-    held.sendall(
-        b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"
-    )
-    deadline = time.monotonic() + WAIT
-    while _metric(url, "readmit_http_requests_in_flight") < 1:
-        assert time.monotonic() < deadline, "the held request never started"
-        time.sleep(0.05)
+    held = _hold(url, STALLED)
     sock = _connect(url)
     sock.sendall(
         b"POST /predict HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
