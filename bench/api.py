@@ -7,7 +7,9 @@ it). Needs `wrk` on the PATH (`apt-get install wrk`).
 
 Every server runs on 127.0.0.1 with N workers (default: the cores): readmit with the default
 limits, JSON logs at WARNING and the prediction log on (a temporary SQLite monitor-db), once
-with READMIT_AUTH=none and once with READMIT_AUTH=keys (wrk sends the key), and once more with
+with READMIT_AUTH=none and once with READMIT_AUTH=keys (wrk sends the key), both up at once and
+driven in turn, off then on, --rounds times a level (a drift in the machine's load falls on both;
+each figure is the median of the rounds, the ratio the median of the rounds' ratios), and with
 keys off and bodies that carry `patient_nbr` and `encounter_id` instead of the four history
 fields, so the API looks history up (the p50/p95 difference is printed); mlflow models serve
 with as many uvicorn workers. wrk drives /predict (mlflow: /invocations, one record) closed loop
@@ -48,7 +50,12 @@ LEVELS = (1, 20, 200)
 RECORDS = 200
 BATCH = 10_000
 KEY = "bench-api-key"
+KEYS_OFF = "readmit, keys off"
+KEYS_ON = "readmit, keys on"
 LOOKUP = "readmit, history lookup"
+MLFLOW = "mlflow models serve"
+MEDIANS = ("rps", "ok_rps", "p50", "p95", "p99")
+COUNTS = ("requests", "shed", "other", "socket_errors")
 WARM_UP_SECONDS = 3.0
 SCRIPT = """
 local ffi = require("ffi")
@@ -210,10 +217,6 @@ class HealthProbe(threading.Thread):
                 self.slowest = max(self.slowest, time.perf_counter() - clock)
                 self.answers.append(status)
 
-    def summary(self) -> str:
-        ok = sum(s == 200 for s in self.answers)
-        return f"/health {ok}/{len(self.answers)} ok, slowest {self.slowest * 1000:.0f} ms"
-
 
 def start_readmit(
     settings: Settings,
@@ -302,10 +305,63 @@ def batch_seconds(url: str, body: dict, headers: dict[str, str]) -> str:
     return f"median {statistics.median(times):.2f} s (runs {runs})"
 
 
+def combine(runs: list[dict]) -> dict:
+    """Rounds of one server at one level: the median of each rate and percentile, the sum of
+    each count."""
+    combined = {k: statistics.median(r[k] for r in runs) for k in MEDIANS}
+    combined.update({k: sum(r[k] for r in runs) for k in COUNTS})
+    return combined
+
+
+class Probed:
+    """wrk at one level, with /health asked throughout when `probe` is set."""
+
+    def __init__(self) -> None:
+        self.answers: list[int] = []
+        self.slowest = 0.0
+
+    def run(
+        self, service: Service, url: str, lua: Path, connections: int, seconds: float, probe: bool
+    ) -> dict:
+        thread = HealthProbe(service.url) if probe else None
+        if thread is not None:
+            thread.start()
+        try:
+            return wrk(url, lua, connections, seconds)
+        finally:
+            if thread is not None:
+                thread.stop.set()
+                thread.join()
+                self.answers += thread.answers
+                self.slowest = max(self.slowest, thread.slowest)
+
+    def summary(self) -> str:
+        ok = sum(s == 200 for s in self.answers)
+        return f"/health {ok}/{len(self.answers)} ok, slowest {self.slowest * 1000:.0f} ms"
+
+
+def start(name: str, settings: Settings, workers: int, folder: Path) -> tuple[Service, str]:
+    """The server `name` and the URL wrk drives."""
+    if name == MLFLOW:
+        service = start_mlflow_serve(settings, workers, folder)
+        return service, f"{service.url}/invocations"
+    auth = "keys" if name == KEYS_ON else "none"
+    label = "lookup" if name == LOOKUP else auth
+    service = start_readmit(settings, workers, auth, folder, label)
+    return service, f"{service.url}/predict"
+
+
+def batch(name: str, service: Service, url: str, records: list[dict]) -> str:
+    if name == MLFLOW:
+        return batch_seconds(url, {"dataframe_records": records}, {})
+    return batch_seconds(f"{service.url}/predict-batch", {"records": records}, {"X-API-Key": KEY})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating keys off/on rounds")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
@@ -317,62 +373,65 @@ def main() -> int:
     patients = [int(r["patient_nbr"]) for r in map(json.loads, lookup.read_text().splitlines())]
     print(history_read_costs(settings, patients))
     scripts = {
-        "readmit, keys off": script(folder, "off", ours, None),
-        "readmit, keys on": script(folder, "on", ours, KEY),
+        KEYS_OFF: script(folder, "off", ours, None),
+        KEYS_ON: script(folder, "on", ours, KEY),
         LOOKUP: script(folder, "lookup", lookup, None),
-        "mlflow models serve": script(folder, "mlflow", theirs, None),
+        MLFLOW: script(folder, "mlflow", theirs, None),
     }
     print(
-        f"{args.workers} worker(s) each; wrk closed loop, {args.seconds:.0f} s per level; "
-        f"p50/p95/p99 of 2xx answers"
+        f"{args.workers} worker(s) each; wrk closed loop, {args.seconds:.0f} s a run; keys off "
+        f"and on alternate, {args.rounds} rounds a level (medians); p50/p95/p99 of 2xx answers"
     )
     results: dict[tuple[str, int], dict] = {}
-    probes: dict[str, str] = {}
+    ratios: dict[int, list[float]] = {}
+    probes = {name: Probed() for name in scripts if name != MLFLOW}
     batches: dict[str, str] = {}
-    for name, lua in scripts.items():
-        if name.startswith("readmit"):
-            auth = "keys" if name == "readmit, keys on" else "none"
-            label = "lookup" if name == LOOKUP else auth
-            service = start_readmit(settings, args.workers, auth, folder, label)
-            url = f"{service.url}/predict"
-        else:
-            service = start_mlflow_serve(settings, args.workers, folder)
-            url = f"{service.url}/invocations"
+    groups = [(KEYS_OFF, KEYS_ON), (LOOKUP,), (MLFLOW,)]
+    for group in groups:
+        services: dict[str, tuple[Service, str]] = {}
         try:
-            wrk(url, lua, 20, WARM_UP_SECONDS)  # not counted: first requests pay lazy set-up
+            for name in group:
+                services[name] = start(name, settings, args.workers, folder)
+            for name, (_, url) in services.items():
+                wrk(url, scripts[name], 20, WARM_UP_SECONDS)  # first requests pay lazy set-up
+            rounds = args.rounds if len(group) > 1 else 1
             for connections in LEVELS:
-                probe = HealthProbe(service.url) if name.startswith("readmit") else None
-                if probe is not None and connections == max(LEVELS):
-                    probe.start()
-                results[(name, connections)] = wrk(url, lua, connections, args.seconds)
-                if probe is not None and probe.is_alive():
-                    probe.stop.set()
-                    probe.join()
-                    probes[name] = probe.summary()
-            if name == LOOKUP:
-                continue
-            if name.startswith("readmit"):
-                headers = {"X-API-Key": KEY}
-                body = {"records": records}
-                batches[name] = batch_seconds(f"{service.url}/predict-batch", body, headers)
-            else:
-                body = {"dataframe_records": [{**r} for r in records]}
-                batches[name] = batch_seconds(url, body, {})
+                runs: dict[str, list[dict]] = {name: [] for name in group}
+                for _ in range(rounds):
+                    for name, (service, url) in services.items():
+                        flood = connections == max(LEVELS) and name in probes
+                        probed = probes.get(name, Probed())
+                        runs[name].append(
+                            probed.run(
+                                service, url, scripts[name], connections, args.seconds, flood
+                            )
+                        )
+                for name in group:
+                    results[(name, connections)] = combine(runs[name])
+                if len(group) > 1:
+                    pairs = zip(runs[KEYS_ON], runs[KEYS_OFF], strict=True)
+                    ratios[connections] = [
+                        on["ok_rps"] / max(off["ok_rps"], 1e-9) for on, off in pairs
+                    ]
+            for name, (service, url) in services.items():
+                if name != LOOKUP:
+                    batches[name] = batch(name, service, url, records)
         finally:
-            service.stop()
+            for service, _ in services.values():
+                service.stop()
     for connections in LEVELS:
         print(f"{connections} connection(s), /predict:")
         for name in scripts:
             print(line(name, results[(name, connections)]))
-        for name, summary in probes.items() if connections == max(LEVELS) else ():
-            print(f"  during it, {name}: {summary}")
-        off = results[("readmit, keys off", connections)]
-        on = results[("readmit, keys on", connections)]
-        base = results[("mlflow models serve", connections)]
+        for name, probed in probes.items() if connections == max(LEVELS) else ():
+            print(f"  during it, {name}: {probed.summary()}")
+        off = results[(KEYS_OFF, connections)]
+        base = results[(MLFLOW, connections)]
         looked = results[(LOOKUP, connections)]
+        each = ", ".join(f"{r:.2f}" for r in ratios[connections])
         print(
-            f"  keys on vs off: {on['ok_rps'] / max(off['ok_rps'], 1e-9):.2f}x 2xx/s; "
-            f"readmit (off) vs mlflow: {off['ok_rps'] / max(base['ok_rps'], 1e-9):.1f}x 2xx/s"
+            f"  keys on vs off: {statistics.median(ratios[connections]):.2f}x 2xx/s (rounds "
+            f"{each}); readmit (off) vs mlflow: {off['ok_rps'] / max(base['ok_rps'], 1e-9):.1f}x"
         )
         print(
             f"  history looked up vs sent (keys off): p50 {looked['p50'] - off['p50']:+.2f} ms, "
