@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -16,14 +14,18 @@ from readmit.settings import Settings
 from readmit.tracking import MlflowUnavailable
 
 
-def test_unreachable_mlflow_is_a_clear_error_before_any_work(small_build):
+def test_unreachable_mlflow_is_a_clear_error_before_any_work(small_build, monkeypatch):
     settings = small_build.settings.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:9"})
-    clock = time.perf_counter()
+    loads = []
+    real_load = train_module.load_training_data
+    monkeypatch.setattr(
+        train_module, "load_training_data", lambda *a, **k: loads.append(a) or real_load(*a, **k)
+    )
     with pytest.raises(
         MlflowUnavailable, match=r"tracking server http://127\.0\.0\.1:9 is unreachable"
     ):
         train(settings)
-    assert time.perf_counter() - clock < 10
+    assert loads == []  # refused before the clean build was read
 
 
 def test_unreachable_mlflow_from_the_cli(small_build):
