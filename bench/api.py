@@ -19,7 +19,9 @@ latencies of accepted (2xx) requests are counted apart from the 503s of shedding
 no id: its line is wrk's own histogram of every answer). During the 200-connection runs a
 thread asks /health every 0.2 s. Each server first takes 3 s of load that is not counted (its
 first requests pay lazy set-up). Then /predict-batch of 10,000 records over HTTP (mlflow: one
-/invocations of 10,000 records), the median of 3. The machine's load average is printed at the
+/invocations of 10,000 records), the body encoded beforehand, the median of 3; before each
+readmit run the prediction log has written every earlier row (back to back, a run also paid for
+writing the previous run's rows). The machine's load average is printed at the
 start and the end: on a shared machine the figures move with it. First, in process: one
 patient's history read from Feast's online store against the API's cache.
 """
@@ -30,19 +32,24 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from readmit.pipeline.train import load_training_data
-from readmit.registry import production_uri
+from readmit.registered import load_checked
+from readmit.registry import PRODUCTION, alias_holder, production_uri
 from readmit.schema import HISTORY_FIELDS
+from readmit.serving.routes import model_frame
+from readmit.serving.schemas import as_fields
 from readmit.settings import Settings
 from readmit.stack.foreground import Service, free_port, spawn, start_api, stop_process_group
 
@@ -57,6 +64,7 @@ MLFLOW = "mlflow models serve"
 MEDIANS = ("rps", "ok_rps", "p50", "p95", "p99")
 COUNTS = ("requests", "shed", "other", "socket_errors")
 WARM_UP_SECONDS = 3.0
+JSON = {"Content-Type": "application/json"}
 SCRIPT = """
 local ffi = require("ffi")
 ffi.cdef[[
@@ -293,16 +301,58 @@ def line(label: str, r: dict) -> str:
     )
 
 
-def batch_seconds(url: str, body: dict, headers: dict[str, str]) -> str:
+def settled(monitor_db: Path, quiet: float = 2.0, limit: float = 120.0) -> None:
+    """Wait until the prediction log has stopped growing for `quiet` seconds, so a batch run
+    does not also pay for writing the previous run's 10,000 rows (the writer shares the GIL)."""
+    deadline = time.monotonic() + limit
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        with sqlite3.connect(monitor_db) as db:
+            (rows,) = db.execute("SELECT count(*) FROM predictions").fetchone()
+        if rows != last:
+            last, since = rows, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.25)
+
+
+def batch_seconds(
+    url: str, body: bytes, headers: dict[str, str], before: Callable[[], None]
+) -> str:
+    """The median of 3 POSTs of one body encoded beforehand (as wrk sends its bodies: the
+    client's JSON encoding is not the server's time), `before` each."""
     times = []
     for _ in range(3):
+        before()
         clock = time.perf_counter()
-        response = httpx.post(url, json=body, headers=headers, timeout=300)
+        response = httpx.post(url, content=body, headers=headers | JSON, timeout=300)
         times.append(time.perf_counter() - clock)
         if response.status_code != 200:
             raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
     runs = ", ".join(f"{t:.2f}" for t in times)
     return f"median {statistics.median(times):.2f} s (runs {runs})"
+
+
+def model_seconds(settings: Settings, records: list[dict]) -> str:
+    """The @production model alone on the batch, in this process: the part of a batch's time
+    that the model sets (a tuned booster of many trees costs more than one of few)."""
+    version = alias_holder(settings, PRODUCTION)
+    if version is None:
+        return "no @production version"
+    model = load_checked(settings, version)
+    frame = model_frame([as_fields(r) for r in records])
+    times = []
+    for _ in range(3):
+        clock = time.perf_counter()
+        model.predict_frame(frame)
+        times.append(time.perf_counter() - clock)
+    booster = getattr(model.estimator, "booster", None)
+    trees = getattr(booster, "num_trees", None)
+    size = f", {trees()} trees" if callable(trees) else ""
+    return (
+        f"the model alone, in process: median {statistics.median(times):.2f} s "
+        f"(v{version}, {model.estimator.kind}{size}, {model.transform.width} columns)"
+    )
 
 
 def combine(runs: list[dict]) -> dict:
@@ -351,10 +401,14 @@ def start(name: str, settings: Settings, workers: int, folder: Path) -> tuple[Se
     return service, f"{service.url}/predict"
 
 
-def batch(name: str, service: Service, url: str, records: list[dict]) -> str:
+def batch(name: str, service: Service, url: str, records: list[dict], folder: Path) -> str:
     if name == MLFLOW:
-        return batch_seconds(url, {"dataframe_records": records}, {})
-    return batch_seconds(f"{service.url}/predict-batch", {"records": records}, {"X-API-Key": KEY})
+        body = json.dumps({"dataframe_records": records}).encode()
+        return batch_seconds(url, body, {}, lambda: None)
+    monitor_db = folder / f"monitor-{'keys' if name == KEYS_ON else 'none'}.db"
+    body = json.dumps({"records": records}).encode()
+    url = f"{service.url}/predict-batch"
+    return batch_seconds(url, body, {"X-API-Key": KEY}, lambda: settled(monitor_db))
 
 
 def main() -> int:
@@ -415,7 +469,7 @@ def main() -> int:
                     ]
             for name, (service, url) in services.items():
                 if name != LOOKUP:
-                    batches[name] = batch(name, service, url, records)
+                    batches[name] = batch(name, service, url, records, folder)
         finally:
             for service, _ in services.values():
                 service.stop()
@@ -440,6 +494,7 @@ def main() -> int:
     print(f"/predict-batch of {len(records):,} records over HTTP:")
     for name, summary in batches.items():
         print(f"  {name:<22} {summary}")
+    print(f"  {model_seconds(settings, records)}")
     print(f"end: {load_average()}")
     print(f"logs: {folder}")
     return 0
