@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -336,10 +337,12 @@ def batch_seconds(
 def model_seconds(settings: Settings, records: list[dict]) -> str:
     """The @production model alone on the batch, in this process: the part of a batch's time
     that the model sets (a tuned booster of many trees costs more than one of few)."""
-    version = alias_holder(settings, PRODUCTION)
-    if version is None:
-        return "no @production version"
-    model = load_checked(settings, version)
+    with warnings.catch_warnings():  # MLflow's SQLite store warns of its own SQLAlchemy use
+        warnings.simplefilter("ignore", DeprecationWarning)
+        version = alias_holder(settings, PRODUCTION)
+        if version is None:
+            return "no @production version"
+        model = load_checked(settings, version)
     frame = model_frame([as_fields(r) for r in records])
     times = []
     for _ in range(3):
