@@ -53,6 +53,7 @@ from readmit.serving.routes import model_frame
 from readmit.serving.schemas import as_fields
 from readmit.settings import Settings
 from readmit.stack.foreground import Service, free_port, spawn, start_api, stop_process_group
+from readmit.storage.monitor import predictions
 
 LEVELS = (1, 20, 200)
 RECORDS = 200
@@ -227,6 +228,16 @@ class HealthProbe(threading.Thread):
                 self.answers.append(status)
 
 
+def monitor_db(folder: Path, label: str) -> Path:
+    """The SQLite monitor-db of the readmit server labelled `label`."""
+    return folder / f"monitor-{label}.db"
+
+
+def label_of(name: str) -> str:
+    """The label of the readmit server `name`: its logs and monitor-db are named after it."""
+    return "lookup" if name == LOOKUP else "keys" if name == KEYS_ON else "none"
+
+
 def start_readmit(
     settings: Settings,
     workers: int,
@@ -241,7 +252,7 @@ def start_readmit(
         "READMIT_API_PORT": str(port),
         "READMIT_API_WORKERS": str(workers),
         "READMIT_LOG_LEVEL": "WARNING",
-        "READMIT_MONITOR_DB_URL": f"sqlite:///{folder}/monitor-{label}.db",
+        "READMIT_MONITOR_DB_URL": f"sqlite:///{monitor_db(folder, label)}",
         "READMIT_AUTH": auth,
         "READMIT_API_KEY": KEY,
         **(extra or {}),
@@ -302,14 +313,25 @@ def line(label: str, r: dict) -> str:
     )
 
 
-def settled(monitor_db: Path, quiet: float = 2.0, limit: float = 120.0) -> None:
+def logged_rows(database: Path) -> int:
+    """Rows in the prediction log of a SQLite monitor-db; 0 before the server has written one."""
+    if not database.exists():
+        return 0
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        try:
+            (rows,) = db.execute(f"SELECT count(*) FROM {predictions.name}").fetchone()
+        except sqlite3.OperationalError:  # the table is made with the first write
+            return 0
+    return int(rows)
+
+
+def settled(database: Path, quiet: float = 2.0, limit: float = 120.0) -> None:
     """Wait until the prediction log has stopped growing for `quiet` seconds, so a batch run
     does not also pay for writing the previous run's 10,000 rows (the writer shares the GIL)."""
     deadline = time.monotonic() + limit
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        with sqlite3.connect(monitor_db) as db:
-            (rows,) = db.execute("SELECT count(*) FROM predictions").fetchone()
+        rows = logged_rows(database)
         if rows != last:
             last, since = rows, time.monotonic()
         elif time.monotonic() - since >= quiet:
@@ -399,8 +421,7 @@ def start(name: str, settings: Settings, workers: int, folder: Path) -> tuple[Se
         service = start_mlflow_serve(settings, workers, folder)
         return service, f"{service.url}/invocations"
     auth = "keys" if name == KEYS_ON else "none"
-    label = "lookup" if name == LOOKUP else auth
-    service = start_readmit(settings, workers, auth, folder, label)
+    service = start_readmit(settings, workers, auth, folder, label_of(name))
     return service, f"{service.url}/predict"
 
 
@@ -408,10 +429,10 @@ def batch(name: str, service: Service, url: str, records: list[dict], folder: Pa
     if name == MLFLOW:
         body = json.dumps({"dataframe_records": records}).encode()
         return batch_seconds(url, body, {}, lambda: None)
-    monitor_db = folder / f"monitor-{'keys' if name == KEYS_ON else 'none'}.db"
+    logged = monitor_db(folder, label_of(name))
     body = json.dumps({"records": records}).encode()
     url = f"{service.url}/predict-batch"
-    return batch_seconds(url, body, {"X-API-Key": KEY}, lambda: settled(monitor_db))
+    return batch_seconds(url, body, {"X-API-Key": KEY}, lambda: settled(logged))
 
 
 def main() -> int:
