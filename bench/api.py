@@ -8,22 +8,23 @@ it). Needs `wrk` on the PATH (`apt-get install wrk`).
 Every server runs on 127.0.0.1 with N workers (default: the cores): readmit with the default
 limits, JSON logs at WARNING and the prediction log on (a temporary SQLite monitor-db), once
 with READMIT_AUTH=none and once with READMIT_AUTH=keys (wrk sends the key), both up at once and
-driven in turn, off then on, --rounds times a level (a drift in the machine's load falls on both;
-each figure is the median of the rounds, the ratio the median of the rounds' ratios), and with
-keys off and bodies that carry `patient_nbr` and `encounter_id` instead of the four history
+driven in turn, off then on, --rounds times a level (a drift in the machine's load falls on
+both; each figure is the median of the rounds, the ratio the median of the rounds' ratios), and
+with keys off and bodies that carry `patient_nbr` and `encounter_id` instead of the four history
 fields, so the API looks history up (the p50/p95 difference is printed); mlflow models serve
 with as many uvicorn workers. wrk drives /predict (mlflow: /invocations, one record) closed loop
 at 1, 20 and 200 connections, rotating over 200 test records; it runs on the same cores. Its
-script tags each request with X-Request-ID and pairs the answer that echoes it, so the
-latencies of accepted (2xx) requests are counted apart from the 503s of shedding (mlflow echoes
-no id: its line is wrk's own histogram of every answer). During the 200-connection runs a
-thread asks /health every 0.2 s. Each server first takes 3 s of load that is not counted (its
-first requests pay lazy set-up). Then /predict-batch of 10,000 records over HTTP (mlflow: one
-/invocations of 10,000 records), the body encoded beforehand, the median of 3; before each
-readmit run the prediction log has written every earlier row (back to back, a run also paid for
-writing the previous run's rows). The machine's load average is printed at the
-start and the end: on a shared machine the figures move with it. First, in process: one
-patient's history read from Feast's online store against the API's cache.
+script tags each request with X-Request-ID and pairs the answer that echoes it, so the latencies
+of accepted (2xx) requests are counted apart from the 503s of shedding (mlflow echoes no id: its
+line is wrk's own histogram of every answer). During the 200-connection runs a thread asks
+/health every 0.2 s. Each server first takes 3 s of load that is not counted (its first requests
+pay lazy set-up). Then /predict-batch of 10,000 records over HTTP (mlflow: one /invocations of
+10,000 records), the body encoded beforehand, the median of 3; before each readmit run the
+prediction log has written every earlier row (back to back, a run also paid for writing the
+previous run's rows), and the @production model's own time on the batch, in process. The
+machine's load average is printed at the start and the end: on a shared machine the figures move
+with it. First, in process: one patient's history read from Feast's online store against the
+API's cache.
 """
 
 from __future__ import annotations
